@@ -1,0 +1,53 @@
+import { Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { JwtModule } from '@nestjs/jwt';
+import { PassportModule } from '@nestjs/passport';
+import { BellhopConfigModule, loadConfig } from '@bellhop/config';
+import { DatabaseModule } from '@bellhop/database';
+import { DeliveryQueueModule } from '@bellhop/delivery';
+import { HealthModule, MetricsModule, loggerModule } from '@bellhop/observability';
+import { RedisModule } from '@bellhop/queue';
+import { ApiTokenVerifier } from './auth/api-tokens.service';
+import { AuthController } from './auth/auth.controller';
+import { BearerGuard, MembershipService, TenantGuard } from './auth/auth.guards';
+import { AuthService } from './auth/auth.service';
+import { JwtStrategy } from './auth/jwt.strategy';
+import { AuditService } from './common/audit.service';
+import { DeliveriesController } from './deliveries/deliveries.controller';
+import { DeliveriesService } from './deliveries/deliveries.service';
+import { EventsController } from './events/events.controller';
+import { EventsService } from './events/events.service';
+import { OrganizationsController } from './organizations/organizations.controller';
+import { OrganizationsService } from './organizations/organizations.service';
+import { ProjectsController } from './projects/projects.controller';
+import { WebhooksController } from './webhooks/webhooks.controller';
+import { WebhooksService } from './webhooks/webhooks.service';
+
+@Module({
+  imports: [
+    BellhopConfigModule,
+    loggerModule(loadConfig(), 'api'),
+    DatabaseModule,
+    RedisModule,
+    DeliveryQueueModule,
+    HealthModule,
+    MetricsModule,
+    PassportModule,
+    JwtModule.register({}),
+  ],
+  controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventsController, DeliveriesController],
+  providers: [
+    { provide: APP_GUARD, useClass: BearerGuard },
+    TenantGuard,
+    MembershipService,
+    ApiTokenVerifier,
+    JwtStrategy,
+    AuthService,
+    AuditService,
+    OrganizationsService,
+    WebhooksService,
+    EventsService,
+    DeliveriesService,
+  ],
+})
+export class AppModule {}

@@ -1,0 +1,52 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { PrismaService } from '@bellhop/database';
+import type { Role } from '@bellhop/database';
+import { Principal } from './principal';
+
+export const API_TOKEN_PREFIX = 'bht_';
+const LOOKUP_LENGTH = 16;
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** API tokens: shown once, stored as a SHA-256 hash (they are 256-bit random) with an indexed lookup prefix. */
+@Injectable()
+export class ApiTokenVerifier {
+  constructor(private readonly prisma: PrismaService) {}
+
+  static generate(): { token: string; lookupPrefix: string; tokenHash: string } {
+    const token = API_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    return { token, lookupPrefix: token.slice(0, LOOKUP_LENGTH), tokenHash: sha256(token) };
+  }
+
+  async verify(token: string): Promise<Principal | null> {
+    if (!token.startsWith(API_TOKEN_PREFIX) || token.length < LOOKUP_LENGTH + 8 || token.length > 200) return null;
+    const row = await this.prisma.apiToken.findFirst({
+      where: { lookupPrefix: token.slice(0, LOOKUP_LENGTH), revokedAt: null },
+      select: { id: true, organizationId: true, role: true, tokenHash: true, lastUsedAt: true },
+    });
+    if (!row) return null;
+    const expected = Buffer.from(row.tokenHash, 'hex');
+    const actual = Buffer.from(sha256(token), 'hex');
+    if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return null;
+    const now = Date.now();
+    if (!row.lastUsedAt || now - row.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
+      // Written at most once a minute, and only if nobody else wrote it meanwhile.
+      await this.prisma.apiToken.updateMany({
+        where: { id: row.id, OR: [{ lastUsedAt: null }, { lastUsedAt: { lt: new Date(now - LAST_USED_RESOLUTION_MS) } }] },
+        data: { lastUsedAt: new Date(now) },
+      });
+    }
+    return {
+      type: 'api_token',
+      id: row.id,
+      userId: null,
+      sessionId: null,
+      tokenOrganizationId: row.organizationId,
+      tokenRole: row.role as Role,
+    };
+  }
+}

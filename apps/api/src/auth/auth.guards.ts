@@ -1,0 +1,159 @@
+import { CanActivate, ExecutionContext, Injectable, SetMetadata, applyDecorators, createParamDecorator, UseGuards } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import { AuthGuard } from '@nestjs/passport';
+import { ApiBearerAuth } from '@nestjs/swagger';
+import type { Request } from 'express';
+import { PrismaService } from '@bellhop/database';
+import type { Role } from '@bellhop/database';
+import { AppError, isId } from '@bellhop/domain';
+import { PUBLIC_ROUTE, Public } from '@bellhop/observability';
+import { ApiTokenVerifier, API_TOKEN_PREFIX } from './api-tokens.service';
+import { MembershipService } from './membership.service';
+import { Principal, TenantScope, roleAtLeast } from './principal';
+
+export { MembershipService };
+
+type AuthedRequest = Request & { user?: Principal; tenant?: TenantScope };
+
+const ACCESS = 'bellhop:access';
+
+export { Public };
+
+export interface AccessOptions {
+  /** The least role the caller needs in the organization the route acts in. */
+  role?: Role;
+}
+
+/**
+ * The one decorator for access: a bearer token, then the organization resolved from the route's
+ * ids (another tenant's id is a 404, never a 403), then the role. Guards run in that fixed order.
+ */
+export function Authenticated(options: AccessOptions = {}) {
+  return applyDecorators(SetMetadata(ACCESS, options), UseGuards(TenantGuard), ApiBearerAuth());
+}
+
+@Injectable()
+class JwtGuard extends AuthGuard('jwt') {
+  override handleRequest<T>(err: unknown, user: T): T {
+    if (err || !user) throw new AppError('unauthenticated', 'Authentication required');
+    return user;
+  }
+}
+
+/** Global: every route needs a valid session or API token unless marked @Public(). */
+@Injectable()
+export class BearerGuard implements CanActivate {
+  private readonly jwt = new JwtGuard();
+
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly tokens: ApiTokenVerifier,
+  ) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    if (this.reflector.getAllAndOverride<boolean>(PUBLIC_ROUTE, [context.getHandler(), context.getClass()])) return true;
+    const req = context.switchToHttp().getRequest<AuthedRequest>();
+    const header = req.headers.authorization ?? '';
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) throw new AppError('unauthenticated', 'Authentication required');
+    if (match[1].startsWith(API_TOKEN_PREFIX)) {
+      const principal = await this.tokens.verify(match[1]);
+      if (!principal) throw new AppError('unauthenticated', 'Authentication required');
+      req.user = principal;
+      return true;
+    }
+    return (await this.jwt.canActivate(context)) as boolean;
+  }
+}
+
+/**
+ * Resolves the organization a route acts in from its path ids, scoped to the caller's memberships
+ * in the query itself, and checks the role. Routes with no id of a tenant resource pass through
+ * (they scope their queries by the caller's memberships).
+ */
+@Injectable()
+export class TenantGuard implements CanActivate {
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly prisma: PrismaService,
+    private readonly memberships: MembershipService,
+  ) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const options = this.reflector.getAllAndOverride<AccessOptions>(ACCESS, [context.getHandler(), context.getClass()]) ?? {};
+    const req = context.switchToHttp().getRequest<AuthedRequest>();
+    const principal = req.user;
+    if (!principal) throw new AppError('unauthenticated', 'Authentication required');
+    const params = req.params as Record<string, string>;
+    const memberships = await this.memberships.of(principal);
+    const organizationId = await this.resolveOrganization(params, [...memberships.keys()]);
+    if (organizationId === undefined) return true;
+    // Same queries and the same answer for a missing id and for another tenant's id.
+    const role = organizationId === null ? undefined : memberships.get(organizationId);
+    if (organizationId === null || !role) throw AppError.notFound(resourceName(params));
+    if (options.role && !roleAtLeast(role, options.role)) throw AppError.forbidden();
+    req.tenant = { organizationId, role, principal };
+    return true;
+  }
+
+  /**
+   * The organization owning the route's resource, looked up only among the caller's organizations;
+   * null when there is none such; undefined when the route names no tenant resource.
+   */
+  private async resolveOrganization(params: Record<string, string>, orgIds: string[]): Promise<string | null | undefined> {
+    const inScope = { in: orgIds };
+    const found = (row: { organizationId: string } | null) => row?.organizationId ?? null;
+    const select = { organizationId: true } as const;
+    if (params.orgId !== undefined) return isId('organization', params.orgId) && orgIds.includes(params.orgId) ? params.orgId : null;
+    if (params.projectId !== undefined) {
+      if (!isId('project', params.projectId)) return null;
+      return found(await this.prisma.project.findFirst({ where: { id: params.projectId, organizationId: inScope }, select }));
+    }
+    if (params.webhookId !== undefined) {
+      if (!isId('webhook', params.webhookId)) return null;
+      return found(await this.prisma.webhook.findFirst({ where: { id: params.webhookId, organizationId: inScope, deletedAt: null }, select }));
+    }
+    if (params.deliveryId !== undefined) {
+      if (!isId('delivery', params.deliveryId)) return null;
+      return found(await this.prisma.delivery.findFirst({ where: { id: params.deliveryId, organizationId: inScope }, select }));
+    }
+    if (params.eventId !== undefined) {
+      if (!isId('event', params.eventId)) return null;
+      return found(await this.prisma.event.findFirst({ where: { id: params.eventId, organizationId: inScope }, select }));
+    }
+    if (params.tokenId !== undefined) {
+      if (!isId('apiToken', params.tokenId)) return null;
+      return found(await this.prisma.apiToken.findFirst({ where: { id: params.tokenId, organizationId: inScope, revokedAt: null }, select }));
+    }
+    return undefined;
+  }
+}
+
+function resourceName(params: Record<string, string>): string {
+  if (params.webhookId) return 'Webhook';
+  if (params.deliveryId) return 'Delivery';
+  if (params.eventId) return 'Event';
+  if (params.projectId) return 'Project';
+  if (params.tokenId) return 'API token';
+  return 'Organization';
+}
+
+/** The caller, as BearerGuard found it. */
+export const CurrentPrincipal = createParamDecorator((_: unknown, ctx: ExecutionContext): Principal => {
+  const principal = ctx.switchToHttp().getRequest<AuthedRequest>().user;
+  if (!principal) throw new AppError('unauthenticated', 'Authentication required');
+  return principal;
+});
+
+/** The organization this request acts in, as TenantGuard resolved it. */
+export const Tenant = createParamDecorator((_: unknown, ctx: ExecutionContext): TenantScope => {
+  const tenant = ctx.switchToHttp().getRequest<AuthedRequest>().tenant;
+  if (!tenant) throw new Error('route has no tenant scope: it needs a path id and @Authenticated()');
+  return tenant;
+});
+
+/** The request id, for audit entries. */
+export const RequestId = createParamDecorator((_: unknown, ctx: ExecutionContext): string => {
+  const req = ctx.switchToHttp().getRequest<Request & { id?: string }>();
+  return String(req.id ?? '');
+});

@@ -1,0 +1,87 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { JwtService } from '@nestjs/jwt';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { PrismaService, isUniqueViolation } from '@bellhop/database';
+import { AppError, newId } from '@bellhop/domain';
+import { SignupDto } from './dto/signup.dto';
+import { LoginDto } from './dto/login.dto';
+import { JWT_ALGORITHM, JWT_AUDIENCE, JWT_ISSUER } from './jwt.strategy';
+import { DUMMY_HASH, hashPassword, verifyPassword } from './password';
+import { Principal } from './principal';
+import { present } from '../common/present';
+
+const INVALID_LOGIN = 'Invalid email or password';
+
+@Injectable()
+export class AuthService {
+  constructor(
+    private readonly prisma: PrismaService,
+    private readonly jwt: JwtService,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+  ) {}
+
+  async signup(dto: SignupDto) {
+    const passwordHash = await hashPassword(dto.password);
+    const userId = newId('user');
+    const orgId = newId('organization');
+    try {
+      const [user, organization] = await this.prisma.$transaction([
+        this.prisma.user.create({ data: { id: userId, email: dto.email, name: dto.name, passwordHash } }),
+        this.prisma.organization.create({ data: { id: orgId, name: `${dto.name}'s organization`, plan: this.config.defaultPlan } }),
+        this.prisma.membership.create({ data: { organizationId: orgId, userId, role: 'owner' } }),
+      ]);
+      const session = await this.startSession(user.id);
+      return { user: present.user(user), organization: present.organization(organization), session };
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppError('conflict', 'An account with this email already exists');
+      throw err;
+    }
+  }
+
+  async login(dto: LoginDto) {
+    const user = await this.prisma.user.findUnique({ where: { email: dto.email } });
+    // Verify against a dummy hash for unknown emails, so both failures cost the same time.
+    const ok = await verifyPassword(dto.password, user?.passwordHash ?? DUMMY_HASH);
+    if (!user || !ok) throw new AppError('unauthenticated', INVALID_LOGIN);
+    return { user: present.user(user), session: await this.startSession(user.id) };
+  }
+
+  async logout(principal: Principal): Promise<void> {
+    if (principal.sessionId) {
+      await this.prisma.session.updateMany({ where: { id: principal.sessionId, revokedAt: null }, data: { revokedAt: new Date() } });
+    }
+  }
+
+  async me(principal: Principal) {
+    if (principal.type !== 'user') {
+      const org = await this.prisma.organization.findFirst({ where: { id: principal.tokenOrganizationId! } });
+      return { user: null, apiToken: { id: principal.id }, memberships: org ? [{ organization: present.organization(org), role: principal.tokenRole }] : [] };
+    }
+    const user = await this.prisma.user.findUniqueOrThrow({
+      where: { id: principal.userId! },
+      include: { memberships: { include: { organization: true }, orderBy: { createdAt: 'asc' } } },
+    });
+    return {
+      user: present.user(user),
+      memberships: user.memberships.map((m) => ({ organization: present.organization(m.organization), role: m.role })),
+    };
+  }
+
+  private async startSession(userId: string) {
+    const id = newId('session');
+    const expiresAt = new Date(Date.now() + this.config.sessionTtlMs);
+    await this.prisma.session.create({ data: { id, userId, expiresAt } });
+    const token = await this.jwt.signAsync(
+      { sub: userId, sid: id },
+      {
+        algorithm: JWT_ALGORITHM,
+        issuer: JWT_ISSUER,
+        audience: JWT_AUDIENCE,
+        expiresIn: Math.floor(this.config.sessionTtlMs / 1000),
+        notBefore: 0,
+        secret: this.config.jwtSecret,
+      },
+    );
+    return { token, expiresAt: expiresAt.toISOString() };
+  }
+}

@@ -1,0 +1,48 @@
+import { Injectable } from '@nestjs/common';
+import { Prisma, PrismaService } from '@bellhop/database';
+import { newId } from '@bellhop/domain';
+import { Principal } from '../auth/principal';
+
+export type AuditAction =
+  | 'webhook.created'
+  | 'webhook.updated'
+  | 'webhook.deleted'
+  | 'webhook.secret_revealed'
+  | 'webhook.secret_rotated'
+  | 'member.added'
+  | 'member.role_changed'
+  | 'member.removed'
+  | 'api_token.created'
+  | 'api_token.revoked'
+  | 'organization.updated';
+
+export interface AuditInput {
+  organizationId: string;
+  principal: Principal;
+  action: AuditAction;
+  target: { type: string; id: string };
+  requestId?: string;
+}
+
+/** Who did what to which resource, and in which request. Never a secret: only ids go in. */
+@Injectable()
+export class AuditService {
+  constructor(private readonly prisma: PrismaService) {}
+
+  entry(input: AuditInput): Prisma.AuditLogEntryCreateInput {
+    return {
+      id: newId('audit'),
+      organization: { connect: { id: input.organizationId } },
+      action: input.action,
+      actorType: input.principal.type,
+      actorId: input.principal.id,
+      targetType: input.target.type,
+      targetId: input.target.id,
+      requestId: input.requestId || null,
+    };
+  }
+
+  record(input: AuditInput) {
+    return this.prisma.auditLogEntry.create({ data: this.entry(input) });
+  }
+}

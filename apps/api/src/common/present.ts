@@ -1,0 +1,72 @@
+import type { ApiToken, Attempt, AuditLogEntry, Delivery, Event, Organization, Project, User, Webhook } from '@bellhop/database';
+
+const iso = (date: Date | null | undefined): string | null => (date ? date.toISOString() : null);
+
+/** Response shapes of the contract, kept apart from the rows they are built from. */
+export const present = {
+  user: (u: User) => ({ id: u.id, email: u.email, name: u.name, createdAt: iso(u.createdAt) }),
+
+  organization: (o: Organization) => ({ id: o.id, name: o.name, plan: o.plan }),
+
+  project: (p: Project) => ({ id: p.id, name: p.name, organizationId: p.organizationId, createdAt: iso(p.createdAt) }),
+
+  /** Never includes a secret: only the routes that reveal one add it beside the webhook. */
+  webhook: (w: Webhook) => ({
+    id: w.id,
+    projectId: w.projectId,
+    url: w.url,
+    events: w.events,
+    enabled: w.enabled,
+    description: w.description,
+    disabledReason: w.disabledReason,
+    createdAt: iso(w.createdAt),
+    updatedAt: iso(w.updatedAt),
+  }),
+
+  event: (e: Pick<Event, 'id' | 'type' | 'createdAt' | 'projectId'>) => ({
+    id: e.id,
+    event: e.type,
+    timestamp: iso(e.createdAt),
+    projectId: e.projectId,
+  }),
+
+  delivery: (d: Delivery) => ({
+    id: d.id,
+    webhookId: d.webhookId,
+    eventId: d.eventId,
+    event: d.eventType,
+    status: d.status,
+    test: d.test,
+    attempts: d.attemptCount,
+    lastStatusCode: d.lastStatusCode,
+    lastResponseTimeMs: d.lastResponseTimeMs,
+    createdAt: iso(d.createdAt),
+    nextAttemptAt: d.status === 'pending' ? iso(d.nextAttemptAt) : null,
+    completedAt: iso(d.completedAt),
+  }),
+
+  attempt: (a: Attempt, body: string) => ({
+    id: a.id,
+    attempt: a.attempt,
+    trigger: a.trigger,
+    timestamp: iso(a.createdAt),
+    request: { url: a.requestUrl, headers: a.requestHeaders, body },
+    response:
+      a.responseStatus === null
+        ? null
+        : { statusCode: a.responseStatus, headers: a.responseHeaders, body: a.responseBody, bodyTruncated: a.responseBodyTruncated },
+    responseTimeMs: a.responseTimeMs,
+    error: a.errorCode ? { code: a.errorCode, message: a.errorMessage } : null,
+  }),
+
+  apiToken: (t: ApiToken) => ({ id: t.id, name: t.name, role: t.role, createdAt: iso(t.createdAt), lastUsedAt: iso(t.lastUsedAt) }),
+
+  auditEntry: (e: AuditLogEntry) => ({
+    id: e.id,
+    action: e.action,
+    actor: { type: e.actorType, id: e.actorId },
+    target: { type: e.targetType, id: e.targetId },
+    createdAt: iso(e.createdAt),
+    requestId: e.requestId,
+  }),
+};

@@ -1,0 +1,34 @@
+import { Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Authenticated, Tenant } from '../auth/auth.guards';
+import { TenantScope } from '../auth/principal';
+import { DeliveriesService } from './deliveries.service';
+import { ListDeliveriesQuery } from './dto/list-deliveries.query';
+
+@ApiTags('deliveries')
+@Controller()
+export class DeliveriesController {
+  constructor(private readonly deliveries: DeliveriesService) {}
+
+  @Get('webhooks/:webhookId/deliveries')
+  @Authenticated()
+  @ApiOperation({ summary: 'Delivery history of a webhook, newest first' })
+  list(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Query() query: ListDeliveriesQuery) {
+    return this.deliveries.list(tenant, webhookId, query);
+  }
+
+  @Get('deliveries/:deliveryId')
+  @Authenticated()
+  @ApiOperation({ summary: 'A delivery with every attempt: request, response and error' })
+  get(@Tenant() tenant: TenantScope, @Param('deliveryId') deliveryId: string) {
+    return this.deliveries.get(tenant, deliveryId);
+  }
+
+  @Post('deliveries/:deliveryId/retry')
+  @HttpCode(202)
+  @Authenticated()
+  @ApiOperation({ summary: 'One more attempt now (trigger: manual)' })
+  retry(@Tenant() tenant: TenantScope, @Param('deliveryId') deliveryId: string) {
+    return this.deliveries.retry(tenant, deliveryId);
+  }
+}

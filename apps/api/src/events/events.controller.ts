@@ -1,0 +1,54 @@
+import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
+import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { AppError, EVENT_TYPES } from '@bellhop/domain';
+import { Authenticated, Public, Tenant } from '../auth/auth.guards';
+import { TenantScope } from '../auth/principal';
+import { PageQuery } from '../common/pagination';
+import { PublishEventDto } from './dto/publish-event.dto';
+import { EventsService, MAX_IDEMPOTENCY_KEY_LENGTH } from './events.service';
+
+@ApiTags('events')
+@Controller()
+export class EventsController {
+  constructor(private readonly events: EventsService) {}
+
+  @Public()
+  @Get('event-types')
+  @ApiOperation({ summary: 'The event catalog, with a JSON schema and an example payload for each type' })
+  eventTypes() {
+    return { eventTypes: EVENT_TYPES.map((t) => ({ type: t.type, description: t.description, schema: t.schema, example: t.example })) };
+  }
+
+  @Post('projects/:projectId/events')
+  @HttpCode(202)
+  @Authenticated()
+  @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'The same key again for the same project answers 200 with the first event' })
+  @ApiOperation({ summary: 'Publish an event to every subscribed webhook of the project' })
+  async publish(
+    @Tenant() tenant: TenantScope,
+    @Param('projectId') projectId: string,
+    @Body() dto: PublishEventDto,
+    @Headers('idempotency-key') idempotencyKey: string | undefined,
+    @Res({ passthrough: true }) res: Response,
+  ) {
+    if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)) {
+      throw AppError.validation([{ field: 'Idempotency-Key', message: `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters` }]);
+    }
+    const result = await this.events.publish(tenant, projectId, { event: dto.event, data: dto.data, idempotencyKey });
+    if (result.replayed) res.status(200);
+    return { event: result.event, deliveries: result.deliveries };
+  }
+
+  @Get('projects/:projectId/events')
+  @Authenticated()
+  list(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Query() query: PageQuery) {
+    return this.events.list(tenant, projectId, query);
+  }
+
+  @Get('events/:eventId')
+  @Authenticated()
+  get(@Tenant() tenant: TenantScope, @Param('eventId') eventId: string) {
+    return this.events.get(tenant, eventId);
+  }
+}

@@ -1,0 +1,77 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { PrismaService } from '@bellhop/database';
+import { AppError, newId } from '@bellhop/domain';
+import { Authenticated, CurrentPrincipal, MembershipService, Tenant } from '../auth/auth.guards';
+import { Principal, TenantScope, roleAtLeast } from '../auth/principal';
+import { PageQuery, page, pageArgs } from '../common/pagination';
+import { present } from '../common/present';
+import { CreateProjectDto, UpdateProjectDto } from './dto/project.dto';
+
+@ApiTags('projects')
+@Controller('projects')
+export class ProjectsController {
+  constructor(
+    private readonly prisma: PrismaService,
+    private readonly memberships: MembershipService,
+  ) {}
+
+  @Post()
+  @Authenticated()
+  @ApiOperation({ summary: 'Create a project (owner or admin of its organization)' })
+  async create(@CurrentPrincipal() principal: Principal, @Body() dto: CreateProjectDto) {
+    const mine = await this.memberships.of(principal);
+    let organizationId = dto.organizationId;
+    if (!organizationId) {
+      if (mine.size !== 1) {
+        throw AppError.validation([{ field: 'organizationId', message: 'organizationId is required when you belong to several organizations' }]);
+      }
+      organizationId = [...mine.keys()][0];
+    }
+    const role = mine.get(organizationId);
+    if (!role) throw AppError.notFound('Organization');
+    if (!roleAtLeast(role, 'admin')) throw AppError.forbidden();
+    const project = await this.prisma.project.create({ data: { id: newId('project'), name: dto.name, organizationId } });
+    return { project: present.project(project) };
+  }
+
+  @Get()
+  @Authenticated()
+  @ApiOperation({ summary: 'Projects of every organization the caller belongs to, newest first' })
+  async list(@CurrentPrincipal() principal: Principal, @Query() query: PageQuery) {
+    const orgIds = [...(await this.memberships.of(principal)).keys()];
+    const args = pageArgs(query);
+    const rows = await this.prisma.project.findMany({ ...args, where: { ...args.where, organizationId: { in: orgIds } } });
+    const { items, nextCursor } = page(rows, query);
+    return { projects: items.map(present.project), nextCursor };
+  }
+
+  @Get(':projectId')
+  @Authenticated()
+  async get(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string) {
+    return { project: present.project(await this.find(tenant, projectId)) };
+  }
+
+  @Patch(':projectId')
+  @Authenticated({ role: 'admin' })
+  async update(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: UpdateProjectDto) {
+    await this.find(tenant, projectId);
+    const project = await this.prisma.project.update({ where: { id: projectId }, data: { name: dto.name } });
+    return { project: present.project(project) };
+  }
+
+  @Delete(':projectId')
+  @HttpCode(204)
+  @Authenticated({ role: 'admin' })
+  @ApiOperation({ summary: 'Delete a project with its webhooks, events and delivery history' })
+  async remove(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string): Promise<void> {
+    const { count } = await this.prisma.project.deleteMany({ where: { id: projectId, organizationId: tenant.organizationId } });
+    if (count === 0) throw AppError.notFound('Project');
+  }
+
+  private async find(tenant: TenantScope, id: string) {
+    const project = await this.prisma.project.findFirst({ where: { id, organizationId: tenant.organizationId } });
+    if (!project) throw AppError.notFound('Project');
+    return project;
+  }
+}

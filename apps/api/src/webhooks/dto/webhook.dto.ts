@@ -1,0 +1,64 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, IsString, MaxLength } from 'class-validator';
+import { EVENT_TYPE_NAMES, MAX_URL_LENGTH } from '@bellhop/domain';
+
+const knownEvent = { each: true, message: `each value in events must be one of: ${EVENT_TYPE_NAMES.join(', ')}` };
+
+export class CreateWebhookDto {
+  @ApiProperty({ example: 'https://example.com/webhooks/bellwether', maxLength: MAX_URL_LENGTH })
+  @IsString()
+  @MaxLength(MAX_URL_LENGTH)
+  url: string;
+
+  @ApiProperty({ example: ['baseline.drift_detected'], enum: EVENT_TYPE_NAMES, isArray: true })
+  @ArrayMinSize(1, { message: 'events must name at least one event type' })
+  @ArrayMaxSize(EVENT_TYPE_NAMES.length)
+  @ArrayUnique()
+  @IsIn(EVENT_TYPE_NAMES as string[], knownEvent)
+  events: string[];
+
+  @ApiPropertyOptional({ default: true })
+  @IsOptional()
+  @IsBoolean()
+  enabled?: boolean;
+
+  @ApiPropertyOptional({ maxLength: 500 })
+  @IsOptional()
+  @IsString()
+  @MaxLength(500)
+  description?: string;
+}
+
+export class UpdateWebhookDto {
+  @ApiPropertyOptional({ maxLength: MAX_URL_LENGTH })
+  @IsOptional()
+  @IsString()
+  @MaxLength(MAX_URL_LENGTH)
+  url?: string;
+
+  @ApiPropertyOptional({ enum: EVENT_TYPE_NAMES, isArray: true })
+  @IsOptional()
+  @ArrayMinSize(1, { message: 'events must name at least one event type' })
+  @ArrayMaxSize(EVENT_TYPE_NAMES.length)
+  @ArrayUnique()
+  @IsIn(EVENT_TYPE_NAMES as string[], knownEvent)
+  events?: string[];
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsBoolean()
+  enabled?: boolean;
+
+  @ApiPropertyOptional({ maxLength: 500, nullable: true })
+  @IsOptional()
+  @IsString()
+  @MaxLength(500)
+  description?: string;
+}
+
+export class TestWebhookDto {
+  @ApiPropertyOptional({ enum: EVENT_TYPE_NAMES, description: "Defaults to the webhook's first event type" })
+  @IsOptional()
+  @IsIn(EVENT_TYPE_NAMES as string[], { message: `event must be one of: ${EVENT_TYPE_NAMES.join(', ')}` })
+  event?: string;
+}

@@ -1,0 +1,93 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Res } from '@nestjs/common';
+import { ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { findEventType } from '@bellhop/domain';
+import { Authenticated, RequestId, Tenant } from '../auth/auth.guards';
+import { TenantScope } from '../auth/principal';
+import { PageQuery } from '../common/pagination';
+import { present } from '../common/present';
+import { DeliveriesService } from '../deliveries/deliveries.service';
+import { EventsService } from '../events/events.service';
+import { CreateWebhookDto, TestWebhookDto, UpdateWebhookDto } from './dto/webhook.dto';
+import { WebhooksService } from './webhooks.service';
+
+@ApiTags('webhooks')
+@Controller()
+export class WebhooksController {
+  constructor(
+    private readonly webhooks: WebhooksService,
+    private readonly events: EventsService,
+    private readonly deliveries: DeliveriesService,
+  ) {}
+
+  @Post('projects/:projectId/webhooks')
+  @Authenticated({ role: 'admin' })
+  @ApiOperation({ summary: 'Subscribe a URL; the whsec_ secret is returned in full here' })
+  create(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: CreateWebhookDto, @RequestId() requestId: string) {
+    return this.webhooks.create(tenant, projectId, dto, requestId);
+  }
+
+  @Get('projects/:projectId/webhooks')
+  @Authenticated()
+  list(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Query() query: PageQuery) {
+    return this.webhooks.list(tenant, projectId, query);
+  }
+
+  @Get('webhooks/:webhookId')
+  @Authenticated()
+  async get(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string) {
+    return { webhook: present.webhook(await this.webhooks.find(tenant, webhookId)) };
+  }
+
+  @Patch('webhooks/:webhookId')
+  @Authenticated({ role: 'admin' })
+  update(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Body() dto: UpdateWebhookDto, @RequestId() requestId: string) {
+    return this.webhooks.update(tenant, webhookId, dto, requestId);
+  }
+
+  @Delete('webhooks/:webhookId')
+  @HttpCode(204)
+  @Authenticated({ role: 'admin' })
+  @ApiOperation({ summary: 'Delete a webhook; its pending deliveries are cancelled' })
+  async remove(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string): Promise<void> {
+    await this.webhooks.remove(tenant, webhookId, requestId);
+  }
+
+  @Get('webhooks/:webhookId/secret')
+  @Authenticated({ role: 'admin' })
+  @ApiOperation({ summary: 'Reveal the signing secret (owner/admin; audited)' })
+  secret(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string) {
+    return this.webhooks.revealSecret(tenant, webhookId, requestId);
+  }
+
+  @Post('webhooks/:webhookId/secret/rotate')
+  @HttpCode(200)
+  @Authenticated({ role: 'admin' })
+  @ApiOperation({ summary: 'New secret; the previous one keeps signing for 24 hours' })
+  rotate(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string) {
+    return this.webhooks.rotateSecret(tenant, webhookId, requestId);
+  }
+
+  @Post('webhooks/:webhookId/test')
+  @HttpCode(202)
+  @Authenticated()
+  @ApiQuery({ name: 'wait', required: false, type: Boolean, description: 'Answer 200 once the first attempt has finished' })
+  @ApiOperation({ summary: 'Send an example event through the normal pipeline, marked test: true' })
+  async test(
+    @Tenant() tenant: TenantScope,
+    @Param('webhookId') webhookId: string,
+    @Body() dto: TestWebhookDto,
+    @Query('wait') wait: string | undefined,
+    @Res({ passthrough: true }) res: Response,
+  ) {
+    const webhook = await this.webhooks.find(tenant, webhookId);
+    const type = dto.event ?? webhook.events[0];
+    const definition = findEventType(type)!;
+    const published = await this.events.publish(tenant, webhook.projectId, { event: type, data: definition.example, test: true, webhookId: webhook.id });
+    const deliveryId = published.deliveryIds[0];
+    if (wait === 'true' || wait === '1') {
+      if (await this.deliveries.waitForFirstAttempt(tenant, deliveryId)) res.status(200);
+    }
+    return { delivery: (await this.deliveries.get(tenant, deliveryId)).delivery };
+  }
+}

@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto';
+import { parseDuration, parseDurationList } from './duration';
+
+export type Plan = 'free' | 'solo' | 'team';
+
+/** Every setting of both apps, validated once at boot. Feature code reads this, never process.env. */
+export interface BellhopConfig {
+  env: 'production' | 'development' | 'test';
+  databaseUrl: string;
+  databasePoolSize: number;
+  redisUrl: string;
+  queuePrefix: string;
+  host: string;
+  port: number;
+  workerPort: number;
+  jwtSecret: string;
+  sessionTtlMs: number;
+  secretsKey: Buffer;
+  defaultPlan: Plan;
+  retryScheduleMs: number[];
+  deliveryTimeoutMs: number;
+  workerConcurrency: number;
+  sweepIntervalMs: number;
+  allowHttpDestinations: boolean;
+  allowPrivateDestinations: boolean;
+  bodyLimitBytes: number;
+  logLevel: string;
+  /** Development defaults that were filled in because a secret was missing; logged at boot. */
+  warnings: string[];
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+const DEV_JWT_SECRET = 'bellhop-development-jwt-secret-do-not-use-in-production';
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+function duration(env: Env, name: string, fallback: string): number {
+  try {
+    return parseDuration(env[name] || fallback);
+  } catch (err) {
+    throw new ConfigError(`${name}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Builds the typed configuration from environment variables. In production a missing or weak
+ * secret is an error naming the setting; elsewhere a clearly reported development default is used.
+ */
+export function loadConfig(env: Env = process.env): BellhopConfig {
+  const nodeEnv = env.NODE_ENV === 'production' ? 'production' : env.NODE_ENV === 'test' ? 'test' : 'development';
+  const production = nodeEnv === 'production';
+  const warnings: string[] = [];
+
+  let jwtSecret = env.JWT_SECRET ?? '';
+  if (!jwtSecret) {
+    if (production) throw new ConfigError('JWT_SECRET is required in production (at least 32 bytes)');
+    jwtSecret = DEV_JWT_SECRET;
+    warnings.push('JWT_SECRET is not set: using the development default. Never do this in production.');
+  } else if (Buffer.byteLength(jwtSecret) < 32) {
+    throw new ConfigError('JWT_SECRET must be at least 32 bytes');
+  }
+
+  let secretsKey: Buffer;
+  if (!env.SECRETS_KEY) {
+    if (production) throw new ConfigError('SECRETS_KEY is required in production (base64 of 32 random bytes)');
+    // A fixed development key keeps secrets readable across restarts of a development install.
+    secretsKey = Buffer.alloc(32, 7);
+    warnings.push('SECRETS_KEY is not set: using the development default. Never do this in production.');
+  } else {
+    secretsKey = Buffer.from(env.SECRETS_KEY, 'base64');
+    if (secretsKey.length !== 32) throw new ConfigError('SECRETS_KEY must be the base64 of exactly 32 bytes');
+  }
+
+  const plan = (env.DEFAULT_PLAN || 'solo') as Plan;
+  if (!['free', 'solo', 'team'].includes(plan)) throw new ConfigError(`DEFAULT_PLAN must be free, solo or team, got "${plan}"`);
+
+  let retryScheduleMs: number[];
+  try {
+    retryScheduleMs = parseDurationList(env.RETRY_SCHEDULE ?? '1m,5m,30m,2h');
+  } catch (err) {
+    throw new ConfigError(`RETRY_SCHEDULE: ${(err as Error).message}`);
+  }
+  if (retryScheduleMs.length > 20) throw new ConfigError('RETRY_SCHEDULE allows at most 20 retries');
+
+  const deliveryTimeoutMs = duration(env, 'DELIVERY_TIMEOUT', '30s');
+  if (deliveryTimeoutMs < 100 || deliveryTimeoutMs > 120_000) throw new ConfigError('DELIVERY_TIMEOUT must be between 100ms and 2m');
+
+  const workerConcurrency = int(env, 'WORKER_CONCURRENCY', 50, 1, 1000);
+
+  return {
+    env: nodeEnv,
+    databaseUrl: env.DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop',
+    databasePoolSize: int(env, 'DATABASE_POOL_SIZE', Math.max(10, workerConcurrency + 5), 1, 500),
+    redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
+    queuePrefix: env.QUEUE_PREFIX || 'bellhop',
+    host: env.HOST || '0.0.0.0',
+    port: int(env, 'PORT', 3000, 0, 65535),
+    workerPort: int(env, 'WORKER_PORT', 3001, 0, 65535),
+    jwtSecret,
+    sessionTtlMs: duration(env, 'SESSION_TTL', '7d'),
+    secretsKey,
+    defaultPlan: plan,
+    retryScheduleMs,
+    deliveryTimeoutMs,
+    workerConcurrency,
+    sweepIntervalMs: duration(env, 'SWEEP_INTERVAL', '30s'),
+    allowHttpDestinations: bool(env, 'ALLOW_HTTP_DESTINATIONS', false),
+    allowPrivateDestinations: bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false),
+    bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    logLevel: env.LOG_LEVEL || (nodeEnv === 'test' ? 'warn' : 'info'),
+    warnings,
+  };
+}
+
+/** A fresh random key in the format SECRETS_KEY expects (for docs and setup scripts). */
+export function generateSecretsKey(): string {
+  return randomBytes(32).toString('base64');
+}

@@ -1,0 +1,33 @@
+import { BullModule } from '@nestjs/bullmq';
+import { Module } from '@nestjs/common';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { Queues } from '@bellhop/queue';
+import { DeliveryDispatcher } from './dispatcher';
+
+/** The delivery queue on Redis under QUEUE_PREFIX, and the dispatcher that feeds it. */
+@Module({
+  imports: [
+    BullModule.forRootAsync({
+      inject: [BELLHOP_CONFIG],
+      useFactory: (config: BellhopConfig) => {
+        const url = new URL(config.redisUrl);
+        return {
+          prefix: config.queuePrefix,
+          connection: {
+            host: url.hostname,
+            port: Number(url.port || 6379),
+            username: url.username ? decodeURIComponent(url.username) : undefined,
+            password: url.password ? decodeURIComponent(url.password) : undefined,
+            db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
+            tls: url.protocol === 'rediss:' ? {} : undefined,
+            maxRetriesPerRequest: null,
+          },
+        };
+      },
+    }),
+    BullModule.registerQueue({ name: Queues.delivery }),
+  ],
+  providers: [DeliveryDispatcher],
+  exports: [DeliveryDispatcher, BullModule],
+})
+export class DeliveryQueueModule {}

@@ -1,0 +1,17 @@
+/**
+ * The exact body a receiver gets. Built once when the event is accepted, stored as text, and sent
+ * unchanged on every attempt, so signatures and receivers' deduplication see the same bytes.
+ */
+export function buildEnvelope(input: {
+  event: string;
+  timestamp: Date;
+  project: { id: string; name: string };
+  data: unknown;
+}): string {
+  return JSON.stringify({
+    event: input.event,
+    timestamp: input.timestamp.toISOString(),
+    project: { id: input.project.id, name: input.project.name },
+    data: input.data,
+  });
+}

@@ -1,0 +1,6 @@
+export * from './ids';
+export * from './errors';
+export * from './event-types';
+export * from './envelope';
+export * from './destination';
+export * from './retry';
