@@ -1,0 +1,65 @@
+import { Logger } from '@nestjs/common';
+import { DelayedError, Job } from 'bullmq';
+import { loadConfig } from '@bellhop/config';
+import type { AttemptOutcome, DeliveryService } from '@bellhop/delivery';
+import type { DeliveryJob } from '@bellhop/queue';
+import { DeliveryProcessor, attemptOfJob, deliveryWorkerOptions } from './delivery.processor';
+
+describe('attemptOfJob', () => {
+  it('reads the attempt number of plain and keyed job ids', () => {
+    expect(attemptOfJob('dlv_01ABC-3', 'dlv_01ABC')).toBe(3);
+    expect(attemptOfJob('dlv_01ABC-2-m1732000000000', 'dlv_01ABC')).toBe(2);
+    expect(attemptOfJob('dlv_01ABC-4-swept', 'dlv_01ABC')).toBe(4);
+  });
+
+  it('gives nothing for ids it does not understand, so no job is dropped as stale by mistake', () => {
+    expect(attemptOfJob(undefined, 'dlv_01ABC')).toBeUndefined();
+    expect(attemptOfJob('42', 'dlv_01ABC')).toBeUndefined();
+    expect(attemptOfJob('dlv_01ABC-x', 'dlv_01ABC')).toBeUndefined();
+    expect(attemptOfJob('dlv_OTHER-1', 'dlv_01ABC')).toBeUndefined();
+  });
+});
+
+describe('deliveryWorkerOptions', () => {
+  it('uses the configured concurrency and a lock well above the delivery timeout', () => {
+    const config = loadConfig({ NODE_ENV: 'test', WORKER_CONCURRENCY: '7', DELIVERY_TIMEOUT: '45s' });
+    const options = deliveryWorkerOptions(config);
+    expect(options.concurrency).toBe(7);
+    expect(options.lockDuration).toBeGreaterThanOrEqual(45_000 + 30_000);
+    expect(options.stalledInterval).toBeLessThanOrEqual(options.lockDuration!);
+  });
+});
+
+describe('DeliveryProcessor', () => {
+  beforeAll(() => Logger.overrideLogger(false));
+  const config = loadConfig({ NODE_ENV: 'test' });
+  const job = (id: string) => {
+    const moveToDelayed = jest.fn().mockResolvedValue(undefined);
+    return { job: { id, data: { deliveryId: 'dlv_01ABC' }, moveToDelayed } as unknown as Job<DeliveryJob>, moveToDelayed };
+  };
+  const processor = (outcome: AttemptOutcome | Error) => {
+    const attempt = jest.fn(() => (outcome instanceof Error ? Promise.reject(outcome) : Promise.resolve(outcome)));
+    return { processor: new DeliveryProcessor({ attempt } as unknown as DeliveryService, config), attempt };
+  };
+
+  it('passes the delivery id and the attempt number of the job id to the service', async () => {
+    const { processor: p, attempt } = processor({ kind: 'skipped', reason: 'not_pending' });
+    await p.process(job('dlv_01ABC-2').job, 'token');
+    expect(attempt).toHaveBeenCalledWith('dlv_01ABC', { expectedAttempt: 2 });
+  });
+
+  it.each<AttemptOutcome>([
+    { kind: 'not_due', at: new Date(Date.now() + 60_000) },
+    { kind: 'over_cap', at: new Date(Date.now() + 500) },
+  ])('moves the job back to the delayed set when the outcome is $kind', async (outcome) => {
+    const { processor: p } = processor(outcome);
+    const { job: j, moveToDelayed } = job('dlv_01ABC-1');
+    await expect(p.process(j, 'token')).rejects.toBeInstanceOf(DelayedError);
+    expect(moveToDelayed).toHaveBeenCalledWith((outcome as { at: Date }).at.getTime(), 'token');
+  });
+
+  it('lets a failure fail the job (the sweeper re-dispatches the delivery)', async () => {
+    const { processor: p } = processor(new Error('database down'));
+    await expect(p.process(job('dlv_01ABC-1').job, 'token')).rejects.toThrow('database down');
+  });
+});

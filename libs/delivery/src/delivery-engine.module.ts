@@ -1,0 +1,56 @@
+import { DynamicModule, Module, Provider } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { REDIS } from '@bellhop/queue';
+import { DeliveryQueueModule } from './delivery-queue.module';
+import { DELIVERY_SERVICE_OPTIONS, DeliveryService, DeliveryServiceOptions } from './delivery.service';
+import { HttpSender } from './http-sender';
+import { IN_FLIGHT_LIMITER, RedisInFlightLimiter } from './in-flight-limiter';
+import { SWEEPER_OPTIONS, Sweeper, SweeperOptions } from './sweeper';
+
+export interface DeliveryEngineOptions {
+  service?: DeliveryServiceOptions;
+  sweeper?: SweeperOptions;
+}
+
+const providers: Provider[] = [
+  {
+    provide: HttpSender,
+    inject: [BELLHOP_CONFIG],
+    useFactory: (config: BellhopConfig) =>
+      new HttpSender({
+        timeoutMs: config.deliveryTimeoutMs,
+        allowPrivate: config.allowPrivateDestinations,
+        // A worker never has more requests in flight than its concurrency, so none waits for a connection.
+        connectionsPerOrigin: config.workerConcurrency,
+      }),
+  },
+  {
+    provide: IN_FLIGHT_LIMITER,
+    inject: [REDIS, BELLHOP_CONFIG],
+    useFactory: (redis: Redis, config: BellhopConfig) => new RedisInFlightLimiter(redis, config.queuePrefix),
+  },
+  DeliveryService,
+  Sweeper,
+];
+
+/**
+ * The worker side of delivery: the HTTP sender, the per-webhook in-flight cap, the attempt logic
+ * and the sweeper. Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
+ */
+@Module({
+  imports: [DeliveryQueueModule],
+  providers,
+  exports: [DeliveryService, Sweeper, HttpSender, IN_FLIGHT_LIMITER],
+})
+export class DeliveryEngineModule {
+  static forRoot(options: DeliveryEngineOptions = {}): DynamicModule {
+    return {
+      module: DeliveryEngineModule,
+      providers: [
+        { provide: DELIVERY_SERVICE_OPTIONS, useValue: options.service ?? {} },
+        { provide: SWEEPER_OPTIONS, useValue: options.sweeper ?? {} },
+      ],
+    };
+  }
+}

@@ -1,0 +1,473 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Logger } from '@nestjs/common';
+import { BellhopConfig, loadConfig } from '@bellhop/config';
+import { PrismaService } from '@bellhop/database';
+import { buildEnvelope, newId } from '@bellhop/domain';
+import { bellwetherSignature, encryptSecret, generateWebhookSecret, standardWebhooksSignature } from '@bellhop/signing';
+import { DeliveryService, DeliveryServiceOptions } from './delivery.service';
+import { DeliveryDispatcher } from './dispatcher';
+import { HttpSender } from './http-sender';
+import { LocalInFlightLimiter } from './in-flight-limiter';
+import { createTestDatabase, TestDatabase } from './testing/test-database';
+
+interface Answer {
+  status: number;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
+interface Received {
+  path: string;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/** A receiver whose answer is chosen per path by the test. */
+class Receiver {
+  readonly received: Received[] = [];
+  private readonly answers = new Map<string, (req: Received) => Answer | Promise<Answer>>();
+  private server!: Server;
+  url = '';
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      const parts: Buffer[] = [];
+      req.on('data', (c: Buffer) => parts.push(c));
+      req.on('end', async () => {
+        const entry = { path: req.url ?? '', headers: req.headers, body: Buffer.concat(parts).toString('utf8') };
+        this.received.push(entry);
+        const answer: Answer = await (this.answers.get(entry.path) ?? (() => ({ status: 200, body: 'ok' })))(entry);
+        res.writeHead(answer.status, answer.headers ?? {});
+        res.end(answer.body ?? '');
+      });
+    });
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  answer(path: string, fn: (req: Received) => Answer | Promise<Answer>): void {
+    this.answers.set(path, fn);
+  }
+
+  to(path: string): Received[] {
+    return this.received.filter((r) => r.path === path);
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('DeliveryService (real Postgres)', () => {
+  let db: TestDatabase;
+  let config: BellhopConfig;
+  let prisma: PrismaService;
+  let sender: HttpSender;
+  let receiver: Receiver;
+  let dispatcher: { dispatch: jest.Mock };
+  let limiter: LocalInFlightLimiter;
+  let service: DeliveryService;
+  let pathCounter = 0;
+
+  const makeService = (options?: DeliveryServiceOptions) =>
+    new DeliveryService(prisma, config, sender, dispatcher as unknown as DeliveryDispatcher, limiter, options);
+
+  beforeAll(async () => {
+    Logger.overrideLogger(false);
+    db = await createTestDatabase();
+    config = loadConfig({
+      NODE_ENV: 'test',
+      DATABASE_URL: db.url,
+      DATABASE_POOL_SIZE: '10',
+      RETRY_SCHEDULE: '150ms,300ms',
+      DELIVERY_TIMEOUT: '2s',
+      ALLOW_HTTP_DESTINATIONS: 'true',
+      ALLOW_PRIVATE_DESTINATIONS: 'true',
+    });
+    prisma = new PrismaService(config);
+    await prisma.onModuleInit();
+    sender = new HttpSender({ timeoutMs: config.deliveryTimeoutMs, allowPrivate: true });
+    receiver = new Receiver();
+    await receiver.start();
+  });
+
+  afterAll(async () => {
+    await sender?.close();
+    await receiver?.stop();
+    await prisma?.onModuleDestroy();
+    await db?.drop();
+  });
+
+  beforeEach(() => {
+    dispatcher = { dispatch: jest.fn().mockResolvedValue(undefined) };
+    limiter = new LocalInFlightLimiter();
+    service = makeService();
+  });
+
+  /** A fresh tenant with one webhook (own receiver path) and one pending delivery due now. */
+  async function fixture(options: { test?: boolean; trigger?: 'scheduled' | 'manual' | 'test'; url?: string; previousSecret?: boolean } = {}) {
+    const path = `/hook-${++pathCounter}`;
+    const org = await prisma.organization.create({ data: { id: newId('organization'), name: 'Acme', plan: 'team' } });
+    const project = await prisma.project.create({ data: { id: newId('project'), organizationId: org.id, name: 'my-mcp-server' } });
+    const webhookId = newId('webhook');
+    const secret = generateWebhookSecret();
+    const previous = options.previousSecret ? generateWebhookSecret() : null;
+    await prisma.webhook.create({
+      data: {
+        id: webhookId,
+        organizationId: org.id,
+        projectId: project.id,
+        url: options.url ?? `${receiver.url}${path}`,
+        events: ['baseline.uploaded'],
+        secretCiphertext: encryptSecret(secret, config.secretsKey, webhookId),
+        previousSecretCiphertext: previous ? encryptSecret(previous, config.secretsKey, webhookId) : null,
+        previousSecretExpiresAt: previous ? new Date(Date.now() + 3600_000) : null,
+      },
+    });
+    const event = await newEvent(org.id, project, options.test);
+    const delivery = await newDelivery(org.id, event.id, webhookId, options);
+    return { path, org, project, webhookId, secret, previous, event, delivery };
+  }
+
+  async function newEvent(organizationId: string, project: { id: string; name: string }, test = false) {
+    const id = newId('event');
+    const body = buildEnvelope({ event: 'baseline.uploaded', timestamp: new Date(), project, data: { baselineId: 'b1', tools: 3, note: 'héllo ✓' } });
+    return prisma.event.create({ data: { id, organizationId, projectId: project.id, type: 'baseline.uploaded', body, test } });
+  }
+
+  async function newDelivery(organizationId: string, eventId: string, webhookId: string, options: { test?: boolean; trigger?: 'scheduled' | 'manual' | 'test' } = {}) {
+    return prisma.delivery.create({
+      data: {
+        id: newId('delivery'),
+        organizationId,
+        eventId,
+        webhookId,
+        eventType: 'baseline.uploaded',
+        test: options.test ?? false,
+        nextAttemptAt: new Date(),
+        nextTrigger: options.trigger ?? 'scheduled',
+      },
+    });
+  }
+
+  const deliveryRow = (id: string) => prisma.delivery.findUniqueOrThrow({ where: { id } });
+  const attemptRows = (deliveryId: string) => prisma.attempt.findMany({ where: { deliveryId }, orderBy: { attempt: 'asc' } });
+  const webhookRow = (id: string) => prisma.webhook.findUniqueOrThrow({ where: { id } });
+
+  it('delivers a due delivery, signs it, and records the success', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 200, headers: { 'content-type': 'text/plain' }, body: 'received' }));
+
+    const outcome = await service.attempt(f.delivery.id);
+
+    expect(outcome).toMatchObject({ kind: 'attempted', attempt: 1, status: 'succeeded', statusCode: 200, error: null, recorded: true });
+    const [got] = receiver.to(f.path);
+    expect(got.body).toBe(f.event.body);
+    expect(got.headers['content-type']).toBe('application/json');
+    expect(got.headers['user-agent']).toMatch(/^Bellhop-Webhooks\//);
+    expect(got.headers['x-bellwether-event']).toBe('baseline.uploaded');
+    expect(got.headers['x-bellwether-delivery']).toBe(f.delivery.id);
+    expect(got.headers['x-bellwether-attempt']).toBe('1');
+    expect(got.headers['x-bellwether-signature']).toBe(bellwetherSignature(f.secret, f.event.body));
+    expect(got.headers['x-bellwether-signature-previous']).toBeUndefined();
+    expect(got.headers['webhook-id']).toBe(f.event.id);
+    const ts = Number(got.headers['webhook-timestamp']);
+    expect(Math.abs(ts - Date.now() / 1000)).toBeLessThan(5);
+    expect(got.headers['webhook-signature']).toBe(standardWebhooksSignature(f.secret, f.event.id, ts, f.event.body));
+
+    const delivery = await deliveryRow(f.delivery.id);
+    expect(delivery).toMatchObject({ status: 'succeeded', attemptCount: 1, lastStatusCode: 200, leaseUntil: null, nextAttemptAt: null, nextTrigger: 'scheduled' });
+    expect(delivery.completedAt).toBeInstanceOf(Date);
+    expect(delivery.lastResponseTimeMs).toEqual(expect.any(Number));
+    const attempts = await attemptRows(f.delivery.id);
+    expect(attempts).toHaveLength(1);
+    expect(attempts[0]).toMatchObject({
+      attempt: 1,
+      trigger: 'scheduled',
+      requestUrl: `${receiver.url}${f.path}`,
+      responseStatus: 200,
+      responseBody: 'received',
+      responseBodyTruncated: false,
+      errorCode: null,
+    });
+    expect(attempts[0].id).toMatch(/^att_/);
+    expect((attempts[0].requestHeaders as Record<string, string>)['x-bellwether-attempt']).toBe('1');
+    expect((attempts[0].responseHeaders as Record<string, string>)['content-type']).toBe('text/plain');
+    expect(dispatcher.dispatch).not.toHaveBeenCalled();
+  });
+
+  it('follows the retry schedule and fails the delivery after the last attempt', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 500, body: 'boom' }));
+
+    const first = await service.attempt(f.delivery.id);
+    expect(first).toMatchObject({ kind: 'attempted', attempt: 1, status: 'pending', statusCode: 500 });
+    let row = await deliveryRow(f.delivery.id);
+    expect(row.status).toBe('pending');
+    expect(row.nextAttemptAt!.getTime() - Date.now()).toBeGreaterThan(50);
+    expect(row.nextAttemptAt!.getTime() - Date.now()).toBeLessThanOrEqual(150);
+    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, attempt: 2, at: expect.any(Date) }]);
+
+    // A job that runs early is told when to come back, and no attempt is made.
+    const early = await service.attempt(f.delivery.id);
+    expect(early.kind).toBe('not_due');
+    expect(receiver.to(f.path)).toHaveLength(1);
+
+    await sleep(160);
+    const second = await service.attempt(f.delivery.id);
+    expect(second).toMatchObject({ kind: 'attempted', attempt: 2, status: 'pending' });
+    expect(receiver.to(f.path)[1].headers['x-bellwether-attempt']).toBe('2');
+    row = await deliveryRow(f.delivery.id);
+    expect(row.nextAttemptAt!.getTime() - Date.now()).toBeGreaterThan(200);
+    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, attempt: 3, at: expect.any(Date) }]);
+
+    await sleep(310);
+    const third = await service.attempt(f.delivery.id);
+    expect(third).toMatchObject({ kind: 'attempted', attempt: 3, status: 'failed' });
+    row = await deliveryRow(f.delivery.id);
+    expect(row).toMatchObject({ status: 'failed', attemptCount: 3, lastStatusCode: 500, nextAttemptAt: null, leaseUntil: null });
+    expect(row.completedAt).toBeInstanceOf(Date);
+    expect(dispatcher.dispatch).toHaveBeenCalledTimes(2);
+
+    const attempts = await attemptRows(f.delivery.id);
+    expect(attempts.map((a) => [a.attempt, a.responseStatus, a.responseBody])).toEqual([
+      [1, 500, 'boom'],
+      [2, 500, 'boom'],
+      [3, 500, 'boom'],
+    ]);
+    expect((await webhookRow(f.webhookId)).failingSince).toBeInstanceOf(Date);
+  });
+
+  it('treats a redirect as a failure and does not follow it', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 301, headers: { location: '/elsewhere' } }));
+    const outcome = await service.attempt(f.delivery.id);
+    expect(outcome).toMatchObject({ kind: 'attempted', status: 'pending', statusCode: 301, error: null });
+    expect(receiver.to('/elsewhere')).toHaveLength(0);
+  });
+
+  it('disables the webhook on 410 Gone and ends the delivery; later deliveries are cancelled unattempted', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 410 }));
+
+    const outcome = await service.attempt(f.delivery.id);
+    expect(outcome).toMatchObject({ kind: 'attempted', status: 'failed', statusCode: 410 });
+    expect(await deliveryRow(f.delivery.id)).toMatchObject({ status: 'failed', attemptCount: 1, nextAttemptAt: null });
+    expect(await webhookRow(f.webhookId)).toMatchObject({ enabled: false, disabledReason: 'gone' });
+    expect(dispatcher.dispatch).not.toHaveBeenCalled();
+
+    const event = await newEvent(f.org.id, f.project);
+    const later = await newDelivery(f.org.id, event.id, f.webhookId);
+    expect(await service.attempt(later.id)).toEqual({ kind: 'cancelled', reason: 'webhook_disabled' });
+    expect(await deliveryRow(later.id)).toMatchObject({ status: 'cancelled', attemptCount: 0 });
+    expect(await attemptRows(later.id)).toHaveLength(0);
+    expect(receiver.to(f.path)).toHaveLength(1);
+  });
+
+  it('cancels deliveries of a deleted webhook without attempting them', async () => {
+    const f = await fixture();
+    await prisma.webhook.update({ where: { id: f.webhookId }, data: { deletedAt: new Date() } });
+    expect(await service.attempt(f.delivery.id)).toEqual({ kind: 'cancelled', reason: 'webhook_deleted' });
+    const row = await deliveryRow(f.delivery.id);
+    expect(row.status).toBe('cancelled');
+    expect(row.completedAt).toBeInstanceOf(Date);
+    expect(receiver.to(f.path)).toHaveLength(0);
+  });
+
+  it('waits at least as long as Retry-After asks on 429 and 503', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 429, headers: { 'retry-after': '3' } }));
+    const outcome = await service.attempt(f.delivery.id);
+    expect(outcome).toMatchObject({ kind: 'attempted', status: 'pending', statusCode: 429 });
+    const row = await deliveryRow(f.delivery.id);
+    const wait = row.nextAttemptAt!.getTime() - Date.now();
+    expect(wait).toBeGreaterThan(2500);
+    expect(wait).toBeLessThanOrEqual(3100);
+    const at = (dispatcher.dispatch.mock.calls[0][0] as Array<{ at: Date }>)[0].at;
+    expect(at.getTime() - Date.now()).toBeGreaterThan(2500);
+
+    const g = await fixture();
+    receiver.answer(g.path, () => ({ status: 503, headers: { 'retry-after': '999999' } }));
+    await service.attempt(g.delivery.id);
+    const capped = (await deliveryRow(g.delivery.id)).nextAttemptAt!.getTime() - Date.now();
+    expect(capped).toBeGreaterThan(24 * 3600_000 - 10_000);
+    expect(capped).toBeLessThanOrEqual(24 * 3600_000);
+  });
+
+  it('ignores Retry-After on other statuses', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 500, headers: { 'retry-after': '30' } }));
+    await service.attempt(f.delivery.id);
+    expect((await deliveryRow(f.delivery.id)).nextAttemptAt!.getTime() - Date.now()).toBeLessThanOrEqual(150);
+  });
+
+  it('does nothing for a stale job: a finished delivery, or an attempt already recorded', async () => {
+    const f = await fixture();
+    await service.attempt(f.delivery.id);
+    expect(await service.attempt(f.delivery.id)).toEqual({ kind: 'skipped', reason: 'not_pending' });
+
+    const g = await fixture();
+    receiver.answer(g.path, () => ({ status: 500 }));
+    await service.attempt(g.delivery.id, { expectedAttempt: 1 });
+    await sleep(160);
+    // A duplicate of the job for attempt 1 must not turn into attempt 2 nor come back later.
+    expect(await service.attempt(g.delivery.id, { expectedAttempt: 1 })).toEqual({ kind: 'skipped', reason: 'stale' });
+    expect(await attemptRows(g.delivery.id)).toHaveLength(1);
+    expect(await service.attempt(g.delivery.id, { expectedAttempt: 2 })).toMatchObject({ kind: 'attempted', attempt: 2 });
+
+    expect(await service.attempt('dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV')).toEqual({ kind: 'skipped', reason: 'missing' });
+  });
+
+  it('makes one attempt when two workers race for the same delivery', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, (_req) => ({ status: 200 }));
+    const outcomes = await Promise.all([service.attempt(f.delivery.id), makeService().attempt(f.delivery.id)]);
+    expect(outcomes.filter((o) => o.kind === 'attempted')).toHaveLength(1);
+    expect(receiver.to(f.path)).toHaveLength(1);
+    expect(await attemptRows(f.delivery.id)).toHaveLength(1);
+  });
+
+  it('leaves a leased delivery alone', async () => {
+    const f = await fixture();
+    await prisma.delivery.update({ where: { id: f.delivery.id }, data: { leaseUntil: new Date(Date.now() + 60_000) } });
+    expect(await service.attempt(f.delivery.id)).toEqual({ kind: 'skipped', reason: 'leased' });
+    expect(receiver.to(f.path)).toHaveLength(0);
+  });
+
+  it('delays the job without an attempt when the webhook is at its in-flight cap', async () => {
+    const f = await fixture();
+    const capped = makeService({ maxInFlightPerWebhook: 2 });
+    await limiter.acquire(f.webhookId, 'dlv_other1', 2, 60_000);
+    await limiter.acquire(f.webhookId, 'dlv_other2', 2, 60_000);
+    const before = Date.now();
+    const outcome = await capped.attempt(f.delivery.id);
+    expect(outcome.kind).toBe('over_cap');
+    if (outcome.kind !== 'over_cap') return;
+    expect(outcome.at.getTime() - before).toBeGreaterThanOrEqual(250);
+    expect(outcome.at.getTime() - before).toBeLessThanOrEqual(1100);
+    expect(await attemptRows(f.delivery.id)).toHaveLength(0);
+    expect(await deliveryRow(f.delivery.id)).toMatchObject({ leaseUntil: null, attemptCount: 0 });
+
+    await limiter.release(f.webhookId, 'dlv_other1');
+    expect(await capped.attempt(f.delivery.id)).toMatchObject({ kind: 'attempted', status: 'succeeded' });
+    // The slot is given back once the attempt is over.
+    expect(limiter.held(f.webhookId)).toBe(1);
+  });
+
+  it('records network errors as attempts and retries them', async () => {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+
+    const f = await fixture({ url: `http://127.0.0.1:${port}/gone-away` });
+    const outcome = await service.attempt(f.delivery.id);
+    expect(outcome).toMatchObject({ kind: 'attempted', status: 'pending', statusCode: null, error: { code: 'connection_refused' } });
+    const [attempt] = await attemptRows(f.delivery.id);
+    expect(attempt).toMatchObject({ responseStatus: null, responseHeaders: null, responseBody: null, errorCode: 'connection_refused' });
+    expect(await deliveryRow(f.delivery.id)).toMatchObject({ status: 'pending', attemptCount: 1, lastStatusCode: null });
+  });
+
+  it('uses the trigger the API asked for, then goes back to scheduled', async () => {
+    const f = await fixture({ trigger: 'manual' });
+    receiver.answer(f.path, () => ({ status: 500 }));
+    await service.attempt(f.delivery.id);
+    const [attempt] = await attemptRows(f.delivery.id);
+    expect(attempt.trigger).toBe('manual');
+    expect((await deliveryRow(f.delivery.id)).nextTrigger).toBe('scheduled');
+  });
+
+  it('also signs with the previous secret during a rotation', async () => {
+    const f = await fixture({ previousSecret: true });
+    await service.attempt(f.delivery.id);
+    const [got] = receiver.to(f.path);
+    expect(got.headers['x-bellwether-signature']).toBe(bellwetherSignature(f.secret, f.event.body));
+    expect(got.headers['x-bellwether-signature-previous']).toBe(bellwetherSignature(f.previous!, f.event.body));
+    expect(String(got.headers['webhook-signature']).split(' ')).toHaveLength(2);
+  });
+
+  it('stores a response body with NUL characters and cuts long ones at 64 KiB', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 200, body: 'a\u0000b' + 'x'.repeat(100_000) }));
+    await service.attempt(f.delivery.id);
+    const [attempt] = await attemptRows(f.delivery.id);
+    expect(attempt.responseBodyTruncated).toBe(true);
+    expect(attempt.responseBody!.startsWith('a\uFFFDb')).toBe(true);
+    expect(Buffer.byteLength(attempt.responseBody!)).toBeLessThanOrEqual(64 * 1024 + 2);
+  });
+
+  it('keeps test deliveries out of the failure streak', async () => {
+    const f = await fixture({ test: true, trigger: 'test' });
+    receiver.answer(f.path, () => ({ status: 500 }));
+    await service.attempt(f.delivery.id);
+    expect((await attemptRows(f.delivery.id))[0].trigger).toBe('test');
+    expect((await webhookRow(f.webhookId)).failingSince).toBeNull();
+  });
+
+  it('clears the failure streak on a success', async () => {
+    const f = await fixture();
+    await prisma.webhook.update({ where: { id: f.webhookId }, data: { failingSince: new Date(Date.now() - 3600_000) } });
+    await service.attempt(f.delivery.id);
+    expect((await webhookRow(f.webhookId)).failingSince).toBeNull();
+  });
+
+  it('disables a webhook that has failed for too long with enough failed attempts, test attempts not counted', async () => {
+    const strict = makeService({ autoDisableAfterMs: 1000, autoDisableMinFailures: 3 });
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 500 }));
+    const another = async (test = false) => {
+      const event = await newEvent(f.org.id, f.project, test);
+      return newDelivery(f.org.id, event.id, f.webhookId, test ? { test, trigger: 'test' } : {});
+    };
+    await strict.attempt(f.delivery.id);
+    const testDelivery = await another(true);
+    await strict.attempt(testDelivery.id);
+    // Make the run of failures older than the limit, its attempts still inside it.
+    await prisma.$executeRaw`UPDATE webhooks SET failing_since = failing_since - interval '2 seconds' WHERE id = ${f.webhookId}`;
+    await prisma.$executeRaw`UPDATE attempts SET created_at = created_at - interval '1 second' WHERE delivery_id IN (${f.delivery.id}, ${testDelivery.id})`;
+
+    // Two real failures plus one test failure: not enough.
+    await strict.attempt((await another()).id);
+    expect(await webhookRow(f.webhookId)).toMatchObject({ enabled: true, disabledReason: null });
+
+    await strict.attempt((await another()).id);
+    expect(await webhookRow(f.webhookId)).toMatchObject({ enabled: false, disabledReason: 'failing' });
+  });
+
+  it('does not disable a webhook whose failures are recent, however many', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 500 }));
+    for (let i = 0; i < 6; i++) {
+      const e = await newEvent(f.org.id, f.project);
+      const d = await newDelivery(f.org.id, e.id, f.webhookId);
+      await service.attempt(d.id);
+    }
+    expect(await webhookRow(f.webhookId)).toMatchObject({ enabled: true, disabledReason: null });
+  });
+
+  it('keeps the outcome when enqueueing the next attempt fails (the sweeper repairs it)', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 500 }));
+    dispatcher.dispatch.mockRejectedValueOnce(new Error('redis down'));
+    const outcome = await service.attempt(f.delivery.id);
+    expect(outcome).toMatchObject({ kind: 'attempted', status: 'pending' });
+    expect(await deliveryRow(f.delivery.id)).toMatchObject({ status: 'pending', attemptCount: 1, leaseUntil: null });
+  });
+
+  it('keeps a delivery cancelled while its attempt was in flight cancelled, but records the attempt', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, async () => {
+      // The API cancels pending deliveries when the webhook is deleted; here it happens mid-attempt.
+      await prisma.$executeRaw`UPDATE deliveries SET status = 'cancelled'::"DeliveryStatus", completed_at = now() WHERE id = ${f.delivery.id}`;
+      return { status: 500 };
+    });
+    await service.attempt(f.delivery.id);
+    expect(await deliveryRow(f.delivery.id)).toMatchObject({ status: 'cancelled', attemptCount: 1 });
+    expect(await attemptRows(f.delivery.id)).toHaveLength(1);
+    expect(dispatcher.dispatch).not.toHaveBeenCalled();
+  });
+});

@@ -1,0 +1,402 @@
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { Prisma, PrismaService } from '@bellhop/database';
+import { MAX_RETRY_AFTER_MS, newId, nextRetryDelay, parseRetryAfter } from '@bellhop/domain';
+import { metrics } from '@bellhop/observability';
+import { decryptSecret, signedHeaders } from '@bellhop/signing';
+import { DeliveryDispatcher } from './dispatcher';
+import { HttpSender, type AttemptError, type SendResult } from './http-sender';
+import { IN_FLIGHT_LIMITER, type InFlightLimiter } from './in-flight-limiter';
+import { USER_AGENT } from './version';
+
+export interface DeliveryServiceOptions {
+  /** Attempts to one webhook in flight at once, across all workers. Default 10. */
+  maxInFlightPerWebhook?: number;
+  /** How long a webhook must have failed without a single success before it is disabled. Default 5 days. */
+  autoDisableAfterMs?: number;
+  /** ...and how many failed (non-test) attempts that run must hold at least. Default 5. */
+  autoDisableMinFailures?: number;
+  /** Range of the short, jittered delay of a job that found its webhook at the cap. Default 250 ms to 1 s. */
+  overCapDelayMs?: readonly [number, number];
+}
+
+/** Optional overrides of DeliveryServiceOptions, for the worker module or tests. */
+export const DELIVERY_SERVICE_OPTIONS = Symbol('DELIVERY_SERVICE_OPTIONS');
+
+export const DEFAULT_DELIVERY_SERVICE_OPTIONS: Required<DeliveryServiceOptions> = {
+  maxInFlightPerWebhook: 10,
+  autoDisableAfterMs: 5 * 24 * 60 * 60 * 1000,
+  autoDisableMinFailures: 5,
+  overCapDelayMs: [250, 1000],
+};
+
+type FinalStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled';
+
+/** What one job did. The processor turns not_due and over_cap into a delayed job. */
+export type AttemptOutcome =
+  | {
+      kind: 'attempted';
+      attempt: number;
+      /** The delivery's status after this attempt. */
+      status: FinalStatus;
+      statusCode: number | null;
+      error: AttemptError | null;
+      nextAttemptAt: Date | null;
+      /** False when another worker recorded this attempt number first (the lease had run out). */
+      recorded: boolean;
+    }
+  | { kind: 'not_due'; at: Date }
+  | { kind: 'over_cap'; at: Date }
+  | { kind: 'cancelled'; reason: 'webhook_deleted' | 'webhook_disabled' }
+  | { kind: 'skipped'; reason: 'missing' | 'not_pending' | 'leased' | 'stale' | 'raced' };
+
+export interface AttemptOptions {
+  /**
+   * The attempt number the job was made for. Only used to drop stale duplicates (a job for an
+   * attempt that Postgres has already recorded); the number used is always attempt_count + 1.
+   */
+  expectedAttempt?: number;
+}
+
+/** A job may run this much before the row's next_attempt_at (clock skew between worker, Redis and Postgres). */
+const DUE_SLACK_MS = 50;
+/** The lease outlives the HTTP deadline by this much, so that recording always fits inside it. */
+const LEASE_MARGIN_MS = 30_000;
+/**
+ * Prisma's defaults (2 s to get a connection, 5 s in all) would drop the record of an attempt
+ * that was made when the pool is briefly saturated; these still end well inside the lease margin.
+ */
+const RECORD_TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 10_000 };
+
+interface StateRow {
+  webhook_id: string;
+  status: string;
+  attempt_count: number;
+  leased: boolean;
+  due_in_ms: number;
+  webhook_enabled: boolean;
+  webhook_deleted: boolean;
+}
+
+interface ClaimRow {
+  id: string;
+  webhook_id: string;
+  event_id: string;
+  event_type: string;
+  test: boolean;
+  attempt_count: number;
+  next_trigger: 'scheduled' | 'manual' | 'test';
+  url: string;
+  secret_ciphertext: string;
+  previous_secret_ciphertext: string | null;
+  previous_valid: boolean;
+  body: string;
+}
+
+interface Decision {
+  status: Exclude<FinalStatus, 'cancelled'>;
+  waitMs: number | null;
+  gone: boolean;
+  success: boolean;
+}
+
+/**
+ * Makes one delivery attempt. Postgres is the truth: the attempt number is the row's
+ * attempt_count + 1, a lease on the row keeps other workers off it while the HTTP call runs
+ * (outside any transaction), and one short transaction records the result. Redis only says
+ * "look at this delivery now".
+ */
+@Injectable()
+export class DeliveryService {
+  private readonly logger = new Logger(DeliveryService.name);
+  private readonly options: Required<DeliveryServiceOptions>;
+  private readonly leaseMs: number;
+
+  constructor(
+    private readonly prisma: PrismaService,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+    private readonly sender: HttpSender,
+    private readonly dispatcher: DeliveryDispatcher,
+    @Inject(IN_FLIGHT_LIMITER) private readonly limiter: InFlightLimiter,
+    @Optional() @Inject(DELIVERY_SERVICE_OPTIONS) options?: DeliveryServiceOptions,
+  ) {
+    this.options = { ...DEFAULT_DELIVERY_SERVICE_OPTIONS, ...(options ?? {}) };
+    this.leaseMs = config.deliveryTimeoutMs + LEASE_MARGIN_MS;
+  }
+
+  async attempt(deliveryId: string, options: AttemptOptions = {}): Promise<AttemptOutcome> {
+    // A cheap read first: a job that finds its webhook at the cap (the common case when one
+    // endpoint is flooded) then costs one index lookup and no write.
+    const [state] = await this.prisma.$queryRaw<StateRow[]>`
+      SELECT d.webhook_id, d.status::text AS status, d.attempt_count,
+             (d.lease_until IS NOT NULL AND d.lease_until >= now()) AS leased,
+             GREATEST(0, COALESCE(EXTRACT(EPOCH FROM (d.next_attempt_at - now())) * 1000, 0))::float8 AS due_in_ms,
+             w.enabled AS webhook_enabled, (w.deleted_at IS NOT NULL) AS webhook_deleted
+        FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+       WHERE d.id = ${deliveryId}`;
+    if (!state) return { kind: 'skipped', reason: 'missing' };
+    if (state.status !== 'pending') return { kind: 'skipped', reason: 'not_pending' };
+    if (options.expectedAttempt !== undefined && state.attempt_count + 1 > options.expectedAttempt) {
+      return { kind: 'skipped', reason: 'stale' };
+    }
+    if (state.leased) return { kind: 'skipped', reason: 'leased' };
+    if (state.webhook_deleted || !state.webhook_enabled) return this.cancel(deliveryId, state.webhook_deleted);
+    if (state.due_in_ms > DUE_SLACK_MS) {
+      // Relative to this process's clock, so that skew with Postgres cannot make the job spin.
+      return { kind: 'not_due', at: new Date(Date.now() + Math.ceil(state.due_in_ms)) };
+    }
+
+    const slot = await this.acquireSlot(state.webhook_id, deliveryId);
+    if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
+    try {
+      const claimed = await this.claim(deliveryId, options.expectedAttempt);
+      if (!claimed) return { kind: 'skipped', reason: 'raced' };
+      return await this.attemptClaimed(claimed);
+    } finally {
+      if (slot === 'held') {
+        await this.limiter.release(state.webhook_id, deliveryId).catch((err: Error) =>
+          this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId, error: err.message }),
+        );
+      }
+    }
+  }
+
+  private async attemptClaimed(row: ClaimRow): Promise<AttemptOutcome> {
+    const attempt = row.attempt_count + 1;
+    const secrets = this.secretsOf(row);
+    const headers = signedHeaders({
+      secrets,
+      eventId: row.event_id,
+      eventType: row.event_type,
+      deliveryId: row.id,
+      attempt,
+      timestampSeconds: Math.floor(Date.now() / 1000),
+      body: row.body,
+      userAgent: USER_AGENT,
+    });
+
+    const startedAt = new Date();
+    metrics.inFlight.inc();
+    let result: SendResult;
+    try {
+      result = await this.sender.send({ url: row.url, headers, body: row.body });
+    } finally {
+      metrics.inFlight.dec();
+    }
+
+    const decision = this.decide(result, attempt);
+    metrics.attempts.inc({ outcome: outcomeLabel(result) });
+    metrics.attemptDuration.observe(result.responseTimeMs / 1000);
+
+    const recorded = await this.record(row, attempt, startedAt, headers, result, decision);
+    if (recorded === null) {
+      this.logger.warn({ msg: 'attempt not recorded: another worker recorded this attempt number first', deliveryId: row.id, attempt });
+      return { kind: 'attempted', attempt, status: 'pending', statusCode: result.statusCode, error: result.error, nextAttemptAt: null, recorded: false };
+    }
+
+    if (!decision.success) {
+      this.logger.log({
+        msg: 'delivery attempt failed',
+        deliveryId: row.id,
+        webhookId: row.webhook_id,
+        attempt,
+        statusCode: result.statusCode,
+        errorCode: result.error?.code ?? null,
+        nextStatus: recorded,
+      });
+    }
+
+    let nextAttemptAt: Date | null = null;
+    if (recorded === 'pending' && decision.waitMs !== null) {
+      nextAttemptAt = new Date(Date.now() + decision.waitMs);
+      try {
+        await this.dispatcher.dispatch([{ deliveryId: row.id, attempt: attempt + 1, at: nextAttemptAt }]);
+      } catch (err) {
+        // The row is committed as pending and due at nextAttemptAt: the sweeper will enqueue it.
+        this.logger.error({ msg: 'could not enqueue the next attempt; the sweeper will', deliveryId: row.id, attempt: attempt + 1, error: (err as Error).message });
+      }
+    }
+    return { kind: 'attempted', attempt, status: recorded, statusCode: result.statusCode, error: result.error, nextAttemptAt, recorded: true };
+  }
+
+  /** 2xx succeeds; 410 ends the delivery and the webhook; anything else waits for the schedule. */
+  private decide(result: SendResult, attempt: number): Decision {
+    const code = result.statusCode;
+    if (result.error === null && code !== null && code >= 200 && code < 300) {
+      return { status: 'succeeded', waitMs: null, gone: false, success: true };
+    }
+    if (code === 410) return { status: 'failed', waitMs: null, gone: true, success: false };
+    let waitMs = nextRetryDelay(this.config.retryScheduleMs, attempt);
+    if (waitMs === null) return { status: 'failed', waitMs: null, gone: false, success: false };
+    if (code === 429 || code === 503) {
+      const retryAfter = parseRetryAfter(result.headers['retry-after']);
+      if (retryAfter !== null) waitMs = Math.max(waitMs, Math.min(retryAfter, MAX_RETRY_AFTER_MS));
+    }
+    return { status: 'pending', waitMs, gone: false, success: false };
+  }
+
+  /**
+   * Records the attempt and moves the delivery on, in one short transaction. The update is guarded
+   * by attempt_count, so a second recording of the same attempt number changes nothing. Returns
+   * the delivery's status afterwards, or null when the guard found the attempt already recorded.
+   */
+  private async record(
+    row: ClaimRow,
+    attempt: number,
+    startedAt: Date,
+    requestHeaders: Record<string, string>,
+    result: SendResult,
+    decision: Decision,
+  ): Promise<FinalStatus | null> {
+    const waitMs = decision.waitMs;
+    const responseBody = result.body === null ? null : withoutNul(result.body);
+    const errorMessage = result.error ? withoutNul(result.error.message) : null;
+    const responseHeaders = result.statusCode === null ? null : JSON.stringify(result.headers);
+    return this.prisma.$transaction(async (tx) => {
+      // A delivery cancelled while its attempt was in flight (webhook deleted) stays cancelled,
+      // but the attempt is still recorded: it was made.
+      const updated = await tx.$queryRaw<Array<{ status: FinalStatus }>>`
+        UPDATE deliveries SET
+               attempt_count = ${attempt},
+               last_status_code = ${result.statusCode}::int,
+               last_response_time_ms = ${result.responseTimeMs}::int,
+               lease_until = NULL,
+               next_trigger = 'scheduled'::"AttemptTrigger",
+               status = CASE WHEN status = 'pending'::"DeliveryStatus" THEN ${decision.status}::"DeliveryStatus" ELSE status END,
+               next_attempt_at = CASE
+                 WHEN status <> 'pending'::"DeliveryStatus" THEN next_attempt_at
+                 WHEN ${waitMs}::float8 IS NULL THEN NULL
+                 ELSE now() + ${waitMs}::float8 * interval '1 millisecond' END,
+               completed_at = CASE
+                 WHEN status = 'pending'::"DeliveryStatus" AND ${decision.status} <> 'pending' THEN now()
+                 ELSE completed_at END
+         WHERE id = ${row.id} AND attempt_count = ${attempt - 1}
+        RETURNING status::text AS status`;
+      if (updated.length === 0) return null;
+
+      await tx.$executeRaw`
+        INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers,
+                              response_status, response_headers, response_body, response_body_truncated,
+                              response_time_ms, error_code, error_message)
+        VALUES (${newId('attempt')}, ${row.id}, ${attempt}, ${row.next_trigger}::"AttemptTrigger", ${startedAt},
+                ${row.url}, ${JSON.stringify(requestHeaders)}::jsonb,
+                ${result.statusCode}::int, ${responseHeaders}::jsonb, ${responseBody}, ${result.bodyTruncated},
+                ${result.responseTimeMs}::int, ${result.error?.code ?? null}, ${errorMessage})`;
+
+      if (decision.gone) {
+        const disabled = await tx.$executeRaw`
+          UPDATE webhooks SET enabled = false, disabled_reason = 'gone', updated_at = now()
+           WHERE id = ${row.webhook_id} AND enabled AND deleted_at IS NULL`;
+        if (disabled > 0) this.logger.warn({ msg: 'webhook disabled: the receiver answered 410 Gone', webhookId: row.webhook_id, deliveryId: row.id });
+      }
+      // Test deliveries never count toward auto-disable, in either direction.
+      if (!row.test) {
+        if (decision.success) {
+          await tx.$executeRaw`UPDATE webhooks SET failing_since = NULL WHERE id = ${row.webhook_id} AND failing_since IS NOT NULL`;
+        } else if (!decision.gone) {
+          await this.noteFailure(tx, row, startedAt);
+        }
+      }
+      return updated[0].status;
+    }, RECORD_TRANSACTION_OPTIONS);
+  }
+
+  /**
+   * Starts or continues the webhook's run of failures, and disables it once the run is older
+   * than autoDisableAfterMs and holds at least autoDisableMinFailures failed attempts.
+   * Only the first failure of a run writes the webhook row, so parallel failures do not queue on its lock.
+   */
+  private async noteFailure(tx: TransactionClient, row: ClaimRow, startedAt: Date): Promise<void> {
+    await tx.$executeRaw`UPDATE webhooks SET failing_since = ${startedAt} WHERE id = ${row.webhook_id} AND failing_since IS NULL`;
+    const afterMs = this.options.autoDisableAfterMs;
+    const [state] = await tx.$queryRaw<Array<{ overdue: boolean }>>`
+      SELECT (failing_since <= now() - ${afterMs}::float8 * interval '1 millisecond') AS overdue
+        FROM webhooks WHERE id = ${row.webhook_id} AND enabled AND deleted_at IS NULL`;
+    if (!state?.overdue) return;
+    const minFailures = this.options.autoDisableMinFailures;
+    const disabled = await tx.$executeRaw`
+      UPDATE webhooks w SET enabled = false, disabled_reason = 'failing', updated_at = now()
+       WHERE w.id = ${row.webhook_id} AND w.enabled AND w.deleted_at IS NULL
+         AND (SELECT count(*) FROM (
+               SELECT 1 FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+                WHERE d.webhook_id = w.id AND NOT d.test AND a.created_at >= w.failing_since
+                  AND (a.error_code IS NOT NULL OR a.response_status IS NULL OR a.response_status NOT BETWEEN 200 AND 299)
+                LIMIT ${minFailures}::int) failures) >= ${minFailures}::int`;
+    if (disabled > 0) this.logger.warn({ msg: 'webhook disabled: failing for too long', webhookId: row.webhook_id, deliveryId: row.id });
+  }
+
+  /**
+   * Takes the lease. Every condition is checked again here because the read before it was not
+   * locked: of two workers racing for the same row, exactly one gets it back.
+   */
+  private async claim(deliveryId: string, expectedAttempt: number | undefined): Promise<ClaimRow | null> {
+    const maxAttemptCount = expectedAttempt === undefined ? 2_147_483_647 : expectedAttempt - 1;
+    const [row] = await this.prisma.$queryRaw<ClaimRow[]>`
+      UPDATE deliveries d
+         SET lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond'
+        FROM webhooks w, events e
+       WHERE d.id = ${deliveryId}
+         AND d.status = 'pending'::"DeliveryStatus"
+         AND (d.lease_until IS NULL OR d.lease_until < now())
+         AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now() + ${DUE_SLACK_MS}::float8 * interval '1 millisecond')
+         AND d.attempt_count <= ${maxAttemptCount}::int
+         AND w.id = d.webhook_id AND w.enabled AND w.deleted_at IS NULL
+         AND e.id = d.event_id
+      RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.test, d.attempt_count,
+                d.next_trigger::text AS next_trigger, w.url, w.secret_ciphertext, w.previous_secret_ciphertext,
+                COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid, e.body`;
+    return row ?? null;
+  }
+
+  /** Deliveries to a deleted or disabled webhook are never attempted. */
+  private async cancel(deliveryId: string, deleted: boolean): Promise<AttemptOutcome> {
+    await this.prisma.$executeRaw`
+      UPDATE deliveries SET status = 'cancelled'::"DeliveryStatus", completed_at = now(), next_attempt_at = NULL, lease_until = NULL
+       WHERE id = ${deliveryId} AND status = 'pending'::"DeliveryStatus" AND (lease_until IS NULL OR lease_until < now())`;
+    return { kind: 'cancelled', reason: deleted ? 'webhook_deleted' : 'webhook_disabled' };
+  }
+
+  /** Current secret first, then the previous one while its 24 hours of rotation last. */
+  private secretsOf(row: ClaimRow): string[] {
+    const key = this.config.secretsKey;
+    try {
+      const secrets = [decryptSecret(row.secret_ciphertext, key, row.webhook_id)];
+      if (row.previous_valid && row.previous_secret_ciphertext) {
+        secrets.push(decryptSecret(row.previous_secret_ciphertext, key, row.webhook_id));
+      }
+      return secrets;
+    } catch {
+      // The lease stays: the sweeper retries once it runs out, by which time SECRETS_KEY may be fixed.
+      throw new Error(`cannot decrypt the secret of webhook ${row.webhook_id} for delivery ${row.id}: is SECRETS_KEY the key it was stored with?`);
+    }
+  }
+
+  private async acquireSlot(webhookId: string, deliveryId: string): Promise<'held' | 'denied' | 'unlimited'> {
+    try {
+      const ok = await this.limiter.acquire(webhookId, deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs);
+      return ok ? 'held' : 'denied';
+    } catch (err) {
+      // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
+      this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId, error: (err as Error).message });
+      return 'unlimited';
+    }
+  }
+
+  private overCapDelay(): number {
+    const [min, max] = this.options.overCapDelayMs;
+    return Math.round(min + Math.random() * Math.max(0, max - min));
+  }
+}
+
+type TransactionClient = Prisma.TransactionClient;
+
+/** Postgres text cannot hold NUL characters; receivers do send them. */
+function withoutNul(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
+
+function outcomeLabel(result: SendResult): string {
+  if (result.error) return result.error.code;
+  const code = result.statusCode ?? 0;
+  return code >= 200 && code < 300 ? 'success' : `http_${Math.floor(code / 100)}xx`;
+}

@@ -1,0 +1,160 @@
+import { Logger } from '@nestjs/common';
+import { BellhopConfig, loadConfig } from '@bellhop/config';
+import { PrismaService } from '@bellhop/database';
+import { newId } from '@bellhop/domain';
+import { metrics } from '@bellhop/observability';
+import { deliveryJobId } from '@bellhop/queue';
+import { DeliveryDispatcher } from './dispatcher';
+import { Sweeper, SweptQueue } from './sweeper';
+import { createTestDatabase, TestDatabase } from './testing/test-database';
+
+describe('Sweeper (real Postgres, stand-in queue)', () => {
+  let db: TestDatabase;
+  let config: BellhopConfig;
+  let prisma: PrismaService;
+  let webhookId: string;
+  let organizationId: string;
+  let projectId: string;
+  let dispatcher: { dispatch: jest.Mock };
+  let states: Map<string, string>;
+  let promote: jest.Mock;
+  let queue: { getJobState: jest.Mock; getJob: jest.Mock; remove: jest.Mock };
+  let sweeper: Sweeper;
+
+  beforeAll(async () => {
+    Logger.overrideLogger(false);
+    db = await createTestDatabase();
+    config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: db.url, DATABASE_POOL_SIZE: '5', SWEEP_INTERVAL: '200ms' });
+    prisma = new PrismaService(config);
+    await prisma.onModuleInit();
+    organizationId = newId('organization');
+    projectId = newId('project');
+    webhookId = newId('webhook');
+    await prisma.organization.create({ data: { id: organizationId, name: 'Acme', plan: 'team' } });
+    await prisma.project.create({ data: { id: projectId, organizationId, name: 'p' } });
+    await prisma.webhook.create({
+      data: { id: webhookId, organizationId, projectId, url: 'https://example.com/hook', events: ['baseline.uploaded'], secretCiphertext: 'v1.x.y.z' },
+    });
+  });
+
+  afterAll(async () => {
+    await prisma?.onModuleDestroy();
+    await db?.drop();
+  });
+
+  beforeEach(async () => {
+    await prisma.$executeRaw`TRUNCATE deliveries, events CASCADE`;
+    dispatcher = { dispatch: jest.fn().mockResolvedValue(undefined) };
+    states = new Map();
+    promote = jest.fn().mockResolvedValue(undefined);
+    queue = {
+      getJobState: jest.fn(async (id: string) => states.get(id) ?? 'unknown'),
+      getJob: jest.fn(async (id: string) => (states.has(id) ? { id, promote } : undefined)),
+      remove: jest.fn(async (id: string) => (states.delete(id) ? 1 : 0)),
+    };
+    sweeper = new Sweeper(prisma, config, queue as unknown as SweptQueue, dispatcher as unknown as DeliveryDispatcher, { autoStart: false });
+  });
+
+  afterEach(() => sweeper.stop());
+
+  async function delivery(fields: { ageMs?: number; status?: 'pending' | 'succeeded' | 'failed' | 'cancelled'; attemptCount?: number; leaseMs?: number | null }) {
+    const eventId = newId('event');
+    await prisma.event.create({ data: { id: eventId, organizationId, projectId, type: 'baseline.uploaded', body: '{}' } });
+    const row = await prisma.delivery.create({
+      data: {
+        id: newId('delivery'),
+        organizationId,
+        eventId,
+        webhookId,
+        eventType: 'baseline.uploaded',
+        status: fields.status ?? 'pending',
+        attemptCount: fields.attemptCount ?? 0,
+        nextAttemptAt: new Date(Date.now() - (fields.ageMs ?? 60_000)),
+        leaseUntil: fields.leaseMs == null ? null : new Date(Date.now() + fields.leaseMs),
+      },
+    });
+    return row.id;
+  }
+
+  const dispatched = () => dispatcher.dispatch.mock.calls.flatMap((call) => call[0] as Array<{ deliveryId: string; attempt: number }>);
+
+  it('re-dispatches due pending deliveries that have no job, as the next attempt number', async () => {
+    const lost = await delivery({ attemptCount: 0 });
+    const retried = await delivery({ attemptCount: 2 });
+    // prom-client hands back its live entries, so read the number now.
+    const before = (await metrics.swept.get()).values[0]?.value ?? 0;
+
+    const result = await sweeper.sweep();
+
+    expect(result).toEqual({ found: 2, added: 2, promoted: 0 });
+    expect(dispatched()).toEqual(
+      expect.arrayContaining([
+        { deliveryId: lost, attempt: 1 },
+        { deliveryId: retried, attempt: 3 },
+      ]),
+    );
+    expect(queue.getJobState).toHaveBeenCalledWith(deliveryJobId(retried, 3));
+    expect((await metrics.swept.get()).values[0].value - before).toBe(2);
+  });
+
+  it('re-dispatches a delivery whose lease ran out (worker killed mid-attempt)', async () => {
+    const orphan = await delivery({ attemptCount: 1, leaseMs: -1000 });
+    await sweeper.sweep();
+    expect(dispatched()).toEqual([{ deliveryId: orphan, attempt: 2 }]);
+  });
+
+  it('leaves alone leased, not yet due, just due, and finished deliveries', async () => {
+    await delivery({ leaseMs: 60_000 });
+    await delivery({ ageMs: -60_000 });
+    await delivery({ ageMs: 50 });
+    await delivery({ status: 'succeeded' });
+    await delivery({ status: 'failed' });
+    await delivery({ status: 'cancelled' });
+    expect(await sweeper.sweep()).toEqual({ found: 0, added: 0, promoted: 0 });
+    expect(dispatcher.dispatch).not.toHaveBeenCalled();
+  });
+
+  it('does not add a job that is already waiting, promotes a delayed one, and replaces a finished one', async () => {
+    const waiting = await delivery({});
+    const delayed = await delivery({});
+    const finished = await delivery({});
+    states.set(deliveryJobId(waiting, 1), 'waiting');
+    states.set(deliveryJobId(delayed, 1), 'delayed');
+    states.set(deliveryJobId(finished, 1), 'failed');
+
+    expect(await sweeper.sweep()).toEqual({ found: 3, added: 1, promoted: 1 });
+    expect(promote).toHaveBeenCalledTimes(1);
+    expect(queue.remove).toHaveBeenCalledWith(deliveryJobId(finished, 1));
+    expect(dispatched()).toEqual([{ deliveryId: finished, attempt: 1 }]);
+  });
+
+  it('adds a second job when the job is stuck active on a dead worker whose lease ran out', async () => {
+    const stuck = await delivery({ attemptCount: 1, leaseMs: -1000 });
+    const starting = await delivery({ attemptCount: 1 });
+    states.set(deliveryJobId(stuck, 2), 'active');
+    states.set(deliveryJobId(starting, 2), 'active');
+    expect(await sweeper.sweep()).toEqual({ found: 2, added: 1, promoted: 0 });
+    expect(dispatched()).toEqual([{ deliveryId: stuck, attempt: 2, key: 'swept' }]);
+  });
+
+  it('sweeps once at start and then every interval until stopped', async () => {
+    await delivery({});
+    sweeper.start();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(dispatcher.dispatch).toHaveBeenCalledTimes(1);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(dispatcher.dispatch.mock.calls.length).toBeGreaterThanOrEqual(2);
+    await sweeper.stop();
+    const calls = dispatcher.dispatch.mock.calls.length;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(dispatcher.dispatch.mock.calls.length).toBe(calls);
+  });
+
+  it('keeps sweeping after a failed sweep', async () => {
+    await delivery({});
+    dispatcher.dispatch.mockRejectedValueOnce(new Error('redis down'));
+    sweeper.start();
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    expect(dispatcher.dispatch.mock.calls.length).toBeGreaterThanOrEqual(2);
+  });
+});
