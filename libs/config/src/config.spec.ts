@@ -1,0 +1,60 @@
+import { ConfigError, loadConfig } from './config';
+import { parseDuration, parseDurationList } from './duration';
+
+describe('parseDuration', () => {
+  it.each([
+    ['250ms', 250],
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['2h', 7_200_000],
+    ['1d', 86_400_000],
+    ['1.5s', 1500],
+    ['100', 100],
+    [' 5m ', 300_000],
+  ])('reads %s as %d ms', (text, ms) => expect(parseDuration(text)).toBe(ms));
+
+  it.each(['', 'soon', '5 minutes', '-1s', '1y', '1m30s'])('refuses %j', (text) => expect(() => parseDuration(text)).toThrow(/duration/));
+
+  it('reads a schedule', () => {
+    expect(parseDurationList('1m,5m,30m,2h')).toEqual([60_000, 300_000, 1_800_000, 7_200_000]);
+    expect(parseDurationList('100ms, 200ms')).toEqual([100, 200]);
+  });
+});
+
+describe('loadConfig', () => {
+  it('has the contract defaults in development, with the missing secrets reported', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      databaseUrl: 'postgresql://postgres@127.0.0.1:5432/bellhop',
+      redisUrl: 'redis://127.0.0.1:6379',
+      queuePrefix: 'bellhop',
+      host: '0.0.0.0',
+      port: 3000,
+      workerPort: 3001,
+      defaultPlan: 'solo',
+      retryScheduleMs: [60_000, 300_000, 1_800_000, 7_200_000],
+      deliveryTimeoutMs: 30_000,
+      workerConcurrency: 50,
+      sweepIntervalMs: 30_000,
+      allowHttpDestinations: false,
+      allowPrivateDestinations: false,
+    });
+    expect(config.warnings.join(' ')).toMatch(/JWT_SECRET.*SECRETS_KEY/);
+  });
+
+  it('stops a production boot without secrets, naming the setting', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production', SECRETS_KEY: Buffer.alloc(32).toString('base64') })).toThrow(/JWT_SECRET/);
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) })).toThrow(/SECRETS_KEY/);
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'short', SECRETS_KEY: Buffer.alloc(32).toString('base64') })).toThrow(ConfigError);
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32), SECRETS_KEY: Buffer.alloc(16).toString('base64') })).toThrow(/32 bytes/);
+    const ok = loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32), SECRETS_KEY: Buffer.alloc(32, 9).toString('base64') });
+    expect(ok.warnings).toEqual([]);
+  });
+
+  it('refuses nonsense settings with a message naming them', () => {
+    expect(() => loadConfig({ RETRY_SCHEDULE: '1m,often' })).toThrow(/RETRY_SCHEDULE/);
+    expect(() => loadConfig({ WORKER_CONCURRENCY: '0' })).toThrow(/WORKER_CONCURRENCY/);
+    expect(() => loadConfig({ ALLOW_HTTP_DESTINATIONS: 'maybe' })).toThrow(/ALLOW_HTTP_DESTINATIONS/);
+    expect(() => loadConfig({ DEFAULT_PLAN: 'gold' })).toThrow(/DEFAULT_PLAN/);
+  });
+});

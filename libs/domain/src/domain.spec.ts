@@ -1,0 +1,85 @@
+import { checkWebhookUrl, isPrivateAddress } from './destination';
+import { isId, newId } from './ids';
+import { nextRetryDelay, parseRetryAfter } from './retry';
+
+describe('ids', () => {
+  it('are prefixed, URL-safe and sort by creation time', () => {
+    const ids = Array.from({ length: 200 }, () => newId('delivery'));
+    expect(ids.every((id) => /^dlv_[0-9A-Z]{26}$/.test(id))).toBe(true);
+    expect([...ids].sort()).toEqual(ids);
+    expect(isId('delivery', ids[0])).toBe(true);
+    expect(isId('webhook', ids[0])).toBe(false);
+    expect(isId('delivery', "dlv_'; drop table")).toBe(false);
+  });
+});
+
+describe('retry schedule', () => {
+  const schedule = [60_000, 300_000, 1_800_000, 7_200_000];
+  it('waits 1m, 5m, 30m, 2h after attempts 1 to 4 and stops after the fifth', () => {
+    expect([1, 2, 3, 4, 5].map((n) => nextRetryDelay(schedule, n))).toEqual([60_000, 300_000, 1_800_000, 7_200_000, null]);
+  });
+
+  it('reads Retry-After as seconds or an HTTP date, capped at 24 hours', () => {
+    const now = Date.parse('2026-01-15T10:30:00.000Z');
+    expect(parseRetryAfter('120', now)).toBe(120_000);
+    expect(parseRetryAfter('Thu, 15 Jan 2026 10:35:00 GMT', now)).toBe(300_000);
+    expect(parseRetryAfter('999999', now)).toBe(24 * 3600 * 1000);
+    expect(parseRetryAfter('Thu, 15 Jan 2026 10:00:00 GMT', now)).toBe(0);
+    expect(parseRetryAfter('soon', now)).toBeNull();
+    expect(parseRetryAfter(undefined, now)).toBeNull();
+  });
+});
+
+describe('destinations', () => {
+  it.each([
+    '127.0.0.1',
+    '10.0.0.1',
+    '172.16.5.4',
+    '192.168.1.1',
+    '169.254.169.254',
+    '100.64.0.1',
+    '0.0.0.0',
+    '224.0.0.1',
+    '255.255.255.255',
+    '198.18.0.1',
+    '::1',
+    '::',
+    'fe80::1',
+    'fc00::1',
+    'fd12:3456::1',
+    'ff02::1',
+    '::ffff:127.0.0.1',
+    '::ffff:7f00:1',
+    '::ffff:a00:1',
+    '64:ff9b::7f00:1',
+    '64:ff9b::10.0.0.1',
+    '2002:7f00:1::',
+    '2002:c0a8:101::1',
+    '2001:db8::1',
+  ])('treats %s as private', (address) => expect(isPrivateAddress(address)).toBe(true));
+
+  it.each(['93.184.216.34', '8.8.8.8', '2606:4700:4700::1111', '::ffff:8.8.8.8', '64:ff9b::808:808', '2002:808:808::1'])('treats %s as public', (address) =>
+    expect(isPrivateAddress(address)).toBe(false),
+  );
+
+  const strict = { allowHttp: false, allowPrivate: false };
+  it.each([
+    'https://0x7f.1/',
+    'https://2130706433/',
+    'https://0177.0.0.1/',
+    'https://[::ffff:127.0.0.1]/',
+    'https://[::1]:8443/',
+    'https://localhost/',
+    'https://api.localhost/',
+    'http://example.com/',
+    'https://u:p@example.com/',
+    'ftp://example.com/',
+    '/relative',
+  ])('refuses %s', (url) => expect(checkWebhookUrl(url, strict)).not.toBeNull());
+
+  it('accepts public https URLs, and http or private ones only when allowed', () => {
+    expect(checkWebhookUrl('https://hooks.example.com/x?y=1', strict)).toBeNull();
+    expect(checkWebhookUrl('http://127.0.0.1:8080/x', { allowHttp: true, allowPrivate: true })).toBeNull();
+    expect(checkWebhookUrl('http://127.0.0.1:8080/x', { allowHttp: true, allowPrivate: false })).not.toBeNull();
+  });
+});
