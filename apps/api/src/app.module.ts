@@ -2,7 +2,7 @@ import { Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { JwtModule } from '@nestjs/jwt';
 import { PassportModule } from '@nestjs/passport';
-import { BellhopConfigModule, loadConfig } from '@bellhop/config';
+import { BellhopConfigModule } from '@bellhop/config';
 import { DatabaseModule } from '@bellhop/database';
 import { DeliveryQueueModule } from '@bellhop/delivery';
 import { HealthModule, MetricsModule, loggerModule } from '@bellhop/observability';
@@ -13,6 +13,7 @@ import { BearerGuard, MembershipService, TenantGuard } from './auth/auth.guards'
 import { AuthService } from './auth/auth.service';
 import { JwtStrategy } from './auth/jwt.strategy';
 import { AuditService } from './common/audit.service';
+import { RateLimitGuard, rateLimitModule } from './common/rate-limit';
 import { DeliveriesController } from './deliveries/deliveries.controller';
 import { DeliveriesService } from './deliveries/deliveries.service';
 import { EventsController } from './events/events.controller';
@@ -26,7 +27,7 @@ import { WebhooksService } from './webhooks/webhooks.service';
 @Module({
   imports: [
     BellhopConfigModule,
-    loggerModule(loadConfig(), 'api'),
+    loggerModule('api'),
     DatabaseModule,
     RedisModule,
     DeliveryQueueModule,
@@ -34,9 +35,12 @@ import { WebhooksService } from './webhooks/webhooks.service';
     MetricsModule,
     PassportModule,
     JwtModule.register({}),
+    rateLimitModule,
   ],
   controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventsController, DeliveriesController],
   providers: [
+    // Rate limits first, so that floods of bad credentials are limited too.
+    { provide: APP_GUARD, useClass: RateLimitGuard },
     { provide: APP_GUARD, useClass: BearerGuard },
     TenantGuard,
     MembershipService,

@@ -25,11 +25,36 @@ export interface BellhopConfig {
   allowPrivateDestinations: boolean;
   bodyLimitBytes: number;
   logLevel: string;
+  /** Requests per window for each API token or session. */
+  rateLimit: RateLimit;
+  /** Login and signup attempts per window for each client address. */
+  authRateLimit: RateLimit;
   /** Development defaults that were filled in because a secret was missing; logged at boot. */
   warnings: string[];
 }
 
+export interface RateLimit {
+  limit: number;
+  windowMs: number;
+}
+
 export class ConfigError extends Error {}
+
+/** `600/1m`: so many requests per window. */
+function rateLimit(env: Env, name: string, fallback: string): RateLimit {
+  const raw = env[name] || fallback;
+  const match = /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(raw);
+  if (!match) throw new ConfigError(`${name} must look like 600/1m (requests per window), got "${raw}"`);
+  const limit = Number(match[1]);
+  let windowMs: number;
+  try {
+    windowMs = parseDuration(match[2]);
+  } catch (err) {
+    throw new ConfigError(`${name}: ${(err as Error).message}`);
+  }
+  if (limit < 1 || windowMs < 1000) throw new ConfigError(`${name} needs at least 1 request per window of at least 1s`);
+  return { limit, windowMs };
+}
 
 type Env = Record<string, string | undefined>;
 
@@ -127,6 +152,8 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     allowPrivateDestinations: bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false),
     bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: env.LOG_LEVEL || (nodeEnv === 'test' ? 'warn' : 'info'),
+    rateLimit: rateLimit(env, 'RATE_LIMIT', '1200/1m'),
+    authRateLimit: rateLimit(env, 'AUTH_RATE_LIMIT', '20/1m'),
     warnings,
   };
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
-import { BellhopConfig } from '@bellhop/config';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 
 /** Paths that never reach a log line: credentials, passwords and webhook secrets. */
 export const REDACT_PATHS = [
@@ -26,8 +26,10 @@ export function requestIdFor(incoming: string | string[] | undefined): string {
 }
 
 /** nestjs-pino, structured JSON, with the request id of every line taken from X-Request-Id. */
-export function loggerModule(config: BellhopConfig, app: 'api' | 'worker') {
-  return LoggerModule.forRoot({
+export function loggerModule(app: 'api' | 'worker') {
+  return LoggerModule.forRootAsync({
+    inject: [BELLHOP_CONFIG],
+    useFactory: (config: BellhopConfig) => ({
     pinoHttp: {
       level: config.logLevel,
       name: `bellhop-${app}`,
@@ -46,5 +48,6 @@ export function loggerModule(config: BellhopConfig, app: 'api' | 'worker') {
       },
       autoLogging: { ignore: (req: IncomingMessage) => req.url === '/health' || req.url === '/metrics' },
     },
+    }),
   });
 }

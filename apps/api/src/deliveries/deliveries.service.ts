@@ -44,6 +44,13 @@ export class DeliveriesService {
     return { delivery: { ...present.delivery(row), attempts: attempts.map((a) => present.attempt(a, event.body)) } };
   }
 
+  /** The delivery as lists show it (attempts as a count). */
+  async summary(tenant: TenantScope, deliveryId: string) {
+    const row = await this.prisma.delivery.findFirst({ where: { id: deliveryId, organizationId: tenant.organizationId } });
+    if (!row) throw AppError.notFound('Delivery');
+    return present.delivery(row);
+  }
+
   /** One more attempt now, recorded with trigger `manual`. */
   async retry(tenant: TenantScope, deliveryId: string) {
     const now = new Date();

@@ -88,6 +88,6 @@ export class WebhooksController {
     if (wait === 'true' || wait === '1') {
       if (await this.deliveries.waitForFirstAttempt(tenant, deliveryId)) res.status(200);
     }
-    return { delivery: (await this.deliveries.get(tenant, deliveryId)).delivery };
+    return { delivery: await this.deliveries.summary(tenant, deliveryId) };
   }
 }
