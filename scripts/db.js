@@ -141,7 +141,7 @@ async function diff(args) {
   const from = previous === null ? { tag: 'empty' } : { tag: 'schemaDatamodel', files: [{ path: schemaPath, content: previous }] };
   let sql = '';
   const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = (chunk, ...rest) => ((sql += chunk), true);
+  process.stdout.write = (chunk) => ((sql += chunk), true);
   try {
     await engine.migrateDiff({
       from,

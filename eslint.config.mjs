@@ -1,0 +1,21 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'libs/database/src/generated/**', 'bench/results/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { globals: { require: 'readonly', module: 'writable', URL: 'readonly', setTimeout: 'readonly', process: 'readonly', __dirname: 'readonly', console: 'readonly' } },
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'off',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-require-imports': 'off',
+      'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'Read settings from BellhopConfig (libs/config).' }],
+    },
+  },
+  {
+    files: ['libs/config/**', 'test/**', 'bench/**', 'scripts/**', 'prisma.config.ts', '**/*.spec.ts', 'apps/*/src/main.ts'],
+    rules: { 'no-restricted-properties': 'off' },
+  },
+);
