@@ -262,7 +262,9 @@ describe('delivery end to end', () => {
         return found.length > 0 ? found : undefined;
       });
       for (const job of jobs) {
-        expect(Object.keys(job.data)).toEqual(['deliveryId']);
+        expect(Object.keys(job.data).sort()).toEqual(['deliveryId', 'webhookId']);
+        expect(job.data.deliveryId).toMatch(/^dlv_/);
+        expect(job.data.webhookId).toBe(webhook.id);
         const serialized = JSON.stringify(job.asJSON());
         expect(serialized).not.toContain(secret);
         expect(serialized).not.toContain('payload-marker-123');

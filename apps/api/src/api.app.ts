@@ -8,6 +8,7 @@ import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { metrics, requestIdFor } from '@bellhop/observability';
 import { AppModule } from './app.module';
 import { ErrorFilter } from './common/error.filter';
+import { JsonTooDeepError, MAX_JSON_DEPTH, jsonDepth } from './common/json-depth';
 import { createValidationPipe } from './common/validation';
 
 export const API_VERSION = '1.0.0';
@@ -25,7 +26,15 @@ export async function createApiApp(): Promise<INestApplication> {
     res.setHeader('X-Request-Id', req.id);
     next();
   });
-  app.useBodyParser('json', { limit: config.bodyLimitBytes, strict: true, type: ['application/json', 'application/*+json'] });
+  app.useBodyParser('json', {
+    limit: config.bodyLimitBytes,
+    strict: true,
+    type: ['application/json', 'application/*+json'],
+    // Deeply nested bodies are refused before the validator recurses into them.
+    verify: (_req: unknown, _res: unknown, buf: Buffer) => {
+      if (jsonDepth(buf) > MAX_JSON_DEPTH) throw new JsonTooDeepError();
+    },
+  } as Parameters<NestExpressApplication['useBodyParser']>[1]);
   app.use((req: Request, res: Response, next: NextFunction) => {
     const end = metrics.httpDuration.startTimer();
     res.on('finish', () => {

@@ -200,6 +200,32 @@ describe('DeliveryService (real Postgres)', () => {
     expect(dispatcher.dispatch).not.toHaveBeenCalled();
   });
 
+  it('claims and records concurrent attempts that name their webhook together, each exactly once', async () => {
+    const fixtures = await Promise.all(Array.from({ length: 8 }, () => fixture()));
+    for (const f of fixtures) receiver.answer(f.path, () => ({ status: 200, body: 'ok' }));
+    // Two jobs for the first delivery arrive in the same batch: only one of them may send.
+    const outcomes = await Promise.all([
+      ...fixtures.map((f) => service.attempt(f.delivery.id, { webhookId: f.webhookId, expectedAttempt: 1 })),
+      service.attempt(fixtures[0].delivery.id, { webhookId: fixtures[0].webhookId, expectedAttempt: 1 }),
+    ]);
+    expect(outcomes.filter((o) => o.kind === 'attempted')).toHaveLength(8);
+    expect(outcomes[8]).toMatchObject({ kind: 'skipped' });
+    for (const f of fixtures) {
+      expect(receiver.to(f.path)).toHaveLength(1);
+      expect(await deliveryRow(f.delivery.id)).toMatchObject({ status: 'succeeded', attemptCount: 1, leaseUntil: null });
+      expect(await attemptRows(f.delivery.id)).toHaveLength(1);
+    }
+  });
+
+  it('tells an early job naming its webhook when to come back, without an attempt', async () => {
+    const f = await fixture();
+    await prisma.delivery.update({ where: { id: f.delivery.id }, data: { nextAttemptAt: new Date(Date.now() + 5_000) } });
+    const outcome = await service.attempt(f.delivery.id, { webhookId: f.webhookId, expectedAttempt: 1 });
+    expect(outcome.kind).toBe('not_due');
+    expect(receiver.to(f.path)).toHaveLength(0);
+    expect(await attemptRows(f.delivery.id)).toHaveLength(0);
+  });
+
   it('follows the retry schedule and fails the delivery after the last attempt', async () => {
     const f = await fixture();
     receiver.answer(f.path, () => ({ status: 500, body: 'boom' }));
@@ -210,7 +236,7 @@ describe('DeliveryService (real Postgres)', () => {
     expect(row.status).toBe('pending');
     expect(row.nextAttemptAt!.getTime() - Date.now()).toBeGreaterThan(50);
     expect(row.nextAttemptAt!.getTime() - Date.now()).toBeLessThanOrEqual(150);
-    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, attempt: 2, at: expect.any(Date) }]);
+    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, webhookId: f.webhookId, attempt: 2, at: expect.any(Date) }]);
 
     // A job that runs early is told when to come back, and no attempt is made.
     const early = await service.attempt(f.delivery.id);
@@ -223,7 +249,7 @@ describe('DeliveryService (real Postgres)', () => {
     expect(receiver.to(f.path)[1].headers['x-bellwether-attempt']).toBe('2');
     row = await deliveryRow(f.delivery.id);
     expect(row.nextAttemptAt!.getTime() - Date.now()).toBeGreaterThan(200);
-    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, attempt: 3, at: expect.any(Date) }]);
+    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, webhookId: f.webhookId, attempt: 3, at: expect.any(Date) }]);
 
     await sleep(310);
     const third = await service.attempt(f.delivery.id);

@@ -1,9 +1,10 @@
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { Prisma, PrismaService } from '@bellhop/database';
+import { PrismaService } from '@bellhop/database';
 import { MAX_RETRY_AFTER_MS, newId, nextRetryDelay, parseRetryAfter } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { decryptSecret, signedHeaders } from '@bellhop/signing';
+import { Batcher } from './batcher';
 import { DeliveryDispatcher } from './dispatcher';
 import { HttpSender, type AttemptError, type SendResult } from './http-sender';
 import { IN_FLIGHT_LIMITER, type InFlightLimiter } from './in-flight-limiter';
@@ -56,18 +57,14 @@ export interface AttemptOptions {
    * attempt that Postgres has already recorded); the number used is always attempt_count + 1.
    */
   expectedAttempt?: number;
+  /** The delivery's webhook, when the job carries it: the in-flight cap is then checked before Postgres. */
+  webhookId?: string;
 }
 
 /** A job may run this much before the row's next_attempt_at (clock skew between worker, Redis and Postgres). */
 const DUE_SLACK_MS = 50;
 /** The lease outlives the HTTP deadline by this much, so that recording always fits inside it. */
 const LEASE_MARGIN_MS = 30_000;
-/**
- * Prisma's defaults (2 s to get a connection, 5 s in all) would drop the record of an attempt
- * that was made when the pool is briefly saturated; these still end well inside the lease margin.
- */
-const RECORD_TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 10_000 };
-
 interface StateRow {
   webhook_id: string;
   status: string;
@@ -90,7 +87,23 @@ interface ClaimRow {
   secret_ciphertext: string;
   previous_secret_ciphertext: string | null;
   previous_valid: boolean;
+  /** The webhook is in a run of failures (failing_since set): a success must clear it. */
+  failing: boolean;
   body: string;
+}
+
+interface ClaimItem {
+  deliveryId: string;
+  maxAttemptCount: number;
+}
+
+interface RecordItem {
+  row: ClaimRow;
+  attempt: number;
+  startedAt: Date;
+  requestHeaders: Record<string, string>;
+  result: SendResult;
+  decision: Decision;
 }
 
 interface Decision {
@@ -124,7 +137,36 @@ export class DeliveryService {
     this.leaseMs = config.deliveryTimeoutMs + LEASE_MARGIN_MS;
   }
 
+  private readonly claimBatcher = new Batcher<ClaimItem, ClaimRow | null>((items) => this.claimMany(items));
+  private readonly recordBatcher = new Batcher<RecordItem, FinalStatus | null>((items) => this.recordMany(items));
+
   async attempt(deliveryId: string, options: AttemptOptions = {}): Promise<AttemptOutcome> {
+    if (options.webhookId) return this.attemptFast(deliveryId, options.webhookId, options.expectedAttempt);
+    return this.attemptAfterRead(deliveryId, options.expectedAttempt);
+  }
+
+  /**
+   * The common path: cap first (Redis), then claim straight away. Only when the claim finds
+   * nothing does a read explain why (early, leased, done, or its webhook disabled).
+   */
+  private async attemptFast(deliveryId: string, webhookId: string, expectedAttempt: number | undefined): Promise<AttemptOutcome> {
+    const slot = await this.acquireSlot(webhookId, deliveryId);
+    if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
+    let releaseSlot = slot === 'held';
+    try {
+      const claimed = await this.claim(deliveryId, expectedAttempt);
+      if (claimed) return await this.attemptClaimed(claimed);
+      if (releaseSlot) {
+        releaseSlot = false;
+        await this.release(webhookId, deliveryId);
+      }
+      return this.attemptAfterRead(deliveryId, expectedAttempt);
+    } finally {
+      if (releaseSlot) await this.release(webhookId, deliveryId);
+    }
+  }
+
+  private async attemptAfterRead(deliveryId: string, expectedAttempt: number | undefined): Promise<AttemptOutcome> {
     // A cheap read first: a job that finds its webhook at the cap (the common case when one
     // endpoint is flooded) then costs one index lookup and no write.
     const [state] = await this.prisma.$queryRaw<StateRow[]>`
@@ -136,7 +178,7 @@ export class DeliveryService {
        WHERE d.id = ${deliveryId}`;
     if (!state) return { kind: 'skipped', reason: 'missing' };
     if (state.status !== 'pending') return { kind: 'skipped', reason: 'not_pending' };
-    if (options.expectedAttempt !== undefined && state.attempt_count + 1 > options.expectedAttempt) {
+    if (expectedAttempt !== undefined && state.attempt_count + 1 > expectedAttempt) {
       return { kind: 'skipped', reason: 'stale' };
     }
     if (state.leased) return { kind: 'skipped', reason: 'leased' };
@@ -149,16 +191,18 @@ export class DeliveryService {
     const slot = await this.acquireSlot(state.webhook_id, deliveryId);
     if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
     try {
-      const claimed = await this.claim(deliveryId, options.expectedAttempt);
+      const claimed = await this.claim(deliveryId, expectedAttempt);
       if (!claimed) return { kind: 'skipped', reason: 'raced' };
       return await this.attemptClaimed(claimed);
     } finally {
-      if (slot === 'held') {
-        await this.limiter.release(state.webhook_id, deliveryId).catch((err: Error) =>
-          this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId, error: err.message }),
-        );
-      }
+      if (slot === 'held') await this.release(state.webhook_id, deliveryId);
     }
+  }
+
+  private async release(webhookId: string, deliveryId: string): Promise<void> {
+    await this.limiter.release(webhookId, deliveryId).catch((err: Error) =>
+      this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId, error: err.message }),
+    );
   }
 
   private async attemptClaimed(row: ClaimRow): Promise<AttemptOutcome> {
@@ -210,7 +254,7 @@ export class DeliveryService {
     if (recorded === 'pending' && decision.waitMs !== null) {
       nextAttemptAt = new Date(Date.now() + decision.waitMs);
       try {
-        await this.dispatcher.dispatch([{ deliveryId: row.id, attempt: attempt + 1, at: nextAttemptAt }]);
+        await this.dispatcher.dispatch([{ deliveryId: row.id, webhookId: row.webhook_id, attempt: attempt + 1, at: nextAttemptAt }]);
       } catch (err) {
         // The row is committed as pending and due at nextAttemptAt: the sweeper will enqueue it.
         this.logger.error({ msg: 'could not enqueue the next attempt; the sweeper will', deliveryId: row.id, attempt: attempt + 1, error: (err as Error).message });
@@ -236,9 +280,11 @@ export class DeliveryService {
   }
 
   /**
-   * Records the attempt and moves the delivery on, in one short transaction. The update is guarded
-   * by attempt_count, so a second recording of the same attempt number changes nothing. Returns
-   * the delivery's status afterwards, or null when the guard found the attempt already recorded.
+   * Records the attempt and moves the delivery on. Concurrent attempts are recorded together, in
+   * one statement (so each attempt row and its delivery's update commit together or not at all).
+   * The update is guarded by attempt_count, so a second recording of the same attempt number
+   * changes nothing. Returns the delivery's status afterwards, or null when the guard found the
+   * attempt already recorded.
    */
   private async record(
     row: ClaimRow,
@@ -248,57 +294,77 @@ export class DeliveryService {
     result: SendResult,
     decision: Decision,
   ): Promise<FinalStatus | null> {
-    const waitMs = decision.waitMs;
-    const responseBody = result.body === null ? null : withoutNul(result.body);
-    const errorMessage = result.error ? withoutNul(result.error.message) : null;
-    const responseHeaders = result.statusCode === null ? null : JSON.stringify(result.headers);
-    return this.prisma.$transaction(async (tx) => {
-      // A delivery cancelled while its attempt was in flight (webhook deleted) stays cancelled,
-      // but the attempt is still recorded: it was made.
-      const updated = await tx.$queryRaw<Array<{ status: FinalStatus }>>`
-        UPDATE deliveries SET
-               attempt_count = ${attempt},
-               last_status_code = ${result.statusCode}::int,
-               last_response_time_ms = ${result.responseTimeMs}::int,
+    const status = await this.recordBatcher.run({ row, attempt, startedAt, requestHeaders, result, decision });
+    if (status === null) return null;
+    if (decision.gone) {
+      const disabled = await this.prisma.$executeRaw`
+        UPDATE webhooks SET enabled = false, disabled_reason = 'gone', updated_at = now()
+         WHERE id = ${row.webhook_id} AND enabled AND deleted_at IS NULL`;
+      if (disabled > 0) this.logger.warn({ msg: 'webhook disabled: the receiver answered 410 Gone', webhookId: row.webhook_id, deliveryId: row.id });
+    }
+    // Test deliveries never count toward auto-disable, in either direction.
+    if (!row.test) {
+      if (decision.success) {
+        if (row.failing) await this.prisma.$executeRaw`UPDATE webhooks SET failing_since = NULL WHERE id = ${row.webhook_id} AND failing_since IS NOT NULL`;
+      } else if (!decision.gone) {
+        await this.noteFailure(row, startedAt);
+      }
+    }
+    return status;
+  }
+
+  private async recordMany(items: RecordItem[]): Promise<Array<FinalStatus | null>> {
+    const column = <T>(pick: (item: RecordItem) => T) => items.map(pick);
+    const ids = column((i) => i.row.id);
+    const rows = await this.prisma.$queryRaw<Array<{ id: string; status: FinalStatus }>>`
+      WITH x AS (
+        SELECT * FROM unnest(${ids}::text[], ${column((i) => i.attempt)}::int[], ${column((i) => i.decision.status)}::text[],
+                             ${column((i) => i.result.statusCode)}::int[], ${column((i) => i.result.responseTimeMs)}::int[],
+                             ${column((i) => i.decision.waitMs)}::float8[])
+               AS x(id, attempt, status, code, time_ms, wait_ms)
+      ), updated AS (
+        UPDATE deliveries d SET
+               attempt_count = x.attempt,
+               last_status_code = x.code,
+               last_response_time_ms = x.time_ms,
                lease_until = NULL,
                next_trigger = 'scheduled'::"AttemptTrigger",
-               status = CASE WHEN status = 'pending'::"DeliveryStatus" THEN ${decision.status}::"DeliveryStatus" ELSE status END,
+               -- A delivery cancelled while its attempt was in flight (webhook deleted) stays
+               -- cancelled, but the attempt is still recorded: it was made.
+               status = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN x.status::"DeliveryStatus" ELSE d.status END,
                next_attempt_at = CASE
-                 WHEN status <> 'pending'::"DeliveryStatus" THEN next_attempt_at
-                 WHEN ${waitMs}::float8 IS NULL THEN NULL
-                 ELSE now() + ${waitMs}::float8 * interval '1 millisecond' END,
+                 WHEN d.status <> 'pending'::"DeliveryStatus" THEN d.next_attempt_at
+                 WHEN x.wait_ms IS NULL THEN NULL
+                 ELSE now() + x.wait_ms * interval '1 millisecond' END,
                completed_at = CASE
-                 WHEN status = 'pending'::"DeliveryStatus" AND ${decision.status} <> 'pending' THEN now()
-                 ELSE completed_at END
-         WHERE id = ${row.id} AND attempt_count = ${attempt - 1}
-        RETURNING status::text AS status`;
-      if (updated.length === 0) return null;
-
-      await tx.$executeRaw`
+                 WHEN d.status = 'pending'::"DeliveryStatus" AND x.status <> 'pending' THEN now()
+                 ELSE d.completed_at END
+          FROM x
+         WHERE d.id = x.id AND d.attempt_count = x.attempt - 1
+        RETURNING d.id, d.status::text AS status
+      ), inserted AS (
         INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers,
                               response_status, response_headers, response_body, response_body_truncated,
                               response_time_ms, error_code, error_message)
-        VALUES (${newId('attempt')}, ${row.id}, ${attempt}, ${row.next_trigger}::"AttemptTrigger", ${startedAt},
-                ${row.url}, ${JSON.stringify(requestHeaders)}::jsonb,
-                ${result.statusCode}::int, ${responseHeaders}::jsonb, ${responseBody}, ${result.bodyTruncated},
-                ${result.responseTimeMs}::int, ${result.error?.code ?? null}, ${errorMessage})`;
-
-      if (decision.gone) {
-        const disabled = await tx.$executeRaw`
-          UPDATE webhooks SET enabled = false, disabled_reason = 'gone', updated_at = now()
-           WHERE id = ${row.webhook_id} AND enabled AND deleted_at IS NULL`;
-        if (disabled > 0) this.logger.warn({ msg: 'webhook disabled: the receiver answered 410 Gone', webhookId: row.webhook_id, deliveryId: row.id });
-      }
-      // Test deliveries never count toward auto-disable, in either direction.
-      if (!row.test) {
-        if (decision.success) {
-          await tx.$executeRaw`UPDATE webhooks SET failing_since = NULL WHERE id = ${row.webhook_id} AND failing_since IS NOT NULL`;
-        } else if (!decision.gone) {
-          await this.noteFailure(tx, row, startedAt);
-        }
-      }
-      return updated[0].status;
-    }, RECORD_TRANSACTION_OPTIONS);
+        SELECT a.id, a.delivery_id, a.attempt, a.trigger::"AttemptTrigger", a.created_at::timestamptz, a.url, a.request_headers::jsonb,
+               a.code, a.response_headers::jsonb, a.body, a.truncated, a.time_ms, a.error_code, a.error_message
+          FROM unnest(${column(() => newId('attempt'))}::text[], ${ids}::text[], ${column((i) => i.attempt)}::int[],
+                      ${column((i) => i.row.next_trigger)}::text[], ${column((i) => i.startedAt.toISOString())}::text[],
+                      ${column((i) => i.row.url)}::text[], ${column((i) => JSON.stringify(i.requestHeaders))}::text[],
+                      ${column((i) => i.result.statusCode)}::int[],
+                      ${column((i) => (i.result.statusCode === null ? null : JSON.stringify(i.result.headers)))}::text[],
+                      ${column((i) => (i.result.body === null ? null : withoutNul(i.result.body)))}::text[],
+                      ${column((i) => i.result.bodyTruncated)}::bool[], ${column((i) => i.result.responseTimeMs)}::int[],
+                      ${column((i) => i.result.error?.code ?? null)}::text[],
+                      ${column((i) => (i.result.error ? withoutNul(i.result.error.message) : null))}::text[])
+               AS a(id, delivery_id, attempt, trigger, created_at, url, request_headers, code, response_headers, body,
+                    truncated, time_ms, error_code, error_message)
+         WHERE a.delivery_id IN (SELECT id FROM updated)
+        RETURNING 1
+      )
+      SELECT id, status FROM updated`;
+    const statusById = new Map(rows.map((r) => [r.id, r.status]));
+    return items.map((item) => statusById.get(item.row.id) ?? null);
   }
 
   /**
@@ -306,7 +372,8 @@ export class DeliveryService {
    * than autoDisableAfterMs and holds at least autoDisableMinFailures failed attempts.
    * Only the first failure of a run writes the webhook row, so parallel failures do not queue on its lock.
    */
-  private async noteFailure(tx: TransactionClient, row: ClaimRow, startedAt: Date): Promise<void> {
+  private async noteFailure(row: ClaimRow, startedAt: Date): Promise<void> {
+    const tx = this.prisma;
     await tx.$executeRaw`UPDATE webhooks SET failing_since = ${startedAt} WHERE id = ${row.webhook_id} AND failing_since IS NULL`;
     const afterMs = this.options.autoDisableAfterMs;
     const [state] = await tx.$queryRaw<Array<{ overdue: boolean }>>`
@@ -326,26 +393,37 @@ export class DeliveryService {
   }
 
   /**
-   * Takes the lease. Every condition is checked again here because the read before it was not
-   * locked: of two workers racing for the same row, exactly one gets it back.
+   * Takes the lease. Every condition is checked in the UPDATE itself: of two workers racing for
+   * the same row, exactly one gets it back. Concurrent claims share one statement.
    */
-  private async claim(deliveryId: string, expectedAttempt: number | undefined): Promise<ClaimRow | null> {
-    const maxAttemptCount = expectedAttempt === undefined ? 2_147_483_647 : expectedAttempt - 1;
-    const [row] = await this.prisma.$queryRaw<ClaimRow[]>`
+  private claim(deliveryId: string, expectedAttempt: number | undefined): Promise<ClaimRow | null> {
+    return this.claimBatcher.run({ deliveryId, maxAttemptCount: expectedAttempt === undefined ? 2_147_483_647 : expectedAttempt - 1 });
+  }
+
+  private async claimMany(items: ClaimItem[]): Promise<Array<ClaimRow | null>> {
+    const rows = await this.prisma.$queryRaw<ClaimRow[]>`
       UPDATE deliveries d
          SET lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond'
-        FROM webhooks w, events e
-       WHERE d.id = ${deliveryId}
+        FROM webhooks w, events e,
+             unnest(${items.map((i) => i.deliveryId)}::text[], ${items.map((i) => i.maxAttemptCount)}::int[]) AS x(id, max_count)
+       WHERE d.id = x.id
          AND d.status = 'pending'::"DeliveryStatus"
          AND (d.lease_until IS NULL OR d.lease_until < now())
          AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now() + ${DUE_SLACK_MS}::float8 * interval '1 millisecond')
-         AND d.attempt_count <= ${maxAttemptCount}::int
+         AND d.attempt_count <= x.max_count
          AND w.id = d.webhook_id AND w.enabled AND w.deleted_at IS NULL
          AND e.id = d.event_id
       RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.test, d.attempt_count,
                 d.next_trigger::text AS next_trigger, w.url, w.secret_ciphertext, w.previous_secret_ciphertext,
-                COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid, e.body`;
-    return row ?? null;
+                COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid,
+                (w.failing_since IS NOT NULL) AS failing, e.body`;
+    // Two jobs for one delivery in the same batch: the row goes to the first of them only.
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return items.map((item) => {
+      const row = byId.get(item.deliveryId) ?? null;
+      byId.delete(item.deliveryId);
+      return row;
+    });
   }
 
   /** Deliveries to a deleted or disabled webhook are never attempted. */
@@ -388,7 +466,6 @@ export class DeliveryService {
   }
 }
 
-type TransactionClient = Prisma.TransactionClient;
 
 /** Postgres text cannot hold NUL characters; receivers do send them. */
 function withoutNul(text: string): string {

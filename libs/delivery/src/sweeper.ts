@@ -85,8 +85,8 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
     // The transaction is only the SELECT: its locks keep two sweepers from reading the same rows
     // at the same instant, and enqueueing happens after it, never inside.
     const rows = await this.prisma.$transaction(
-      (tx) => tx.$queryRaw<Array<{ id: string; attempt_count: number; lease_expired: boolean }>>`
-        SELECT id, attempt_count, (lease_until IS NOT NULL) AS lease_expired FROM deliveries
+      (tx) => tx.$queryRaw<Array<{ id: string; webhook_id: string; attempt_count: number; lease_expired: boolean }>>`
+        SELECT id, webhook_id, attempt_count, (lease_until IS NOT NULL) AS lease_expired FROM deliveries
          WHERE status = 'pending'::"DeliveryStatus"
            AND next_attempt_at <= now() - ${this.graceMs}::float8 * interval '1 millisecond'
            AND (lease_until IS NULL OR lease_until < now())
@@ -105,7 +105,7 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
           const jobId = deliveryJobId(row.id, attempt);
           const state = await this.queue.getJobState(jobId);
           if (state === 'unknown') {
-            missing.push({ deliveryId: row.id, attempt });
+            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, attempt });
           } else if (state === 'delayed') {
             // The row is due but its job waits for a later time: make the job due now.
             const job = await this.queue.getJob(jobId);
@@ -114,11 +114,11 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
             // Claimed, never recorded, lease run out: the worker died mid-attempt and BullMQ has not
             // noticed yet (that takes up to lockDuration + stalledInterval). A second job, with its
             // own id, retries now; whichever of the two runs second finds the attempt done and skips.
-            missing.push({ deliveryId: row.id, attempt, key: 'swept' });
+            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, attempt, key: 'swept' });
           } else if (state === 'completed' || state === 'failed') {
             // A finished job would block re-adding the same id (jobs are normally removed at the end).
             await this.queue.remove(jobId);
-            missing.push({ deliveryId: row.id, attempt });
+            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, attempt });
           }
           // waiting, prioritized, or active and not yet claimed: it is on its way.
         }),

@@ -8,6 +8,8 @@ export const Queues = { delivery: 'delivery' } as const;
 
 export interface DeliveryJob {
   deliveryId: string;
+  /** Lets the worker check the webhook's in-flight cap before touching Postgres. */
+  webhookId?: string;
 }
 
 /**

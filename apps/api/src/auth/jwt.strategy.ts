@@ -3,6 +3,7 @@ import { PassportStrategy } from '@nestjs/passport';
 import { ExtractJwt, Strategy } from 'passport-jwt';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { PrismaService } from '@bellhop/database';
+import type { Role } from '@bellhop/database';
 import { AppError } from '@bellhop/domain';
 import { Principal } from './principal';
 
@@ -35,11 +36,21 @@ export class JwtStrategy extends PassportStrategy(Strategy, 'jwt') {
 
   async validate(claims: SessionClaims): Promise<Principal> {
     if (typeof claims.sub !== 'string' || typeof claims.sid !== 'string') throw new AppError('unauthenticated', 'Authentication required');
-    const session = await this.prisma.session.findFirst({
-      where: { id: claims.sid, userId: claims.sub, revokedAt: null, expiresAt: { gt: new Date() } },
-      select: { id: true },
-    });
+    // The session (revocable at once) and the caller's memberships, in one query.
+    const [session] = await this.prisma.$queryRaw<Array<{ id: string; memberships: Array<{ o: string; r: Role }> }>>`
+      SELECT s.id, COALESCE(json_agg(json_build_object('o', m.organization_id, 'r', m.role)) FILTER (WHERE m.organization_id IS NOT NULL), '[]') AS memberships
+        FROM sessions s LEFT JOIN memberships m ON m.user_id = s.user_id
+       WHERE s.id = ${claims.sid} AND s.user_id = ${claims.sub} AND s.revoked_at IS NULL AND s.expires_at > now()
+       GROUP BY s.id`;
     if (!session) throw new AppError('unauthenticated', 'Authentication required');
-    return { type: 'user', id: claims.sub, userId: claims.sub, sessionId: session.id, tokenOrganizationId: null, tokenRole: null };
+    return {
+      type: 'user',
+      id: claims.sub,
+      userId: claims.sub,
+      sessionId: session.id,
+      tokenOrganizationId: null,
+      tokenRole: null,
+      memberships: new Map(session.memberships.map((m) => [m.o, m.r])),
+    };
   }
 }

@@ -10,6 +10,7 @@ export class MembershipService {
 
   async of(principal: Principal): Promise<Map<string, Role>> {
     if (principal.type === 'api_token') return new Map([[principal.tokenOrganizationId!, principal.tokenRole!]]);
+    if (principal.memberships) return principal.memberships;
     const rows = await this.prisma.membership.findMany({ where: { userId: principal.userId! }, select: { organizationId: true, role: true } });
     return new Map(rows.map((row) => [row.organizationId, row.role as Role]));
   }

@@ -10,6 +10,8 @@ export interface Principal {
   /** For an API token, the only organization it can act in. */
   tokenOrganizationId: string | null;
   tokenRole: Role | null;
+  /** Organizations and roles, when loaded together with the credential (saves a query per request). */
+  memberships?: Map<string, Role>;
 }
 
 /** The organization a request acts in, resolved by TenantGuard from the route. */

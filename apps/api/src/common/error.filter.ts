@@ -74,17 +74,26 @@ export class ErrorFilter implements ExceptionFilter {
       }
       if (status === 404 && exception.message.startsWith('Cannot ')) message = 'Not found';
       if (status === 400 && /JSON/i.test(exception.message)) message = 'Malformed JSON in request body';
+      if (status === 415) return { statusCode: 400, error: 'Unsupported charset or content encoding: send UTF-8 JSON', code: 'bad_request', details, requestId };
       if (status === 401 || status === 403) message = MESSAGE_BY_CODE[code] ?? message;
       return { statusCode, error: message, code, details, requestId };
     }
     // body-parser errors carry a status and a type.
     const bodyError = exception as { status?: number; type?: string } | undefined;
     if (bodyError && typeof bodyError.status === 'number' && typeof bodyError.type === 'string') {
+      if (bodyError.status === 415) {
+        return { statusCode: 400, error: 'Unsupported charset or content encoding: send UTF-8 JSON', code: 'bad_request', details: [], requestId };
+      }
       if (bodyError.type === 'entity.too.large') {
         return { statusCode: 413, error: 'Request body is too large', code: 'payload_too_large', details: [], requestId };
       }
       if (bodyError.status < 500) {
-        const error = bodyError.type === 'entity.parse.failed' ? 'Malformed JSON in request body' : 'Malformed request body';
+        const error =
+          bodyError.type === 'entity.parse.failed'
+            ? 'Malformed JSON in request body'
+            : bodyError.type === 'entity.too.deep'
+              ? (exception as Error).message
+              : 'Malformed request body';
         return { statusCode: 400, error, code: 'bad_request', details: [], requestId };
       }
     }

@@ -1,5 +1,5 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { PrismaService, isUniqueViolation } from '@bellhop/database';
+import { PrismaService } from '@bellhop/database';
 import { DeliveryDispatcher } from '@bellhop/delivery';
 import { AppError, buildEnvelope, newId } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
@@ -35,59 +35,46 @@ export class EventsService {
     projectId: string,
     input: { event: string; data: unknown; idempotencyKey?: string; test?: boolean; webhookId?: string },
   ): Promise<PublishResult> {
-    const project = await this.prisma.project.findFirst({
-      where: { id: projectId, organizationId: tenant.organizationId },
-      select: { id: true, name: true },
-    });
-    if (!project) throw AppError.notFound('Project');
-    const webhooks = await this.prisma.webhook.findMany({
-      where: input.webhookId
-        ? { id: input.webhookId, organizationId: tenant.organizationId, deletedAt: null }
-        : { projectId, organizationId: tenant.organizationId, deletedAt: null, enabled: true, events: { has: input.event } },
-      select: { id: true },
-    });
+    // One query for the project's name (it is part of the envelope) and the webhooks to fan out to.
+    const webhookId = input.webhookId ?? null;
+    const [target] = await this.prisma.$queryRaw<Array<{ name: string; webhook_ids: string[] }>>`
+      SELECT p.name, COALESCE(array_agg(w.id ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS webhook_ids
+        FROM projects p
+        LEFT JOIN webhooks w ON w.project_id = p.id AND w.deleted_at IS NULL
+             AND CASE WHEN ${webhookId}::text IS NULL THEN w.enabled AND ${input.event} = ANY (w.events) ELSE w.id = ${webhookId}::text END
+       WHERE p.id = ${projectId} AND p.organization_id = ${tenant.organizationId}
+       GROUP BY p.id, p.name`;
+    if (!target) throw AppError.notFound('Project');
     const createdAt = new Date();
     const eventId = newId('event');
-    const body = buildEnvelope({ event: input.event, timestamp: createdAt, project, data: input.data });
-    const deliveries = webhooks.map((w) => ({
-      id: newId('delivery'),
-      organizationId: tenant.organizationId,
-      eventId,
-      webhookId: w.id,
-      eventType: input.event,
-      test: input.test ?? false,
-      nextAttemptAt: createdAt,
-      nextTrigger: input.test ? ('test' as const) : ('scheduled' as const),
-      createdAt,
-    }));
-    try {
-      await this.prisma.$transaction([
-        this.prisma.event.create({
-          data: {
-            id: eventId,
-            organizationId: tenant.organizationId,
-            projectId,
-            type: input.event,
-            body,
-            idempotencyKey: input.idempotencyKey ?? null,
-            test: input.test ?? false,
-            createdAt,
-          },
-        }),
-        this.prisma.delivery.createMany({ data: deliveries }),
-      ]);
-    } catch (err) {
-      if (input.idempotencyKey && isUniqueViolation(err)) return this.replay(projectId, input.idempotencyKey);
-      throw err;
-    }
+    const test = input.test ?? false;
+    const body = buildEnvelope({ event: input.event, timestamp: createdAt, project: { id: projectId, name: target.name }, data: input.data });
+    const deliveryIds = target.webhook_ids.map(() => newId('delivery'));
+    // The event and its deliveries in one statement, so both are committed or neither is. A
+    // repeated Idempotency-Key inserts nothing (even when the first request is still committing).
+    const [written] = await this.prisma.$queryRaw<Array<{ inserted: number }>>`
+      WITH e AS (
+        INSERT INTO events (id, organization_id, project_id, type, body, idempotency_key, test, created_at)
+        VALUES (${eventId}, ${tenant.organizationId}, ${projectId}, ${input.event}, ${body}, ${input.idempotencyKey ?? null}, ${test}, ${createdAt}::timestamptz)
+        ON CONFLICT (project_id, idempotency_key) DO NOTHING
+        RETURNING id
+      ), d AS (
+        INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, next_attempt_at, next_trigger, created_at)
+        SELECT x.id, ${tenant.organizationId}, e.id, x.webhook_id, ${input.event}, ${test}, ${createdAt}::timestamptz,
+               ${test ? 'test' : 'scheduled'}::"AttemptTrigger", ${createdAt}::timestamptz
+          FROM e, unnest(${deliveryIds}::text[], ${target.webhook_ids}::text[]) AS x(id, webhook_id)
+        RETURNING 1
+      )
+      SELECT (SELECT count(*) FROM e)::int AS inserted`;
+    if (written.inserted === 0) return this.replay(projectId, input.idempotencyKey!);
     metrics.eventsPublished.inc();
-    const failed = await this.dispatcher.tryDispatch(deliveries.map((d) => ({ deliveryId: d.id, attempt: 1 })));
+    const failed = await this.dispatcher.tryDispatch(deliveryIds.map((deliveryId, i) => ({ deliveryId, webhookId: target.webhook_ids[i], attempt: 1 })));
     if (failed) this.logger.warn({ eventId, err: failed.message }, 'enqueue failed after commit; the sweeper will dispatch');
     return {
       replayed: false,
       event: present.event({ id: eventId, type: input.event, createdAt, projectId }),
-      deliveries: deliveries.length,
-      deliveryIds: deliveries.map((d) => d.id),
+      deliveries: deliveryIds.length,
+      deliveryIds,
     };
   }
 

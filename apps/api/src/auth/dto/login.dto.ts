@@ -1,16 +1,17 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsString, MaxLength } from 'class-validator';
+import { MaxLength } from 'class-validator';
+import { IsText } from '../../common/validators';
 
 export class LoginDto {
   @ApiProperty({ example: 'ada@example.com' })
   @Transform(({ value }) => (typeof value === 'string' ? value.trim().toLowerCase() : value))
-  @IsString()
+  @IsText()
   @MaxLength(254)
   email: string;
 
   @ApiProperty()
-  @IsString()
+  @IsText()
   @MaxLength(256)
   password: string;
 }

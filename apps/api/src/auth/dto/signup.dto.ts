@@ -1,22 +1,23 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsEmail, IsString, MaxLength, MinLength } from 'class-validator';
+import { MaxLength, MinLength } from 'class-validator';
+import { IsEmailAddress, IsText } from '../../common/validators';
 
 export class SignupDto {
   @ApiProperty({ example: 'ada@example.com' })
   @Transform(({ value }) => (typeof value === 'string' ? value.trim().toLowerCase() : value))
-  @IsEmail({}, { message: 'email must be an email address' })
+  @IsEmailAddress()
   @MaxLength(254)
   email: string;
 
   @ApiProperty({ minLength: 10, example: 'correct horse battery' })
-  @IsString()
+  @IsText()
   @MinLength(10, { message: 'password must be at least 10 characters' })
   @MaxLength(256)
   password: string;
 
   @ApiProperty({ example: 'Ada Lovelace' })
-  @IsString()
+  @IsText()
   @Transform(({ value }) => (typeof value === 'string' ? value.trim() : value))
   @MinLength(1, { message: 'name must not be empty' })
   @MaxLength(200)

@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsEmail, IsIn, IsOptional, IsString, MaxLength, MinLength } from 'class-validator';
+import { IsIn, MaxLength, MinLength } from 'class-validator';
+import { IsEmailAddress, IsOptionalNotNull, IsText } from '../../common/validators';
 
 const trim = ({ value }: { value: unknown }) => (typeof value === 'string' ? value.trim() : value);
 export const ROLES = ['owner', 'admin', 'member'] as const;
@@ -9,7 +10,7 @@ export const PLANS = ['free', 'solo', 'team'] as const;
 export class CreateOrganizationDto {
   @ApiProperty({ example: 'Acme' })
   @Transform(trim)
-  @IsString()
+  @IsText()
   @MinLength(1, { message: 'name must not be empty' })
   @MaxLength(200)
   name: string;
@@ -17,15 +18,15 @@ export class CreateOrganizationDto {
 
 export class UpdateOrganizationDto {
   @ApiPropertyOptional()
-  @IsOptional()
+  @IsOptionalNotNull()
   @Transform(trim)
-  @IsString()
+  @IsText()
   @MinLength(1, { message: 'name must not be empty' })
   @MaxLength(200)
   name?: string;
 
   @ApiPropertyOptional({ enum: PLANS })
-  @IsOptional()
+  @IsOptionalNotNull()
   @IsIn(PLANS as unknown as string[], { message: `plan must be one of: ${PLANS.join(', ')}` })
   plan?: (typeof PLANS)[number];
 }
@@ -33,7 +34,7 @@ export class UpdateOrganizationDto {
 export class AddMemberDto {
   @ApiProperty({ example: 'grace@example.com' })
   @Transform(({ value }) => (typeof value === 'string' ? value.trim().toLowerCase() : value))
-  @IsEmail({}, { message: 'email must be an email address' })
+  @IsEmailAddress()
   email: string;
 
   @ApiProperty({ enum: ROLES })
@@ -50,7 +51,7 @@ export class UpdateMemberDto {
 export class CreateApiTokenDto {
   @ApiProperty({ example: 'ci' })
   @Transform(trim)
-  @IsString()
+  @IsText()
   @MinLength(1, { message: 'name must not be empty' })
   @MaxLength(200)
   name: string;

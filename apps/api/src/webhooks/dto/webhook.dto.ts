@@ -1,12 +1,13 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, IsString, MaxLength } from 'class-validator';
+import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength } from 'class-validator';
+import { IsOptionalNotNull, IsText } from '../../common/validators';
 import { EVENT_TYPE_NAMES, MAX_URL_LENGTH } from '@bellhop/domain';
 
 const knownEvent = { each: true, message: `each value in events must be one of: ${EVENT_TYPE_NAMES.join(', ')}` };
 
 export class CreateWebhookDto {
   @ApiProperty({ example: 'https://example.com/webhooks/bellwether', maxLength: MAX_URL_LENGTH })
-  @IsString()
+  @IsText()
   @MaxLength(MAX_URL_LENGTH)
   url: string;
 
@@ -18,26 +19,26 @@ export class CreateWebhookDto {
   events: string[];
 
   @ApiPropertyOptional({ default: true })
-  @IsOptional()
+  @IsOptionalNotNull()
   @IsBoolean()
   enabled?: boolean;
 
   @ApiPropertyOptional({ maxLength: 500 })
   @IsOptional()
-  @IsString()
+  @IsText()
   @MaxLength(500)
-  description?: string;
+  description?: string | null;
 }
 
 export class UpdateWebhookDto {
   @ApiPropertyOptional({ maxLength: MAX_URL_LENGTH })
-  @IsOptional()
-  @IsString()
+  @IsOptionalNotNull()
+  @IsText()
   @MaxLength(MAX_URL_LENGTH)
   url?: string;
 
   @ApiPropertyOptional({ enum: EVENT_TYPE_NAMES, isArray: true })
-  @IsOptional()
+  @IsOptionalNotNull()
   @ArrayMinSize(1, { message: 'events must name at least one event type' })
   @ArrayMaxSize(EVENT_TYPE_NAMES.length)
   @ArrayUnique()
@@ -45,20 +46,20 @@ export class UpdateWebhookDto {
   events?: string[];
 
   @ApiPropertyOptional()
-  @IsOptional()
+  @IsOptionalNotNull()
   @IsBoolean()
   enabled?: boolean;
 
   @ApiPropertyOptional({ maxLength: 500, nullable: true })
   @IsOptional()
-  @IsString()
+  @IsText()
   @MaxLength(500)
-  description?: string;
+  description?: string | null;
 }
 
 export class TestWebhookDto {
   @ApiPropertyOptional({ enum: EVENT_TYPE_NAMES, description: "Defaults to the webhook's first event type" })
-  @IsOptional()
+  @IsOptionalNotNull()
   @IsIn(EVENT_TYPE_NAMES as string[], { message: `event must be one of: ${EVENT_TYPE_NAMES.join(', ')}` })
   event?: string;
 }
