@@ -21,6 +21,10 @@ export interface BellhopConfig {
   deliveryTimeoutMs: number;
   workerConcurrency: number;
   sweepIntervalMs: number;
+  /** Attempts to one webhook in flight at once, across all workers. */
+  maxInFlightPerWebhook: number;
+  /** How long a webhook may fail without a single success before it is disabled. */
+  autoDisableAfterMs: number;
   allowHttpDestinations: boolean;
   allowPrivateDestinations: boolean;
   bodyLimitBytes: number;
@@ -148,6 +152,8 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     deliveryTimeoutMs,
     workerConcurrency,
     sweepIntervalMs: duration(env, 'SWEEP_INTERVAL', '30s'),
+    maxInFlightPerWebhook: int(env, 'MAX_IN_FLIGHT_PER_WEBHOOK', 10, 1, 1000),
+    autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),
     allowHttpDestinations: bool(env, 'ALLOW_HTTP_DESTINATIONS', false),
     allowPrivateDestinations: bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false),
     bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),

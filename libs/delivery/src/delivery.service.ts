@@ -133,7 +133,12 @@ export class DeliveryService {
     @Inject(IN_FLIGHT_LIMITER) private readonly limiter: InFlightLimiter,
     @Optional() @Inject(DELIVERY_SERVICE_OPTIONS) options?: DeliveryServiceOptions,
   ) {
-    this.options = { ...DEFAULT_DELIVERY_SERVICE_OPTIONS, ...(options ?? {}) };
+    this.options = {
+      ...DEFAULT_DELIVERY_SERVICE_OPTIONS,
+      maxInFlightPerWebhook: config.maxInFlightPerWebhook ?? DEFAULT_DELIVERY_SERVICE_OPTIONS.maxInFlightPerWebhook,
+      autoDisableAfterMs: config.autoDisableAfterMs ?? DEFAULT_DELIVERY_SERVICE_OPTIONS.autoDisableAfterMs,
+      ...(options ?? {}),
+    };
     this.leaseMs = config.deliveryTimeoutMs + LEASE_MARGIN_MS;
   }
 

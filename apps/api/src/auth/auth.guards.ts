@@ -107,7 +107,13 @@ export class TenantGuard implements CanActivate {
     if (params.orgId !== undefined) return isId('organization', params.orgId) && orgIds.includes(params.orgId) ? params.orgId : null;
     if (params.projectId !== undefined) {
       if (!isId('project', params.projectId)) return null;
-      return found(await this.prisma.project.findFirst({ where: { id: params.projectId, organizationId: inScope }, select }));
+      // A project never changes organization, so its owner can be remembered: publishing (the
+      // hottest route) then skips this query. Handlers still query the project itself, scoped.
+      const cached = projectOwners.get(params.projectId);
+      if (cached !== undefined) return orgIds.includes(cached) ? cached : null;
+      const owner = found(await this.prisma.project.findFirst({ where: { id: params.projectId, organizationId: inScope }, select }));
+      if (owner) projectOwners.set(params.projectId, owner);
+      return owner;
     }
     if (params.webhookId !== undefined) {
       if (!isId('webhook', params.webhookId)) return null;
@@ -127,6 +133,42 @@ export class TenantGuard implements CanActivate {
     }
     return undefined;
   }
+}
+
+/** A bounded map of id to owning organization, each entry kept for at most `ttlMs`. */
+class OwnerCache {
+  private readonly entries = new Map<string, { owner: string; until: number }>();
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly ttlMs: number,
+  ) {}
+
+  get(id: string): string | undefined {
+    const entry = this.entries.get(id);
+    if (!entry) return undefined;
+    if (entry.until < Date.now()) {
+      this.entries.delete(id);
+      return undefined;
+    }
+    return entry.owner;
+  }
+
+  delete(id: string): void {
+    this.entries.delete(id);
+  }
+
+  set(id: string, owner: string): void {
+    if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(id, { owner, until: Date.now() + this.ttlMs });
+  }
+}
+
+/** Projects' owners, remembered for a minute; a deleted project is forgotten at once in this process. */
+const projectOwners = new OwnerCache(50_000, 60_000);
+
+export function forgetProject(projectId: string): void {
+  projectOwners.delete(projectId);
 }
 
 function resourceName(params: Record<string, string>): string {

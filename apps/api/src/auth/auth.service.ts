@@ -5,7 +5,7 @@ import { PrismaService, isUniqueViolation } from '@bellhop/database';
 import { AppError, newId } from '@bellhop/domain';
 import { SignupDto } from './dto/signup.dto';
 import { LoginDto } from './dto/login.dto';
-import { JWT_ALGORITHM, JWT_AUDIENCE, JWT_ISSUER } from './jwt.strategy';
+import { JWT_ALGORITHM, JWT_AUDIENCE, JWT_ISSUER, jwtKey } from './jwt.strategy';
 import { DUMMY_HASH, hashPassword, verifyPassword } from './password';
 import { Principal } from './principal';
 import { present } from '../common/present';
@@ -79,7 +79,7 @@ export class AuthService {
         audience: JWT_AUDIENCE,
         expiresIn: Math.floor(this.config.sessionTtlMs / 1000),
         notBefore: 0,
-        secret: this.config.jwtSecret,
+        privateKey: jwtKey(this.config),
       },
     );
     return { token, expiresAt: expiresAt.toISOString() };

@@ -1,3 +1,4 @@
+import { createSecretKey, KeyObject } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { PassportStrategy } from '@nestjs/passport';
 import { ExtractJwt, Strategy } from 'passport-jwt';
@@ -10,6 +11,18 @@ import { Principal } from './principal';
 export const JWT_ISSUER = 'bellhop';
 export const JWT_AUDIENCE = 'bellhop-api';
 export const JWT_ALGORITHM = 'HS256';
+
+const keys = new WeakMap<BellhopConfig, KeyObject>();
+
+/** The session signing key as a KeyObject, made once per configuration. */
+export function jwtKey(config: BellhopConfig): KeyObject {
+  let key = keys.get(config);
+  if (!key) {
+    key = createSecretKey(Buffer.from(config.jwtSecret, 'utf8'));
+    keys.set(config, key);
+  }
+  return key;
+}
 
 interface SessionClaims {
   sub: string;
@@ -25,7 +38,9 @@ export class JwtStrategy extends PassportStrategy(Strategy, 'jwt') {
   ) {
     super({
       jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
-      secretOrKey: config.jwtSecret,
+      // A KeyObject: given a string, jsonwebtoken first tries (and fails) to parse it as a PEM
+      // public key on every request, which costs more than the whole rest of the check.
+      secretOrKey: jwtKey(config) as unknown as string, // passport-jwt types predate KeyObject; jsonwebtoken takes it
       algorithms: [JWT_ALGORITHM],
       issuer: JWT_ISSUER,
       audience: JWT_AUDIENCE,

@@ -2,7 +2,7 @@ import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } fr
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { PrismaService } from '@bellhop/database';
 import { AppError, newId } from '@bellhop/domain';
-import { Authenticated, CurrentPrincipal, MembershipService, Tenant } from '../auth/auth.guards';
+import { Authenticated, CurrentPrincipal, MembershipService, Tenant, forgetProject } from '../auth/auth.guards';
 import { Principal, TenantScope, roleAtLeast } from '../auth/principal';
 import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
@@ -66,6 +66,7 @@ export class ProjectsController {
   @ApiOperation({ summary: 'Delete a project with its webhooks, events and delivery history' })
   async remove(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string): Promise<void> {
     const { count } = await this.prisma.project.deleteMany({ where: { id: projectId, organizationId: tenant.organizationId } });
+    forgetProject(projectId);
     if (count === 0) throw AppError.notFound('Project');
   }
 

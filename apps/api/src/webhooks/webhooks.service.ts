@@ -35,8 +35,12 @@ export class WebhooksService {
 
   async create(tenant: TenantScope, projectId: string, dto: CreateWebhookDto, requestId: string) {
     this.checkUrl(dto.url);
-    const org = await this.prisma.organization.findFirstOrThrow({ where: { id: tenant.organizationId }, select: { plan: true } });
-    if (org.plan === 'free') throw new AppError('plan_limit', 'The free plan does not include webhooks: upgrade to create one');
+    const project = await this.prisma.project.findFirst({
+      where: { id: projectId, organizationId: tenant.organizationId },
+      select: { organization: { select: { plan: true } } },
+    });
+    if (!project) throw AppError.notFound('Project');
+    if (project.organization.plan === 'free') throw new AppError('plan_limit', 'The free plan does not include webhooks: upgrade to create one');
     const id = newId('webhook');
     const secret = generateWebhookSecret();
     const [webhook] = await this.prisma.$transaction([
