@@ -1,0 +1,547 @@
+'use strict';
+/*
+ * Bellhop's benchmark: the real API and worker (built, production mode) against local Postgres and
+ * Redis, a receiver in its own process, and two references measured in the same run on the same
+ * machine: the raw HTTP ceiling (undici Pool.request) and the pipeline ceiling (BullMQ + HMAC +
+ * undici + batched INSERT). Bounded in count and time; cleans up after itself.
+ *
+ *   npm run bench                 all scenarios (about 5 minutes)
+ *   npm run bench -- --quick      smaller counts, for a smoke run
+ *   npm run bench -- --soak 600   also a soak at 500 events/s for 600 s, sampling the worker's RSS
+ */
+const { fork, spawn, execFileSync } = require('node:child_process');
+const { createHmac, randomBytes } = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { performance } = require('node:perf_hooks');
+const { Client } = require('pg');
+const { Pool, request } = require('undici');
+
+const root = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const soakIndex = args.indexOf('--soak');
+const soakSeconds = soakIndex >= 0 ? Number(args[soakIndex + 1] || 600) : 0;
+const N = {
+  burst: quick ? 3000 : 20000,
+  httpCeiling: quick ? 5000 : 20000,
+  pipelineCeiling: quick ? 3000 : 20000,
+  pacedSeconds: quick ? 8 : 30,
+  pacedWarmup: quick ? 2 : 5,
+  ingestSeconds: quick ? 5 : 10,
+  fanout: 1000,
+  fanoutRounds: quick ? 3 : 10,
+  historyAttempts: quick ? 100_000 : 1_000_000,
+};
+
+const DATABASE_ADMIN = process.env.BENCH_DATABASE_ADMIN_URL || 'postgresql://postgres@127.0.0.1:5432/postgres';
+const DATABASE_URL = process.env.BENCH_DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop_bench';
+const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+const API_PORT = Number(process.env.BENCH_API_PORT || 3300);
+const WORKER_PORT = Number(process.env.BENCH_WORKER_PORT || 3301);
+const API = `http://127.0.0.1:${API_PORT}`;
+const now = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const deadlineOf = (ms) => Date.now() + ms;
+
+function percentile(values, p) {
+  if (!values.length) return null;
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+const round = (x, digits = 1) => (x === null || x === undefined ? null : Number(x.toFixed(digits)));
+
+function log(message) {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+// ---- processes ------------------------------------------------------------------------------
+
+const children = [];
+function cleanupChildren() {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+}
+process.on('exit', cleanupChildren);
+process.on('SIGINT', () => process.exit(130));
+
+function startReceiver() {
+  const child = fork(path.join(__dirname, 'receiver.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.push(child);
+  let seq = 0;
+  const waiting = new Map();
+  child.on('message', (msg) => {
+    if (msg.id !== undefined && waiting.has(msg.id)) {
+      waiting.get(msg.id)(msg);
+      waiting.delete(msg.id);
+    }
+  });
+  const call = (msg) =>
+    new Promise((resolve) => {
+      const id = ++seq;
+      waiting.set(id, resolve);
+      child.send({ ...msg, id });
+    });
+  return new Promise((resolve) => {
+    child.once('message', (msg) => {
+      resolve({
+        child,
+        url: `http://127.0.0.1:${msg.port}`,
+        stats: (withLatencies = false) => call({ type: 'stats', withLatencies }),
+        reset: (trackLatency = true) => call({ type: 'reset', trackLatency }),
+      });
+    });
+  });
+}
+
+function appEnv() {
+  return {
+    ...process.env,
+    NODE_ENV: 'production',
+    DATABASE_URL,
+    REDIS_URL,
+    QUEUE_PREFIX: `bhbench${randomBytes(3).toString('hex')}`,
+    JWT_SECRET: randomBytes(32).toString('hex'),
+    SECRETS_KEY: randomBytes(32).toString('base64'),
+    ALLOW_HTTP_DESTINATIONS: 'true',
+    ALLOW_PRIVATE_DESTINATIONS: 'true',
+    RATE_LIMIT: '100000000/1m',
+    AUTH_RATE_LIMIT: '100000/1m',
+    HOST: '127.0.0.1',
+    PORT: String(API_PORT),
+    WORKER_PORT: String(WORKER_PORT),
+    LOG_LEVEL: 'warn',
+    DEFAULT_PLAN: 'team',
+  };
+}
+
+function startApp(name, env) {
+  const entry = path.join(root, 'dist', 'apps', name, 'src', 'main.js');
+  const child = spawn(process.execPath, [entry], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  return child;
+}
+
+async function waitReady(url, ms = 30_000) {
+  const deadline = deadlineOf(ms);
+  for (;;) {
+    try {
+      const res = await request(`${url}/health/ready`);
+      await res.body.dump();
+      if (res.statusCode === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${url} not ready within ${ms} ms`);
+    await sleep(200);
+  }
+}
+
+/** CPU seconds (user + system) and peak RSS of a process, from /proc. */
+function usage(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    const ticks = os.constants && 100; // USER_HZ is 100 on Linux
+    const cpuSeconds = (Number(stat[11]) + Number(stat[12])) / ticks;
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (name) => Number((new RegExp(`${name}:\\s+(\\d+)`).exec(status) || [0, 0])[1]);
+    return { cpuSeconds, rssMb: kb('VmRSS') / 1024, peakRssMb: kb('VmHWM') / 1024 };
+  } catch {
+    return { cpuSeconds: 0, rssMb: 0, peakRssMb: 0 };
+  }
+}
+
+// ---- API client ------------------------------------------------------------------------------
+
+const api = new Pool(API, { connections: 64, keepAliveTimeout: 60_000 });
+
+async function call(method, urlPath, body, token, extraHeaders = {}) {
+  const headers = { 'content-type': 'application/json', ...extraHeaders };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await api.request({ method, path: urlPath, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.body.text();
+  if (res.statusCode >= 400) throw new Error(`${method} ${urlPath} -> ${res.statusCode} ${text.slice(0, 200)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Runs `fn(i)` for i in [0, count) with at most `concurrency` in flight. */
+async function inParallel(count, concurrency, fn) {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(concurrency, count) }, async () => {
+    while (next < count) {
+      const i = next++;
+      await fn(i);
+    }
+  });
+  await Promise.all(lanes);
+}
+
+async function waitForReceipts(receiver, count, ms) {
+  const deadline = deadlineOf(ms);
+  for (;;) {
+    const stats = await receiver.stats();
+    if (stats.count >= count) return stats;
+    if (Date.now() > deadline) return stats;
+    await sleep(100);
+  }
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+
+async function httpCeiling(receiver) {
+  const pool = new Pool(receiver.url, { connections: 64 });
+  const secret = 'whsec_' + randomBytes(32).toString('base64');
+  const body = JSON.stringify({ event: 'baseline.uploaded', timestamp: new Date().toISOString(), project: { id: 'proj_x', name: 'bench' }, data: { pad: 'x'.repeat(800) } });
+  await receiver.reset(false);
+  const start = now();
+  await inParallel(N.httpCeiling, 64, async () => {
+    const headers = { 'content-type': 'application/json', 'x-bellwether-signature': 'sha256=' + createHmac('sha256', secret).update(body).digest('hex') };
+    const res = await pool.request({ method: 'POST', path: '/ceiling', headers, body });
+    await res.body.dump();
+  });
+  const seconds = (now() - start) / 1000;
+  await pool.close();
+  return { count: N.httpCeiling, seconds: round(seconds, 2), perSecond: round(N.httpCeiling / seconds, 0) };
+}
+
+function pipelineCeiling(receiver) {
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'pipeline-ceiling.js'), receiver.url, String(N.pipelineCeiling), DATABASE_URL, REDIS_URL], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 180_000,
+  });
+  const result = JSON.parse(out.trim().split('\n').pop());
+  return { count: result.count, seconds: round(result.seconds, 2), perSecond: round(result.perSecond, 0), rowsWritten: result.rows };
+}
+
+async function attemptsOf(db, webhookId) {
+  const { rows } = await db.query(
+    `SELECT count(*)::int AS attempts, count(DISTINCT a.delivery_id)::int AS deliveries
+       FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`,
+    [webhookId],
+  );
+  return rows[0];
+}
+
+async function burst(ctx) {
+  const { receiver, token, projectId, webhookId, db } = ctx;
+  await receiver.reset(false);
+  const data = { severity: 'high', pad: 'x'.repeat(600) };
+  const start = now();
+  await inParallel(N.burst, 64, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data }, token));
+  const publishedAt = now();
+  const stats = await waitForReceipts(receiver, N.burst, 240_000);
+  const seconds = (stats.last - start) / 1000;
+  const counted = await attemptsOf(db, webhookId);
+  return {
+    events: N.burst,
+    received: stats.count,
+    duplicates: stats.duplicates,
+    attemptRows: counted.attempts,
+    publishSeconds: round((publishedAt - start) / 1000, 2),
+    seconds: round(seconds, 2),
+    perSecond: round(stats.count / seconds, 0),
+  };
+}
+
+async function paced(ctx, rate) {
+  const { receiver, token, projectId } = ctx;
+  await receiver.reset(true);
+  const total = rate * N.pacedSeconds;
+  const warmup = rate * N.pacedWarmup;
+  const start = now();
+  const inflight = [];
+  let late = 0;
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - now();
+    if (wait > 1) await sleep(wait);
+    else if (wait < -50) late += 1;
+    const data = { seq: i, warm: i < warmup, sentAt: now() };
+    inflight.push(call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data }, token));
+    if (inflight.length > 2000) await Promise.all(inflight.splice(0, 1000));
+  }
+  await Promise.all(inflight);
+  const stats = await waitForReceipts(receiver, total, 60_000);
+  const full = await receiver.stats(true);
+  const measured = full.latencies.slice(warmup);
+  return {
+    rate,
+    seconds: N.pacedSeconds,
+    events: total,
+    received: stats.count,
+    publisherLate: late,
+    p50Ms: round(percentile(measured, 50)),
+    p95Ms: round(percentile(measured, 95)),
+    p99Ms: round(percentile(measured, 99)),
+  };
+}
+
+async function ingest(ctx) {
+  const { token, projectId, receiver } = ctx;
+  await receiver.reset(false);
+  const latencies = [];
+  const end = now() + N.ingestSeconds * 1000;
+  const start = now();
+  let count = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (now() < end) {
+        const t0 = now();
+        await call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { n: count } }, token);
+        latencies.push(now() - t0);
+        count += 1;
+      }
+    }),
+  );
+  const seconds = (now() - start) / 1000;
+  const stats = await waitForReceipts(receiver, count, 120_000);
+  return { events: count, seconds: round(seconds, 2), perSecond: round(count / seconds, 0), p50Ms: round(percentile(latencies, 50)), p99Ms: round(percentile(latencies, 99)), received: stats.count };
+}
+
+async function fanout(ctx) {
+  const { token, receiver, organizationId } = ctx;
+  const project = await call('POST', '/projects', { name: 'bench-fanout', organizationId }, token);
+  const projectId = project.project.id;
+  await inParallel(N.fanout, 16, (i) => call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/fanout/${i}`, events: ['baseline.security_finding'] }, token));
+  const publishMs = [];
+  const allReceivedMs = [];
+  for (let round_ = 0; round_ < N.fanoutRounds; round_++) {
+    await receiver.reset(false);
+    const t0 = now();
+    const res = await call('POST', `/projects/${projectId}/events`, { event: 'baseline.security_finding', data: { round: round_ } }, token);
+    publishMs.push(now() - t0);
+    if (res.deliveries !== N.fanout) throw new Error(`fan-out reached ${res.deliveries} webhooks, expected ${N.fanout}`);
+    const stats = await waitForReceipts(receiver, N.fanout, 60_000);
+    allReceivedMs.push(stats.last - t0);
+  }
+  return {
+    webhooks: N.fanout,
+    rounds: N.fanoutRounds,
+    publishP50Ms: round(percentile(publishMs, 50)),
+    publishP99Ms: round(percentile(publishMs, 99)),
+    allReceivedP50Ms: round(percentile(allReceivedMs, 50)),
+    allReceivedMaxMs: round(Math.max(...allReceivedMs)),
+  };
+}
+
+/** Fills the attempts table to N.historyAttempts rows (5 per delivery) on one webhook, in SQL. */
+async function history(ctx) {
+  const { db, token, webhookId } = ctx;
+  const existing = (await db.query('SELECT count(*)::int AS n FROM attempts')).rows[0].n;
+  const needed = Math.max(0, N.historyAttempts - existing);
+  const deliveries = Math.ceil(needed / 5);
+  log(`history: adding ${deliveries} deliveries with 5 attempts each`);
+  const { rows } = await db.query('SELECT d.event_id, d.organization_id FROM deliveries d WHERE d.webhook_id = $1 LIMIT 1', [webhookId]);
+  const template = rows[0];
+  await db.query(
+    `INSERT INTO events (id, organization_id, project_id, type, body, created_at)
+     SELECT 'evt_H' || lpad(g::text, 25, '0'), e.organization_id, e.project_id, e.type, e.body, now() - interval '1 day'
+       FROM generate_series(1, $1) g, (SELECT * FROM events WHERE id = $2) e`,
+    [deliveries, template.event_id],
+  );
+  await db.query(
+    `INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, status, attempt_count, last_status_code, last_response_time_ms, created_at, completed_at)
+     SELECT 'dlv_H' || lpad(g::text, 25, '0'), $3, 'evt_H' || lpad(g::text, 25, '0'), $2, 'baseline.drift_detected', 'failed', 5, 500, 12, now() - interval '1 day', now() - interval '1 day'
+       FROM generate_series(1, $1) g`,
+    [deliveries, webhookId, template.organization_id],
+  );
+  await db.query(
+    `INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers, response_status, response_headers, response_body, response_time_ms)
+     SELECT 'att_H' || lpad((g * 5 + k)::text, 25, '0'), 'dlv_H' || lpad(g::text, 25, '0'), k, 'scheduled', now() - interval '1 day',
+            'http://127.0.0.1/bench', '{"content-type":"application/json"}'::jsonb, 500, '{"content-type":"text/plain"}'::jsonb, 'boom', 12
+       FROM generate_series(1, $1) g, generate_series(1, 5) k`,
+    [deliveries],
+  );
+  await db.query('ANALYZE attempts; ANALYZE deliveries; ANALYZE events');
+  const total = (await db.query('SELECT count(*)::int AS n FROM attempts')).rows[0].n;
+  const sample = (await db.query(`SELECT id FROM deliveries WHERE webhook_id = $1 ORDER BY random() LIMIT 200`, [webhookId])).rows.map((r) => r.id);
+  const listMs = [];
+  const pageMs = [];
+  const getMs = [];
+  for (let i = 0; i < 200; i++) {
+    let t0 = now();
+    await call('GET', `/webhooks/${webhookId}/deliveries?limit=50`, undefined, token);
+    listMs.push(now() - t0);
+    t0 = now();
+    await call('GET', `/webhooks/${webhookId}/deliveries?limit=50&status=failed&cursor=${sample[i % sample.length]}`, undefined, token);
+    pageMs.push(now() - t0);
+    t0 = now();
+    await call('GET', `/deliveries/${sample[i % sample.length]}`, undefined, token);
+    getMs.push(now() - t0);
+  }
+  return {
+    attemptRows: total,
+    listFirstPageP95Ms: round(percentile(listMs, 95)),
+    listFilteredCursorP95Ms: round(percentile(pageMs, 95)),
+    getDeliveryP95Ms: round(percentile(getMs, 95)),
+  };
+}
+
+async function soak(ctx, seconds) {
+  const { token, projectId, worker } = ctx;
+  const samples = [];
+  const rate = 500;
+  const start = now();
+  const inflight = [];
+  let i = 0;
+  let nextSample = start;
+  while (now() - start < seconds * 1000) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - now();
+    if (wait > 1) await sleep(wait);
+    inflight.push(call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { i } }, token));
+    if (inflight.length > 2000) await Promise.all(inflight.splice(0, 1000));
+    i += 1;
+    if (now() >= nextSample) {
+      samples.push({ t: round((now() - start) / 1000, 0), rssMb: round(usage(worker.pid).rssMb, 1) });
+      nextSample += 10_000;
+    }
+  }
+  await Promise.all(inflight);
+  const steady = samples.filter((s) => s.t >= 60);
+  const rss = steady.map((s) => s.rssMb);
+  const mean = rss.reduce((a, b) => a + b, 0) / Math.max(1, rss.length);
+  return { seconds, rate, samples, meanRssMb: round(mean), minRssMb: Math.min(...rss), maxRssMb: Math.max(...rss), maxDeviationPct: round((Math.max(...rss.map((r) => Math.abs(r - mean))) / mean) * 100) };
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+async function dropDatabase() {
+  const name = new URL(DATABASE_URL).pathname.slice(1);
+  const admin = new Client({ connectionString: DATABASE_ADMIN });
+  await admin.connect();
+  await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [name]);
+  await admin.query(`DROP DATABASE IF EXISTS "${name}"`);
+  await admin.end();
+}
+
+async function resetDatabase() {
+  await dropDatabase();
+  execFileSync(process.execPath, [path.join(root, 'scripts', 'db.js'), 'migrate'], { env: { ...process.env, DATABASE_URL }, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+function table(title, rows) {
+  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const width = keys.map((k) => Math.max(k.length, ...rows.map((r) => String(r[k] ?? '').length)));
+  const line = (cells) => '| ' + cells.map((c, i) => String(c ?? '').padEnd(width[i])).join(' | ') + ' |';
+  return [`\n${title}`, line(keys), '|' + width.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map((r) => line(keys.map((k) => r[k])))].join('\n');
+}
+
+async function main() {
+  const started = Date.now();
+  if (!fs.existsSync(path.join(root, 'dist', 'apps', 'worker', 'src', 'main.js'))) throw new Error('build first: npm run build');
+  log('resetting the benchmark database');
+  await resetDatabase();
+  const receiver = await startReceiver();
+  log(`receiver at ${receiver.url}`);
+
+  log('reference 1: raw undici Pool.request to the receiver');
+  const http = await httpCeiling(receiver);
+  log(`  ${http.perSecond}/s`);
+  log('reference 2: BullMQ + HMAC + undici + batched INSERT');
+  const pipeline = pipelineCeiling(receiver);
+  log(`  ${pipeline.perSecond}/s`);
+
+  const env = appEnv();
+  const apiProcess = startApp('api', env);
+  const worker = startApp('worker', env);
+  await waitReady(API);
+  await waitReady(`http://127.0.0.1:${WORKER_PORT}`);
+  const db = new Client({ connectionString: DATABASE_URL });
+  await db.connect();
+
+  const signup = await call('POST', '/auth/signup', { email: `bench-${randomBytes(4).toString('hex')}@example.com`, password: 'benchmark password', name: 'Bench' });
+  const token = signup.session.token;
+  const organizationId = signup.organization.id;
+  const project = await call('POST', '/projects', { name: 'bench', organizationId }, token);
+  const projectId = project.project.id;
+  const webhook = await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/bellhop`, events: ['baseline.drift_detected'] }, token);
+  const ctx = { receiver, token, organizationId, projectId, webhookId: webhook.webhook.id, db, worker, api: apiProcess };
+
+  // Warm up JIT, pools and caches, then measure.
+  await inParallel(500, 32, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { warm: true } }, token));
+  await waitForReceipts(receiver, 500, 30_000);
+
+  log(`burst: ${N.burst} events to one webhook`);
+  const cpuBefore = { worker: usage(worker.pid).cpuSeconds, api: usage(apiProcess.pid).cpuSeconds };
+  const burstResult = await burst(ctx);
+  const cpuAfter = { worker: usage(worker.pid).cpuSeconds, api: usage(apiProcess.pid).cpuSeconds };
+  log(`  ${burstResult.perSecond}/s`);
+  const pacedResults = [];
+  for (const rate of [500, 1000]) {
+    log(`paced: ${rate} events/s for ${N.pacedSeconds} s`);
+    pacedResults.push(await paced(ctx, rate));
+    log(`  p99 ${pacedResults.at(-1).p99Ms} ms`);
+  }
+  log('ingest: publish as fast as 32 clients can');
+  const ingestResult = await ingest(ctx);
+  log(`  ${ingestResult.perSecond}/s, p99 ${ingestResult.p99Ms} ms`);
+  log(`fan-out: one event to ${N.fanout} webhooks`);
+  const fanoutResult = await fanout(ctx);
+  log(`  publish p99 ${fanoutResult.publishP99Ms} ms, all received in ${fanoutResult.allReceivedMaxMs} ms`);
+  log(`history: ${N.historyAttempts} attempt rows`);
+  const historyResult = await history(ctx);
+  log(`  list p95 ${historyResult.listFirstPageP95Ms} ms, get p95 ${historyResult.getDeliveryP95Ms} ms`);
+  const soakResult = soakSeconds > 0 ? (log(`soak: 500 events/s for ${soakSeconds} s`), await soak(ctx, soakSeconds)) : null;
+
+  const resources = {
+    workerPeakRssMb: round(usage(worker.pid).peakRssMb),
+    apiPeakRssMb: round(usage(apiProcess.pid).peakRssMb),
+    workerCpuSecondsPer1000: round(((cpuAfter.worker - cpuBefore.worker) / burstResult.received) * 1000, 3),
+    apiCpuSecondsPer1000: round(((cpuAfter.api - cpuBefore.api) / burstResult.received) * 1000, 3),
+  };
+  const ratios = {
+    burstVsHttpCeiling: round(burstResult.perSecond / http.perSecond, 2),
+    burstVsPipelineCeiling: round(burstResult.perSecond / pipeline.perSecond, 2),
+  };
+  const result = {
+    date: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: round(os.totalmem() / 2 ** 30, 0), node: process.version },
+    quick,
+    references: { httpCeiling: http, pipelineCeiling: pipeline },
+    burst: burstResult,
+    paced: pacedResults,
+    ingest: ingestResult,
+    fanout: fanoutResult,
+    history: historyResult,
+    resources,
+    ratios,
+    soak: soakResult,
+    durationSeconds: round((Date.now() - started) / 1000, 0),
+  };
+
+  console.log(table('References (same run, same machine)', [
+    { reference: 'HTTP ceiling: undici Pool.request', perSecond: http.perSecond },
+    { reference: 'pipeline ceiling: BullMQ + HMAC + undici + batched INSERT', perSecond: pipeline.perSecond },
+  ]));
+  console.log(table('Burst', [{ ...burstResult, vsHttpCeiling: ratios.burstVsHttpCeiling, vsPipelineCeiling: ratios.burstVsPipelineCeiling }]));
+  console.log(table('Paced: enqueue to receipt', pacedResults));
+  console.log(table('Ingest (one subscriber)', [ingestResult]));
+  console.log(table('Fan-out', [fanoutResult]));
+  console.log(table('History', [historyResult]));
+  console.log(table('Resources', [resources]));
+  if (soakResult) console.log(table('Soak', [{ ...soakResult, samples: soakResult.samples.length }]));
+
+  const outDir = path.join(root, 'bench', 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, quick ? 'quick.json' : 'latest.json');
+  fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  console.log(`\nwritten to ${path.relative(root, file)} in ${result.durationSeconds} s`);
+
+  await db.end();
+  await api.close();
+  apiProcess.kill('SIGTERM');
+  worker.kill('SIGTERM');
+  receiver.child.kill('SIGTERM');
+  await sleep(500);
+  await dropDatabase().catch(() => undefined);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
