@@ -87,8 +87,6 @@ interface ClaimRow {
   secret_ciphertext: string;
   previous_secret_ciphertext: string | null;
   previous_valid: boolean;
-  /** The webhook is in a run of failures (failing_since set): a success must clear it. */
-  failing: boolean;
   body: string;
 }
 
@@ -301,20 +299,10 @@ export class DeliveryService {
   ): Promise<FinalStatus | null> {
     const status = await this.recordBatcher.run({ row, attempt, startedAt, requestHeaders, result, decision });
     if (status === null) return null;
-    if (decision.gone) {
-      const disabled = await this.prisma.$executeRaw`
-        UPDATE webhooks SET enabled = false, disabled_reason = 'gone', updated_at = now()
-         WHERE id = ${row.webhook_id} AND enabled AND deleted_at IS NULL`;
-      if (disabled > 0) this.logger.warn({ msg: 'webhook disabled: the receiver answered 410 Gone', webhookId: row.webhook_id, deliveryId: row.id });
-    }
-    // Test deliveries never count toward auto-disable, in either direction.
-    if (!row.test) {
-      if (decision.success) {
-        if (row.failing) await this.prisma.$executeRaw`UPDATE webhooks SET failing_since = NULL WHERE id = ${row.webhook_id} AND failing_since IS NOT NULL`;
-      } else if (!decision.gone) {
-        await this.noteFailure(row, startedAt);
-      }
-    }
+    if (decision.gone) this.logger.warn({ msg: 'webhook disabled: the receiver answered 410 Gone', webhookId: row.webhook_id, deliveryId: row.id });
+    // The run of failures was started in the same statement; whether it has lasted long enough to
+    // disable the webhook is checked only on failures (test deliveries never count).
+    if (!row.test && !decision.success && !decision.gone) await this.checkAutoDisable(row);
     return status;
   }
 
@@ -325,8 +313,10 @@ export class DeliveryService {
       WITH x AS (
         SELECT * FROM unnest(${ids}::text[], ${column((i) => i.attempt)}::int[], ${column((i) => i.decision.status)}::text[],
                              ${column((i) => i.result.statusCode)}::int[], ${column((i) => i.result.responseTimeMs)}::int[],
-                             ${column((i) => i.decision.waitMs)}::float8[])
-               AS x(id, attempt, status, code, time_ms, wait_ms)
+                             ${column((i) => i.decision.waitMs)}::float8[], ${column((i) => i.row.webhook_id)}::text[],
+                             ${column((i) => i.decision.gone)}::bool[], ${column((i) => i.decision.success)}::bool[],
+                             ${column((i) => i.row.test)}::bool[], ${column((i) => i.startedAt.toISOString())}::text[])
+               AS x(id, attempt, status, code, time_ms, wait_ms, webhook_id, gone, success, test, started_at)
       ), updated AS (
         UPDATE deliveries d SET
                attempt_count = x.attempt,
@@ -366,6 +356,29 @@ export class DeliveryService {
                     truncated, time_ms, error_code, error_message)
          WHERE a.delivery_id IN (SELECT id FROM updated)
         RETURNING 1
+      ), outcome AS (
+        -- One row per webhook, so that each webhook row is updated once by this statement.
+        SELECT x.webhook_id,
+               bool_or(x.gone) AS gone,
+               bool_or(x.success AND NOT x.test) AS succeeded,
+               min(x.started_at::timestamptz) FILTER (WHERE NOT x.success AND NOT x.gone AND NOT x.test) AS first_failure
+          FROM x JOIN updated u ON u.id = x.id
+         GROUP BY x.webhook_id
+      ), webhooks_changed AS (
+        -- 410 disables the webhook; a success ends its run of failures; a failure starts one.
+        -- In the same statement as the attempt, so a crash cannot record one without the other.
+        UPDATE webhooks w SET
+               enabled = CASE WHEN o.gone THEN false ELSE w.enabled END,
+               disabled_reason = CASE WHEN o.gone AND w.enabled THEN 'gone' ELSE w.disabled_reason END,
+               updated_at = CASE WHEN o.gone AND w.enabled THEN now() ELSE w.updated_at END,
+               failing_since = CASE
+                 WHEN o.succeeded THEN NULL
+                 WHEN o.first_failure IS NOT NULL THEN COALESCE(w.failing_since, o.first_failure)
+                 ELSE w.failing_since END
+          FROM outcome o
+         WHERE w.id = o.webhook_id AND w.deleted_at IS NULL
+           AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL))
+        RETURNING 1
       )
       SELECT id, status FROM updated`;
     const statusById = new Map(rows.map((r) => [r.id, r.status]));
@@ -373,13 +386,11 @@ export class DeliveryService {
   }
 
   /**
-   * Starts or continues the webhook's run of failures, and disables it once the run is older
-   * than autoDisableAfterMs and holds at least autoDisableMinFailures failed attempts.
-   * Only the first failure of a run writes the webhook row, so parallel failures do not queue on its lock.
+   * Disables the webhook once its run of failures is older than autoDisableAfterMs and holds at
+   * least autoDisableMinFailures failed attempts.
    */
-  private async noteFailure(row: ClaimRow, startedAt: Date): Promise<void> {
+  private async checkAutoDisable(row: ClaimRow): Promise<void> {
     const tx = this.prisma;
-    await tx.$executeRaw`UPDATE webhooks SET failing_since = ${startedAt} WHERE id = ${row.webhook_id} AND failing_since IS NULL`;
     const afterMs = this.options.autoDisableAfterMs;
     const [state] = await tx.$queryRaw<Array<{ overdue: boolean }>>`
       SELECT (failing_since <= now() - ${afterMs}::float8 * interval '1 millisecond') AS overdue
@@ -420,8 +431,7 @@ export class DeliveryService {
          AND e.id = d.event_id
       RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.test, d.attempt_count,
                 d.next_trigger::text AS next_trigger, w.url, w.secret_ciphertext, w.previous_secret_ciphertext,
-                COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid,
-                (w.failing_since IS NOT NULL) AS failing, e.body`;
+                COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid, e.body`;
     // Two jobs for one delivery in the same batch: the row goes to the first of them only.
     const byId = new Map(rows.map((row) => [row.id, row]));
     return items.map((item) => {
