@@ -248,6 +248,26 @@ describe('delivery end to end', () => {
     expect(receiver.requests).toHaveLength(1);
   });
 
+  it('turns concurrent requests with one Idempotency-Key into one event and one set of deliveries', async () => {
+    const { webhook } = await createWebhook(stack, tenant, `${receiver.url}/idem-race`);
+    await createWebhook(stack, tenant, `${receiver.url}/idem-race-2`);
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).set('Idempotency-Key', 'race-1').send({ event: 'baseline.drift_detected', data: { a: 1 } }),
+      ),
+    );
+    expect(answers.filter((r) => r.status === 202)).toHaveLength(1);
+    expect(answers.filter((r) => r.status === 200)).toHaveLength(19);
+    expect(new Set(answers.map((r) => r.body.event.id)).size).toBe(1);
+    expect(answers.every((r) => r.body.deliveries === 2)).toBe(true);
+    await receiver.waitFor(2);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(receiver.requests).toHaveLength(2);
+    const events = await stack.http().get(`/projects/${tenant.projectId}/events`).set(tenant.auth).expect(200);
+    expect(events.body.events).toHaveLength(1);
+    expect((await deliveriesOf(webhook.id)).deliveries).toHaveLength(1);
+  });
+
   it('puts only ids in job data, never payloads or secrets', async () => {
     receiver.responder = () => ({ status: 500 });
     const { webhook, secret } = await createWebhook(stack, tenant, `${receiver.url}/jobs`);
