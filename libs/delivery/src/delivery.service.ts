@@ -19,6 +19,12 @@ export interface DeliveryServiceOptions {
   autoDisableMinFailures?: number;
   /** Range of the short, jittered delay of a job that found its webhook at the cap. Default 250 ms to 1 s. */
   overCapDelayMs?: readonly [number, number];
+  /**
+   * How long a job whose webhook is at the cap waits in place for a slot before it is sent back to
+   * the queue. Slots of a fast endpoint free up within milliseconds, so its jobs rarely bounce;
+   * a slow endpoint's jobs give their worker slot back after this. Default 100 ms.
+   */
+  slotWaitMs?: number;
 }
 
 /** Optional overrides of DeliveryServiceOptions, for the worker module or tests. */
@@ -29,6 +35,7 @@ export const DEFAULT_DELIVERY_SERVICE_OPTIONS: Required<DeliveryServiceOptions> 
   autoDisableAfterMs: 5 * 24 * 60 * 60 * 1000,
   autoDisableMinFailures: 5,
   overCapDelayMs: [250, 1000],
+  slotWaitMs: 100,
 };
 
 type FinalStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled';
@@ -206,6 +213,31 @@ export class DeliveryService {
     await this.limiter.release(webhookId, deliveryId).catch((err: Error) =>
       this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId, error: err.message }),
     );
+    const waiters = this.slotWaiters.get(webhookId);
+    const next = waiters?.shift();
+    if (waiters && waiters.length === 0) this.slotWaiters.delete(webhookId);
+    next?.();
+  }
+
+  private readonly slotWaiters = new Map<string, Array<() => void>>();
+
+  private slotFreed(webhookId: string, timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let waiters = this.slotWaiters.get(webhookId);
+      if (!waiters) this.slotWaiters.set(webhookId, (waiters = []));
+      const wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        const list = this.slotWaiters.get(webhookId);
+        const index = list ? list.indexOf(wake) : -1;
+        if (index >= 0) list!.splice(index, 1);
+        if (list && list.length === 0) this.slotWaiters.delete(webhookId);
+        resolve();
+      }, timeoutMs);
+      waiters.push(wake);
+    });
   }
 
   private async attemptClaimed(row: ClaimRow): Promise<AttemptOutcome> {
@@ -466,8 +498,14 @@ export class DeliveryService {
 
   private async acquireSlot(webhookId: string, deliveryId: string): Promise<'held' | 'denied' | 'unlimited'> {
     try {
-      const ok = await this.limiter.acquire(webhookId, deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs);
-      return ok ? 'held' : 'denied';
+      const deadline = Date.now() + this.options.slotWaitMs;
+      for (;;) {
+        if (await this.limiter.acquire(webhookId, deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs)) return 'held';
+        const left = deadline - Date.now();
+        if (left <= 0) return 'denied';
+        // Woken by a release in this process, or after a short poll for releases elsewhere.
+        await this.slotFreed(webhookId, Math.min(left, 20));
+      }
     } catch (err) {
       // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
       this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId, error: (err as Error).message });
