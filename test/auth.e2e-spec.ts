@@ -1,6 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { TEST_DATABASE_URL } from './support/env';
 import { describeAnswer, errorShapeProblem } from './support/openapi-walk';
 import { Stack, startStack } from './support/stack';
 import { newTenant, Tenant } from './support/tenant';
@@ -166,7 +165,7 @@ describe('authentication', () => {
       const me = await stack.http().get('/auth/me').set(bearer(token)).expect(200);
       expect(JSON.stringify(me.body)).not.toContain(token);
 
-      const db = new Client({ connectionString: TEST_DATABASE_URL });
+      const db = new Client({ connectionString: stack.databaseUrl });
       await db.connect();
       try {
         const rows = await db.query('SELECT * FROM api_tokens WHERE id = $1', [id]);

@@ -282,9 +282,10 @@ describe('delivery end to end', () => {
         return found.length > 0 ? found : undefined;
       });
       for (const job of jobs) {
-        expect(Object.keys(job.data).sort()).toEqual(['deliveryId', 'webhookId']);
+        expect(Object.keys(job.data).sort()).toEqual(['deliveryId', 'organizationId', 'webhookId']);
         expect(job.data.deliveryId).toMatch(/^dlv_/);
         expect(job.data.webhookId).toBe(webhook.id);
+        expect(job.data.organizationId).toBe(tenant.organizationId);
         const serialized = JSON.stringify(job.asJSON());
         expect(serialized).not.toContain(secret);
         expect(serialized).not.toContain('payload-marker-123');

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { TEST_DATABASE_URL } from './support/env';
 import {
   describeAnswer,
   errorShapeProblem,
@@ -491,7 +490,7 @@ describe('fuzzing every write route', () => {
       const missing = [...expected].filter((id) => !a.has(id));
       if (extra.length || missing.length) problems.push(`${what}: in the database but never answered 2xx: [${extra.join(', ')}]; answered 2xx but missing: [${missing.join(', ')}]`);
     };
-    const db = new Client({ connectionString: TEST_DATABASE_URL });
+    const db = new Client({ connectionString: stack.databaseUrl });
     await db.connect();
     try {
       const orgs = [...f.ledger.orgs];

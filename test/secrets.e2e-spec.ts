@@ -2,9 +2,10 @@ import { ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
-import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env';
+import { TEST_REDIS_URL } from './support/env';
 import { assertWorkerBuilt, freePort, startWorkerProcess, WorkerProcess } from './support/processes';
 import { Receiver } from './support/receiver';
+import { createDatabaseFromTemplate, dropDatabase } from './support/stack';
 import { eventually } from './support/tenant';
 
 const API_MAIN = path.join(__dirname, '..', 'dist', 'apps', 'api', 'src', 'main.js');
@@ -32,14 +33,16 @@ describe('secrets stay out of logs, lists and job data', () => {
   let api: Awaited<ReturnType<typeof startApiProcess>>;
   let worker: WorkerProcess;
   let receiver: Receiver;
+  let databaseUrl: string;
 
   beforeAll(async () => {
     assertWorkerBuilt();
+    databaseUrl = await createDatabaseFromTemplate(`bhsecrets${randomBytes(3).toString('hex')}`);
     const env = {
       NODE_ENV: 'production',
       // The most talkative level, so that anything that could leak is written.
       LOG_LEVEL: 'trace',
-      DATABASE_URL: TEST_DATABASE_URL,
+      DATABASE_URL: databaseUrl,
       REDIS_URL: TEST_REDIS_URL,
       QUEUE_PREFIX: `bhsecrets${randomBytes(3).toString('hex')}`,
       JWT_SECRET: randomBytes(32).toString('hex'),
@@ -60,6 +63,7 @@ describe('secrets stay out of logs, lists and job data', () => {
     api?.child.kill('SIGTERM');
     await worker?.signal('SIGTERM').catch(() => undefined);
     await receiver?.stop();
+    if (databaseUrl) await dropDatabase(databaseUrl);
   });
 
   async function call(method: string, urlPath: string, body?: unknown, token?: string) {

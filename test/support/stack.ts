@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { INestApplication } from '@nestjs/common';
 import { Queue } from 'bullmq';
+import { Client } from 'pg';
 import request from 'supertest';
 import { createApiApp } from '../../apps/api/src/api.app';
 import { createWorkerApp } from '../../apps/worker/src/worker.app';
@@ -18,6 +19,8 @@ export interface Stack {
   worker: INestApplication | null;
   http: () => ReturnType<typeof request>;
   queuePrefix: string;
+  /** This file's own database. */
+  databaseUrl: string;
   stop: () => Promise<void>;
 }
 
@@ -27,9 +30,12 @@ export interface Stack {
  */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const queuePrefix = `bhtest${randomBytes(4).toString('hex')}`;
+  // Each test file gets its own copy of the migrated test database: the worker's sweeper takes
+  // every due delivery it finds, so files must not see each other's rows.
+  const databaseUrl = await createDatabaseFromTemplate(queuePrefix);
   Object.assign(process.env, {
     NODE_ENV: 'test',
-    DATABASE_URL: TEST_DATABASE_URL,
+    DATABASE_URL: databaseUrl,
     REDIS_URL: TEST_REDIS_URL,
     QUEUE_PREFIX: queuePrefix,
     ALLOW_HTTP_DESTINATIONS: 'true',
@@ -58,13 +64,44 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     api,
     worker,
     queuePrefix,
+    databaseUrl,
     http: () => request(server),
     stop: async () => {
       await worker?.close();
       await api.close();
       await obliterate(queuePrefix);
+      await dropDatabase(databaseUrl);
     },
   };
+}
+
+async function admin<T>(work: (client: Client) => Promise<T>): Promise<T> {
+  const url = new URL(TEST_DATABASE_URL);
+  url.pathname = '/postgres';
+  const client = new Client({ connectionString: url.toString() });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A fresh copy of the migrated test database (fast: Postgres copies the template's files). */
+export async function createDatabaseFromTemplate(name: string): Promise<string> {
+  const template = new URL(TEST_DATABASE_URL).pathname.slice(1);
+  await admin((client) => client.query(`CREATE DATABASE "${name}" TEMPLATE "${template}"`));
+  const url = new URL(TEST_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function dropDatabase(databaseUrl: string): Promise<void> {
+  const name = new URL(databaseUrl).pathname.slice(1);
+  await admin(async (client) => {
+    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+    await client.query(`DROP DATABASE IF EXISTS "${name}"`);
+  });
 }
 
 /** Removes the test file's queue keys from Redis. */

@@ -51,10 +51,10 @@ export class DeliveryProcessor extends WorkerHost implements OnModuleDestroy {
   }
 
   async process(job: Job<DeliveryJob>, token?: string): Promise<void> {
-    const { deliveryId, webhookId } = job.data;
+    const { deliveryId, webhookId, organizationId } = job.data;
     let outcome;
     try {
-      outcome = await this.deliveries.attempt(deliveryId, { expectedAttempt: attemptOfJob(job.id, deliveryId), webhookId });
+      outcome = await this.deliveries.attempt(deliveryId, { expectedAttempt: attemptOfJob(job.id, deliveryId), webhookId, organizationId });
     } catch (err) {
       // The delivery stays pending (and leased, if the claim happened): the sweeper picks it up again.
       this.logger.error({ msg: 'delivery job failed', deliveryId, jobId: job.id, error: (err as Error).message });

@@ -23,6 +23,8 @@ export interface BellhopConfig {
   sweepIntervalMs: number;
   /** Attempts to one webhook in flight at once, across all workers. */
   maxInFlightPerWebhook: number;
+  /** Attempts of one organization in flight at once in one worker process. */
+  maxInFlightPerOrganization: number;
   /** How long a webhook may fail without a single success before it is disabled. */
   autoDisableAfterMs: number;
   allowHttpDestinations: boolean;
@@ -153,6 +155,7 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     workerConcurrency,
     sweepIntervalMs: duration(env, 'SWEEP_INTERVAL', '30s'),
     maxInFlightPerWebhook: int(env, 'MAX_IN_FLIGHT_PER_WEBHOOK', 10, 1, 1000),
+    maxInFlightPerOrganization: int(env, 'MAX_IN_FLIGHT_PER_ORGANIZATION', Math.max(1, Math.ceil(workerConcurrency / 2)), 1, 1000),
     autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),
     allowHttpDestinations: bool(env, 'ALLOW_HTTP_DESTINATIONS', false),
     allowPrivateDestinations: bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false),

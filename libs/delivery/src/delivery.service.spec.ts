@@ -205,8 +205,8 @@ describe('DeliveryService (real Postgres)', () => {
     for (const f of fixtures) receiver.answer(f.path, () => ({ status: 200, body: 'ok' }));
     // Two jobs for the first delivery arrive in the same batch: only one of them may send.
     const outcomes = await Promise.all([
-      ...fixtures.map((f) => service.attempt(f.delivery.id, { webhookId: f.webhookId, expectedAttempt: 1 })),
-      service.attempt(fixtures[0].delivery.id, { webhookId: fixtures[0].webhookId, expectedAttempt: 1 }),
+      ...fixtures.map((f) => service.attempt(f.delivery.id, { webhookId: f.webhookId, organizationId: f.org.id, expectedAttempt: 1 })),
+      service.attempt(fixtures[0].delivery.id, { webhookId: fixtures[0].webhookId, organizationId: fixtures[0].org.id, expectedAttempt: 1 }),
     ]);
     expect(outcomes.filter((o) => o.kind === 'attempted')).toHaveLength(8);
     expect(outcomes[8]).toMatchObject({ kind: 'skipped' });
@@ -220,7 +220,7 @@ describe('DeliveryService (real Postgres)', () => {
   it('tells an early job naming its webhook when to come back, without an attempt', async () => {
     const f = await fixture();
     await prisma.delivery.update({ where: { id: f.delivery.id }, data: { nextAttemptAt: new Date(Date.now() + 5_000) } });
-    const outcome = await service.attempt(f.delivery.id, { webhookId: f.webhookId, expectedAttempt: 1 });
+    const outcome = await service.attempt(f.delivery.id, { webhookId: f.webhookId, organizationId: f.org.id, expectedAttempt: 1 });
     expect(outcome.kind).toBe('not_due');
     expect(receiver.to(f.path)).toHaveLength(0);
     expect(await attemptRows(f.delivery.id)).toHaveLength(0);
@@ -236,7 +236,7 @@ describe('DeliveryService (real Postgres)', () => {
     expect(row.status).toBe('pending');
     expect(row.nextAttemptAt!.getTime() - Date.now()).toBeGreaterThan(50);
     expect(row.nextAttemptAt!.getTime() - Date.now()).toBeLessThanOrEqual(150);
-    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, webhookId: f.webhookId, attempt: 2, at: expect.any(Date) }]);
+    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, webhookId: f.webhookId, organizationId: f.org.id, attempt: 2, at: expect.any(Date) }]);
 
     // A job that runs early is told when to come back, and no attempt is made.
     const early = await service.attempt(f.delivery.id);
@@ -249,7 +249,7 @@ describe('DeliveryService (real Postgres)', () => {
     expect(receiver.to(f.path)[1].headers['x-bellwether-attempt']).toBe('2');
     row = await deliveryRow(f.delivery.id);
     expect(row.nextAttemptAt!.getTime() - Date.now()).toBeGreaterThan(200);
-    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, webhookId: f.webhookId, attempt: 3, at: expect.any(Date) }]);
+    expect(dispatcher.dispatch).toHaveBeenLastCalledWith([{ deliveryId: f.delivery.id, webhookId: f.webhookId, organizationId: f.org.id, attempt: 3, at: expect.any(Date) }]);
 
     await sleep(310);
     const third = await service.attempt(f.delivery.id);

@@ -13,6 +13,8 @@ import { USER_AGENT } from './version';
 export interface DeliveryServiceOptions {
   /** Attempts to one webhook in flight at once, across all workers. Default 10. */
   maxInFlightPerWebhook?: number;
+  /** Attempts of one organization in flight at once in this worker. Default half the concurrency. */
+  maxInFlightPerOrganization?: number;
   /** How long a webhook must have failed without a single success before it is disabled. Default 5 days. */
   autoDisableAfterMs?: number;
   /** ...and how many failed (non-test) attempts that run must hold at least. Default 5. */
@@ -32,6 +34,7 @@ export const DELIVERY_SERVICE_OPTIONS = Symbol('DELIVERY_SERVICE_OPTIONS');
 
 export const DEFAULT_DELIVERY_SERVICE_OPTIONS: Required<DeliveryServiceOptions> = {
   maxInFlightPerWebhook: 10,
+  maxInFlightPerOrganization: 25,
   autoDisableAfterMs: 5 * 24 * 60 * 60 * 1000,
   autoDisableMinFailures: 5,
   overCapDelayMs: [250, 1000],
@@ -66,6 +69,8 @@ export interface AttemptOptions {
   expectedAttempt?: number;
   /** The delivery's webhook, when the job carries it: the in-flight cap is then checked before Postgres. */
   webhookId?: string;
+  /** The delivery's organization, when the job carries it, for the per-organization cap. */
+  organizationId?: string;
 }
 
 /** A job may run this much before the row's next_attempt_at (clock skew between worker, Redis and Postgres). */
@@ -74,6 +79,7 @@ const DUE_SLACK_MS = 50;
 const LEASE_MARGIN_MS = 30_000;
 interface StateRow {
   webhook_id: string;
+  organization_id: string;
   status: string;
   attempt_count: number;
   leased: boolean;
@@ -85,6 +91,7 @@ interface StateRow {
 interface ClaimRow {
   id: string;
   webhook_id: string;
+  organization_id: string;
   event_id: string;
   event_type: string;
   test: boolean;
@@ -95,6 +102,32 @@ interface ClaimRow {
   previous_secret_ciphertext: string | null;
   previous_valid: boolean;
   body: string;
+}
+
+interface SlotKey {
+  deliveryId: string;
+  webhookId: string;
+  organizationId: string;
+}
+
+/** Attempts in flight per organization in this process. */
+class LocalSlots {
+  private readonly held = new Map<string, Set<string>>();
+
+  tryAcquire(group: string, member: string, limit: number): boolean {
+    let members = this.held.get(group);
+    if (!members) this.held.set(group, (members = new Set()));
+    if (!members.has(member) && members.size >= limit) return false;
+    members.add(member);
+    return true;
+  }
+
+  release(group: string, member: string): void {
+    const members = this.held.get(group);
+    if (!members) return;
+    members.delete(member);
+    if (members.size === 0) this.held.delete(group);
+  }
 }
 
 interface ClaimItem {
@@ -141,17 +174,21 @@ export class DeliveryService {
     this.options = {
       ...DEFAULT_DELIVERY_SERVICE_OPTIONS,
       maxInFlightPerWebhook: config.maxInFlightPerWebhook ?? DEFAULT_DELIVERY_SERVICE_OPTIONS.maxInFlightPerWebhook,
+      maxInFlightPerOrganization: config.maxInFlightPerOrganization ?? DEFAULT_DELIVERY_SERVICE_OPTIONS.maxInFlightPerOrganization,
       autoDisableAfterMs: config.autoDisableAfterMs ?? DEFAULT_DELIVERY_SERVICE_OPTIONS.autoDisableAfterMs,
       ...(options ?? {}),
     };
     this.leaseMs = config.deliveryTimeoutMs + LEASE_MARGIN_MS;
   }
 
+  private readonly organizationSlots = new LocalSlots();
   private readonly claimBatcher = new Batcher<ClaimItem, ClaimRow | null>((items) => this.claimMany(items));
   private readonly recordBatcher = new Batcher<RecordItem, FinalStatus | null>((items) => this.recordMany(items));
 
   async attempt(deliveryId: string, options: AttemptOptions = {}): Promise<AttemptOutcome> {
-    if (options.webhookId) return this.attemptFast(deliveryId, options.webhookId, options.expectedAttempt);
+    if (options.webhookId && options.organizationId) {
+      return this.attemptFast({ deliveryId, webhookId: options.webhookId, organizationId: options.organizationId }, options.expectedAttempt);
+    }
     return this.attemptAfterRead(deliveryId, options.expectedAttempt);
   }
 
@@ -159,20 +196,18 @@ export class DeliveryService {
    * The common path: cap first (Redis), then claim straight away. Only when the claim finds
    * nothing does a read explain why (early, leased, done, or its webhook disabled).
    */
-  private async attemptFast(deliveryId: string, webhookId: string, expectedAttempt: number | undefined): Promise<AttemptOutcome> {
-    const slot = await this.acquireSlot(webhookId, deliveryId);
+  private async attemptFast(slotKey: SlotKey, expectedAttempt: number | undefined): Promise<AttemptOutcome> {
+    const slot = await this.acquireSlot(slotKey);
     if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
-    let releaseSlot = slot === 'held';
+    let releaseSlot = true;
     try {
-      const claimed = await this.claim(deliveryId, expectedAttempt);
+      const claimed = await this.claim(slotKey.deliveryId, expectedAttempt);
       if (claimed) return await this.attemptClaimed(claimed);
-      if (releaseSlot) {
-        releaseSlot = false;
-        await this.release(webhookId, deliveryId);
-      }
-      return this.attemptAfterRead(deliveryId, expectedAttempt);
+      releaseSlot = false;
+      await this.release(slotKey, slot);
+      return this.attemptAfterRead(slotKey.deliveryId, expectedAttempt);
     } finally {
-      if (releaseSlot) await this.release(webhookId, deliveryId);
+      if (releaseSlot) await this.release(slotKey, slot);
     }
   }
 
@@ -180,7 +215,7 @@ export class DeliveryService {
     // A cheap read first: a job that finds its webhook at the cap (the common case when one
     // endpoint is flooded) then costs one index lookup and no write.
     const [state] = await this.prisma.$queryRaw<StateRow[]>`
-      SELECT d.webhook_id, d.status::text AS status, d.attempt_count,
+      SELECT d.webhook_id, d.organization_id, d.status::text AS status, d.attempt_count,
              (d.lease_until IS NOT NULL AND d.lease_until >= now()) AS leased,
              GREATEST(0, COALESCE(EXTRACT(EPOCH FROM (d.next_attempt_at - now())) * 1000, 0))::float8 AS due_in_ms,
              w.enabled AS webhook_enabled, (w.deleted_at IS NOT NULL) AS webhook_deleted
@@ -198,24 +233,32 @@ export class DeliveryService {
       return { kind: 'not_due', at: new Date(Date.now() + Math.ceil(state.due_in_ms)) };
     }
 
-    const slot = await this.acquireSlot(state.webhook_id, deliveryId);
+    const slotKey = { deliveryId, webhookId: state.webhook_id, organizationId: state.organization_id };
+    const slot = await this.acquireSlot(slotKey);
     if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
     try {
       const claimed = await this.claim(deliveryId, expectedAttempt);
       if (!claimed) return { kind: 'skipped', reason: 'raced' };
       return await this.attemptClaimed(claimed);
     } finally {
-      if (slot === 'held') await this.release(state.webhook_id, deliveryId);
+      await this.release(slotKey, slot);
     }
   }
 
-  private async release(webhookId: string, deliveryId: string): Promise<void> {
-    await this.limiter.release(webhookId, deliveryId).catch((err: Error) =>
-      this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId, error: err.message }),
-    );
-    const waiters = this.slotWaiters.get(webhookId);
+  private async release(key: SlotKey, slot: 'held' | 'unlimited'): Promise<void> {
+    if (slot === 'held') {
+      await this.limiter.release(key.webhookId, key.deliveryId).catch((err: Error) =>
+        this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId: key.deliveryId, error: err.message }),
+      );
+    }
+    this.organizationSlots.release(key.organizationId, key.deliveryId);
+    this.wake(key.webhookId);
+  }
+
+  private wake(waitKey: string): void {
+    const waiters = this.slotWaiters.get(waitKey);
     const next = waiters?.shift();
-    if (waiters && waiters.length === 0) this.slotWaiters.delete(webhookId);
+    if (waiters && waiters.length === 0) this.slotWaiters.delete(waitKey);
     next?.();
   }
 
@@ -289,7 +332,7 @@ export class DeliveryService {
     if (recorded === 'pending' && decision.waitMs !== null) {
       nextAttemptAt = new Date(Date.now() + decision.waitMs);
       try {
-        await this.dispatcher.dispatch([{ deliveryId: row.id, webhookId: row.webhook_id, attempt: attempt + 1, at: nextAttemptAt }]);
+        await this.dispatcher.dispatch([{ deliveryId: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, attempt: attempt + 1, at: nextAttemptAt }]);
       } catch (err) {
         // The row is committed as pending and due at nextAttemptAt: the sweeper will enqueue it.
         this.logger.error({ msg: 'could not enqueue the next attempt; the sweeper will', deliveryId: row.id, attempt: attempt + 1, error: (err as Error).message });
@@ -461,7 +504,7 @@ export class DeliveryService {
          AND d.attempt_count <= x.max_count
          AND w.id = d.webhook_id AND w.enabled AND w.deleted_at IS NULL
          AND e.id = d.event_id
-      RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.test, d.attempt_count,
+      RETURNING d.id, d.webhook_id, d.organization_id, d.event_id, d.event_type, d.test, d.attempt_count,
                 d.next_trigger::text AS next_trigger, w.url, w.secret_ciphertext, w.previous_secret_ciphertext,
                 COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid, e.body`;
     // Two jobs for one delivery in the same batch: the row goes to the first of them only.
@@ -496,20 +539,33 @@ export class DeliveryService {
     }
   }
 
-  private async acquireSlot(webhookId: string, deliveryId: string): Promise<'held' | 'denied' | 'unlimited'> {
-    try {
-      const deadline = Date.now() + this.options.slotWaitMs;
-      for (;;) {
-        if (await this.limiter.acquire(webhookId, deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs)) return 'held';
-        const left = deadline - Date.now();
-        if (left <= 0) return 'denied';
-        // Woken by a release in this process, or after a short poll for releases elsewhere.
-        await this.slotFreed(webhookId, Math.min(left, 20));
+  /**
+   * Two caps, so that no endpoint and no tenant can take every worker slot: the webhook's (across
+   * all workers, in Redis) and the organization's (in this worker). A job at either cap waits
+   * briefly for a slot (a fast endpoint's free up within milliseconds), then goes back to the queue.
+   */
+  private async acquireSlot(key: SlotKey): Promise<'held' | 'denied' | 'unlimited'> {
+    const deadline = Date.now() + this.options.slotWaitMs;
+    for (;;) {
+      const organizationOk = this.organizationSlots.tryAcquire(key.organizationId, key.deliveryId, this.options.maxInFlightPerOrganization);
+      if (organizationOk) {
+        let webhookOk: boolean;
+        try {
+          webhookOk = await this.limiter.acquire(key.webhookId, key.deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs);
+        } catch (err) {
+          // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
+          this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId: key.deliveryId, error: (err as Error).message });
+          return 'unlimited';
+        }
+        if (webhookOk) return 'held';
+        this.organizationSlots.release(key.organizationId, key.deliveryId);
       }
-    } catch (err) {
-      // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
-      this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId, error: (err as Error).message });
-      return 'unlimited';
+      // A tenant at its cap gives the worker slot back at once, so other tenants' jobs behind it
+      // run; waiting pays only for a fast endpoint at its own cap.
+      const left = deadline - Date.now();
+      if (!organizationOk || left <= 0) return 'denied';
+      // Woken by a release in this process, or after a short poll for releases elsewhere.
+      await this.slotFreed(key.webhookId, Math.min(left, 20));
     }
   }
 

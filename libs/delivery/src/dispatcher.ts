@@ -6,6 +6,7 @@ import { DELIVERY_JOB_OPTIONS, DeliveryJob, Queues, deliveryJobId } from '@bellh
 export interface Dispatch {
   deliveryId: string;
   webhookId?: string;
+  organizationId?: string;
   /** The attempt number this job is for (1 for a new delivery). */
   attempt: number;
   /** When it is due; now when omitted. */
@@ -27,7 +28,7 @@ export class DeliveryDispatcher {
     const now = Date.now();
     const jobs = items.map((item) => ({
       name: 'attempt',
-      data: item.webhookId ? { deliveryId: item.deliveryId, webhookId: item.webhookId } : { deliveryId: item.deliveryId },
+      data: { deliveryId: item.deliveryId, webhookId: item.webhookId, organizationId: item.organizationId },
       opts: {
         ...DELIVERY_JOB_OPTIONS,
         jobId: deliveryJobId(item.deliveryId, item.attempt) + (item.key ? `-${item.key}` : ''),

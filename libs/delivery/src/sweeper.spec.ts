@@ -89,8 +89,8 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     expect(result).toEqual({ found: 2, added: 2, promoted: 0 });
     expect(dispatched()).toEqual(
       expect.arrayContaining([
-        { deliveryId: lost, webhookId, attempt: 1 },
-        { deliveryId: retried, webhookId, attempt: 3 },
+        { deliveryId: lost, webhookId, organizationId, attempt: 1 },
+        { deliveryId: retried, webhookId, organizationId, attempt: 3 },
       ]),
     );
     expect(queue.getJobState).toHaveBeenCalledWith(deliveryJobId(retried, 3));
@@ -100,7 +100,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
   it('re-dispatches a delivery whose lease ran out (worker killed mid-attempt)', async () => {
     const orphan = await delivery({ attemptCount: 1, leaseMs: -1000 });
     await sweeper.sweep();
-    expect(dispatched()).toEqual([{ deliveryId: orphan, webhookId, attempt: 2 }]);
+    expect(dispatched()).toEqual([{ deliveryId: orphan, webhookId, organizationId, attempt: 2 }]);
   });
 
   it('leaves alone leased, not yet due, just due, and finished deliveries', async () => {
@@ -125,16 +125,26 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     expect(await sweeper.sweep()).toEqual({ found: 3, added: 1, promoted: 1 });
     expect(promote).toHaveBeenCalledTimes(1);
     expect(queue.remove).toHaveBeenCalledWith(deliveryJobId(finished, 1));
-    expect(dispatched()).toEqual([{ deliveryId: finished, webhookId, attempt: 1 }]);
+    expect(dispatched()).toEqual([{ deliveryId: finished, webhookId, organizationId, attempt: 1 }]);
   });
 
   it('adds a second job when the job is stuck active on a dead worker whose lease ran out', async () => {
     const stuck = await delivery({ attemptCount: 1, leaseMs: -1000 });
-    const starting = await delivery({ attemptCount: 1 });
+    // Just taken by a live worker: active, due a few seconds ago, not leased yet.
+    const starting = await delivery({ attemptCount: 1, ageMs: 6_000 });
+    // Taken by a worker that died before it leased the row: active, unleased, due long ago.
+    const orphaned = await delivery({ attemptCount: 1, ageMs: 60_000 });
     states.set(deliveryJobId(stuck, 2), 'active');
     states.set(deliveryJobId(starting, 2), 'active');
-    expect(await sweeper.sweep()).toEqual({ found: 2, added: 1, promoted: 0 });
-    expect(dispatched()).toEqual([{ deliveryId: stuck, webhookId, attempt: 2, key: 'swept' }]);
+    states.set(deliveryJobId(orphaned, 2), 'active');
+    expect(await sweeper.sweep()).toEqual({ found: 3, added: 2, promoted: 0 });
+    expect(dispatched()).toEqual(
+      expect.arrayContaining([
+        { deliveryId: stuck, webhookId, organizationId, attempt: 2, key: 'swept' },
+        { deliveryId: orphaned, webhookId, organizationId, attempt: 2, key: 'swept' },
+      ]),
+    );
+    expect(dispatched()).toHaveLength(2);
   });
 
   it('sweeps once at start and then every interval until stopped', async () => {

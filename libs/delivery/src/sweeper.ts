@@ -7,6 +7,9 @@ import { metrics } from '@bellhop/observability';
 import { DeliveryJob, Queues, deliveryJobId } from '@bellhop/queue';
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 
+/** A due delivery whose job is active but whose row was never leased for this long has lost its worker. */
+const STUCK_ACTIVE_MS = 15_000;
+
 export interface SweeperOptions {
   /** Start sweeping (one sweep at once, then every SWEEP_INTERVAL) when the app boots. Default true. */
   autoStart?: boolean;
@@ -85,8 +88,10 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
     // The transaction is only the SELECT: its locks keep two sweepers from reading the same rows
     // at the same instant, and enqueueing happens after it, never inside.
     const rows = await this.prisma.$transaction(
-      (tx) => tx.$queryRaw<Array<{ id: string; webhook_id: string; attempt_count: number; lease_expired: boolean }>>`
-        SELECT id, webhook_id, attempt_count, (lease_until IS NOT NULL) AS lease_expired FROM deliveries
+      (tx) => tx.$queryRaw<Array<{ id: string; webhook_id: string; organization_id: string; attempt_count: number; lease_expired: boolean; stuck: boolean }>>`
+        SELECT id, webhook_id, organization_id, attempt_count, (lease_until IS NOT NULL) AS lease_expired,
+               next_attempt_at < now() - ${STUCK_ACTIVE_MS}::float8 * interval '1 millisecond' AS stuck
+          FROM deliveries
          WHERE status = 'pending'::"DeliveryStatus"
            AND next_attempt_at <= now() - ${this.graceMs}::float8 * interval '1 millisecond'
            AND (lease_until IS NULL OR lease_until < now())
@@ -105,20 +110,22 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
           const jobId = deliveryJobId(row.id, attempt);
           const state = await this.queue.getJobState(jobId);
           if (state === 'unknown') {
-            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, attempt });
+            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, attempt });
           } else if (state === 'delayed') {
             // The row is due but its job waits for a later time: make the job due now.
             const job = await this.queue.getJob(jobId);
             if (job && (await job.promote().then(() => true, () => false))) result.promoted++;
-          } else if (state === 'active' && row.lease_expired) {
+          } else if (state === 'active' && (row.lease_expired || row.stuck)) {
+            // Also when a job has been active for long without ever taking the lease: its worker
+            // died between taking the job and claiming the row.
             // Claimed, never recorded, lease run out: the worker died mid-attempt and BullMQ has not
             // noticed yet (that takes up to lockDuration + stalledInterval). A second job, with its
             // own id, retries now; whichever of the two runs second finds the attempt done and skips.
-            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, attempt, key: 'swept' });
+            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, attempt, key: 'swept' });
           } else if (state === 'completed' || state === 'failed') {
             // A finished job would block re-adding the same id (jobs are normally removed at the end).
             await this.queue.remove(jobId);
-            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, attempt });
+            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, attempt });
           }
           // waiting, prioritized, or active and not yet claimed: it is on its way.
         }),

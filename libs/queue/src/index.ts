@@ -10,6 +10,8 @@ export interface DeliveryJob {
   deliveryId: string;
   /** Lets the worker check the webhook's in-flight cap before touching Postgres. */
   webhookId?: string;
+  /** For the per-organization cap. */
+  organizationId?: string;
 }
 
 /**

@@ -61,7 +61,7 @@ export class DeliveriesService {
     if (count === 0) throw AppError.notFound('Delivery');
     const row = await this.prisma.delivery.findFirstOrThrow({ where: { id: deliveryId, organizationId: tenant.organizationId } });
     // A distinct job id, so a retry is not swallowed by the job already waiting for the next scheduled attempt.
-    const failed = await this.dispatcher.tryDispatch([{ deliveryId, webhookId: row.webhookId, attempt: row.attemptCount + 1, key: `m${now.getTime()}` }]);
+    const failed = await this.dispatcher.tryDispatch([{ deliveryId, webhookId: row.webhookId, organizationId: row.organizationId, attempt: row.attemptCount + 1, key: `m${now.getTime()}` }]);
     if (failed) this.logger.warn({ deliveryId, err: failed.message }, 'enqueue failed; the sweeper will dispatch');
     return { delivery: present.delivery(row) };
   }

@@ -68,7 +68,7 @@ export class EventsService {
       SELECT (SELECT count(*) FROM e)::int AS inserted`;
     if (written.inserted === 0) return this.replay(projectId, input.idempotencyKey!);
     metrics.eventsPublished.inc();
-    const failed = await this.dispatcher.tryDispatch(deliveryIds.map((deliveryId, i) => ({ deliveryId, webhookId: target.webhook_ids[i], attempt: 1 })));
+    const failed = await this.dispatcher.tryDispatch(deliveryIds.map((deliveryId, i) => ({ deliveryId, webhookId: target.webhook_ids[i], organizationId: tenant.organizationId, attempt: 1 })));
     if (failed) this.logger.warn({ eventId, err: failed.message }, 'enqueue failed after commit; the sweeper will dispatch');
     return {
       replayed: false,
