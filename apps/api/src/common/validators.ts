@@ -1,5 +1,6 @@
 import { applyDecorators } from '@nestjs/common';
-import { IsString, Matches, ValidateBy, ValidateIf, isEmail } from 'class-validator';
+import { Transform } from 'class-transformer';
+import { IsString, Matches, MaxLength, MinLength, ValidateBy, ValidateIf, isEmail } from 'class-validator';
 
 /** A string that Postgres can store: text columns refuse the NUL character. */
 export function IsText() {
@@ -21,4 +22,14 @@ export function IsEmailAddress() {
       defaultMessage: () => 'email must be an email address',
     },
   });
+}
+
+/** A display name: trimmed, storable text of 1 to 200 characters. */
+export function IsName() {
+  return applyDecorators(
+    Transform(({ value }: { value: unknown }) => (typeof value === 'string' ? value.trim() : value)),
+    IsText(),
+    MinLength(1, { message: '$property must not be empty' }),
+    MaxLength(200),
+  );
 }

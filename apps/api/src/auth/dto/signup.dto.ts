@@ -1,7 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 import { MaxLength, MinLength } from 'class-validator';
-import { IsEmailAddress, IsText } from '../../common/validators';
+import { IsEmailAddress, IsName, IsText } from '../../common/validators';
 
 export class SignupDto {
   @ApiProperty({ example: 'ada@example.com' })
@@ -17,9 +17,6 @@ export class SignupDto {
   password: string;
 
   @ApiProperty({ example: 'Ada Lovelace' })
-  @IsText()
-  @Transform(({ value }) => (typeof value === 'string' ? value.trim() : value))
-  @MinLength(1, { message: 'name must not be empty' })
-  @MaxLength(200)
+  @IsName()
   name: string;
 }

@@ -1,28 +1,21 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsIn, MaxLength, MinLength } from 'class-validator';
-import { IsEmailAddress, IsOptionalNotNull, IsText } from '../../common/validators';
+import { IsIn } from 'class-validator';
+import { IsEmailAddress, IsName, IsOptionalNotNull } from '../../common/validators';
 
-const trim = ({ value }: { value: unknown }) => (typeof value === 'string' ? value.trim() : value);
 export const ROLES = ['owner', 'admin', 'member'] as const;
 export const PLANS = ['free', 'solo', 'team'] as const;
 
 export class CreateOrganizationDto {
   @ApiProperty({ example: 'Acme' })
-  @Transform(trim)
-  @IsText()
-  @MinLength(1, { message: 'name must not be empty' })
-  @MaxLength(200)
+  @IsName()
   name: string;
 }
 
 export class UpdateOrganizationDto {
   @ApiPropertyOptional()
   @IsOptionalNotNull()
-  @Transform(trim)
-  @IsText()
-  @MinLength(1, { message: 'name must not be empty' })
-  @MaxLength(200)
+  @IsName()
   name?: string;
 
   @ApiPropertyOptional({ enum: PLANS })
@@ -50,10 +43,7 @@ export class UpdateMemberDto {
 
 export class CreateApiTokenDto {
   @ApiProperty({ example: 'ci' })
-  @Transform(trim)
-  @IsText()
-  @MinLength(1, { message: 'name must not be empty' })
-  @MaxLength(200)
+  @IsName()
   name: string;
 
   @ApiProperty({ enum: ROLES })

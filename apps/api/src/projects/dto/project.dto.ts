@@ -1,16 +1,10 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { Transform } from 'class-transformer';
-import { Matches, MaxLength, MinLength } from 'class-validator';
-import { IsOptionalNotNull, IsText } from '../../common/validators';
-
-const trim = ({ value }: { value: unknown }) => (typeof value === 'string' ? value.trim() : value);
+import { Matches } from 'class-validator';
+import { IsName, IsOptionalNotNull, IsText } from '../../common/validators';
 
 export class CreateProjectDto {
   @ApiProperty({ example: 'my-mcp-server' })
-  @Transform(trim)
-  @IsText()
-  @MinLength(1, { message: 'name must not be empty' })
-  @MaxLength(200)
+  @IsName()
   name: string;
 
   @ApiPropertyOptional({ description: 'May be left out when the caller belongs to exactly one organization' })
@@ -22,9 +16,6 @@ export class CreateProjectDto {
 
 export class UpdateProjectDto {
   @ApiProperty({ example: 'my-mcp-server' })
-  @Transform(trim)
-  @IsText()
-  @MinLength(1, { message: 'name must not be empty' })
-  @MaxLength(200)
+  @IsName()
   name: string;
 }
