@@ -224,7 +224,12 @@ async function attemptsOf(db, webhookId) {
 }
 
 async function burst(ctx) {
-  const { receiver, token, projectId, webhookId, db } = ctx;
+  const { receiver, token, organizationId, db } = ctx;
+  // A project and webhook of its own, so that the attempt rows counted are this scenario's only.
+  const project = await call('POST', '/projects', { name: 'bench-burst', organizationId }, token);
+  const projectId = project.project.id;
+  const webhook = await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/burst`, events: ['baseline.drift_detected'] }, token);
+  const webhookId = webhook.webhook.id;
   await receiver.reset(false);
   const data = { severity: 'high', pad: 'x'.repeat(600) };
   const start = now();
@@ -232,12 +237,15 @@ async function burst(ctx) {
   const publishedAt = now();
   const stats = await waitForReceipts(receiver, N.burst, 240_000);
   const seconds = (stats.last - start) / 1000;
-  const counted = await attemptsOf(db, webhookId);
+  // Receipt comes before the attempt row is committed: wait (bounded) for the last rows.
+  let counted = await attemptsOf(db, webhookId);
+  for (const deadline = deadlineOf(10_000); counted.deliveries < N.burst && Date.now() < deadline; counted = await attemptsOf(db, webhookId)) await sleep(100);
   return {
     events: N.burst,
     received: stats.count,
     duplicates: stats.duplicates,
     attemptRows: counted.attempts,
+    deliveriesWithAttempts: counted.deliveries,
     publishSeconds: round((publishedAt - start) / 1000, 2),
     seconds: round(seconds, 2),
     perSecond: round(stats.count / seconds, 0),
