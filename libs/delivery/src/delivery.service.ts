@@ -4,7 +4,7 @@ import { PrismaService } from '@bellhop/database';
 import { MAX_RETRY_AFTER_MS, newId, nextRetryDelay, parseRetryAfter } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { decryptSecret, signedHeaders } from '@bellhop/signing';
-import { Batcher } from './batcher';
+import { Batcher } from '@bellhop/database';
 import { DeliveryDispatcher } from './dispatcher';
 import { HttpSender, type AttemptError, type SendResult } from './http-sender';
 import { IN_FLIGHT_LIMITER, type InFlightLimiter } from './in-flight-limiter';
@@ -199,15 +199,14 @@ export class DeliveryService {
   private async attemptFast(slotKey: SlotKey, expectedAttempt: number | undefined): Promise<AttemptOutcome> {
     const slot = await this.acquireSlot(slotKey);
     if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
-    let releaseSlot = true;
+    const release = this.releaser(slotKey, slot);
     try {
       const claimed = await this.claim(slotKey.deliveryId, expectedAttempt);
-      if (claimed) return await this.attemptClaimed(claimed);
-      releaseSlot = false;
-      await this.release(slotKey, slot);
+      if (claimed) return await this.attemptClaimed(claimed, release);
+      await release();
       return this.attemptAfterRead(slotKey.deliveryId, expectedAttempt);
     } finally {
-      if (releaseSlot) await this.release(slotKey, slot);
+      await release();
     }
   }
 
@@ -236,13 +235,20 @@ export class DeliveryService {
     const slotKey = { deliveryId, webhookId: state.webhook_id, organizationId: state.organization_id };
     const slot = await this.acquireSlot(slotKey);
     if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
+    const release = this.releaser(slotKey, slot);
     try {
       const claimed = await this.claim(deliveryId, expectedAttempt);
       if (!claimed) return { kind: 'skipped', reason: 'raced' };
-      return await this.attemptClaimed(claimed);
+      return await this.attemptClaimed(claimed, release);
     } finally {
-      await this.release(slotKey, slot);
+      await release();
     }
+  }
+
+  /** Gives the slots back once, however many times it is called. */
+  private releaser(key: SlotKey, slot: 'held' | 'unlimited'): () => Promise<void> {
+    let released: Promise<void> | undefined;
+    return () => (released ??= this.release(key, slot));
   }
 
   private async release(key: SlotKey, slot: 'held' | 'unlimited'): Promise<void> {
@@ -283,7 +289,8 @@ export class DeliveryService {
     });
   }
 
-  private async attemptClaimed(row: ClaimRow): Promise<AttemptOutcome> {
+  /** Sends, then records. The slots are given back as soon as the request is over, before recording. */
+  private async attemptClaimed(row: ClaimRow, releaseSlots: () => Promise<void>): Promise<AttemptOutcome> {
     const attempt = row.attempt_count + 1;
     const secrets = this.secretsOf(row);
     const headers = signedHeaders({
@@ -304,6 +311,7 @@ export class DeliveryService {
       result = await this.sender.send({ url: row.url, headers, body: row.body });
     } finally {
       metrics.inFlight.dec();
+      void releaseSlots();
     }
 
     const decision = this.decide(result, attempt);
@@ -492,21 +500,28 @@ export class DeliveryService {
   }
 
   private async claimMany(items: ClaimItem[]): Promise<Array<ClaimRow | null>> {
+    const ids = items.map((i) => i.deliveryId);
+    // Rows are reached by primary key only. The status is compared as text and the webhook
+    // checked in a subquery so that no plan walks the status or webhook indexes instead: their
+    // 'pending' entries are mostly dead rows between vacuums, and a backlog would make every
+    // claim walk all of them.
     const rows = await this.prisma.$queryRaw<ClaimRow[]>`
-      UPDATE deliveries d
-         SET lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond'
-        FROM webhooks w, events e,
-             unnest(${items.map((i) => i.deliveryId)}::text[], ${items.map((i) => i.maxAttemptCount)}::int[]) AS x(id, max_count)
-       WHERE d.id = x.id
-         AND d.status = 'pending'::"DeliveryStatus"
-         AND (d.lease_until IS NULL OR d.lease_until < now())
-         AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now() + ${DUE_SLACK_MS}::float8 * interval '1 millisecond')
-         AND d.attempt_count <= x.max_count
-         AND w.id = d.webhook_id AND w.enabled AND w.deleted_at IS NULL
-         AND e.id = d.event_id
-      RETURNING d.id, d.webhook_id, d.organization_id, d.event_id, d.event_type, d.test, d.attempt_count,
-                d.next_trigger::text AS next_trigger, w.url, w.secret_ciphertext, w.previous_secret_ciphertext,
-                COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid, e.body`;
+      WITH claimed AS (
+        UPDATE deliveries d
+           SET lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond'
+         WHERE d.id = ANY (${ids}::text[])
+           AND d.status::text = 'pending'
+           AND (d.lease_until IS NULL OR d.lease_until < now())
+           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now() + ${DUE_SLACK_MS}::float8 * interval '1 millisecond')
+           AND d.attempt_count <= (${items.map((i) => i.maxAttemptCount)}::int[])[array_position(${ids}::text[], d.id)]
+           AND (SELECT w.enabled AND w.deleted_at IS NULL FROM webhooks w WHERE w.id = d.webhook_id)
+        RETURNING d.id, d.webhook_id, d.organization_id, d.event_id, d.event_type, d.test, d.attempt_count, d.next_trigger
+      )
+      SELECT c.id, c.webhook_id, c.organization_id, c.event_id, c.event_type, c.test, c.attempt_count,
+             c.next_trigger::text AS next_trigger, w.url, w.secret_ciphertext, w.previous_secret_ciphertext,
+             COALESCE(w.previous_secret_expires_at > now(), false) AS previous_valid,
+             (SELECT e.body FROM events e WHERE e.id = c.event_id) AS body
+        FROM claimed c JOIN webhooks w ON w.id = c.webhook_id`;
     // Two jobs for one delivery in the same batch: the row goes to the first of them only.
     const byId = new Map(rows.map((row) => [row.id, row]));
     return items.map((item) => {
@@ -564,8 +579,10 @@ export class DeliveryService {
       // run; waiting pays only for a fast endpoint at its own cap.
       const left = deadline - Date.now();
       if (!organizationOk || left <= 0) return 'denied';
-      // Woken by a release in this process, or after a short poll for releases elsewhere.
-      await this.slotFreed(key.webhookId, Math.min(left, 20));
+      // Woken by a release in this process. Only the first in line also polls for releases by
+      // other workers: a queue of waiters polling Redis would cost more than the sends.
+      const first = !this.slotWaiters.has(key.webhookId);
+      await this.slotFreed(key.webhookId, first ? Math.min(left, 20) : left);
     }
   }
 

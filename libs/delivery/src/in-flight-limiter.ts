@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis';
+import { Batcher } from '@bellhop/database';
+import { execPipeline } from '@bellhop/queue';
 
 /**
  * Caps how many attempts to one webhook are in flight at once, across every worker process.
@@ -35,9 +37,21 @@ type RedisWithAcquire = Redis & {
   bellhopAcquireSlot(key: string, member: string, limit: number, ttlMs: number): Promise<number>;
 };
 
-/** The shared limiter, on the worker's Redis under QUEUE_PREFIX. */
+interface SlotRequest {
+  webhookId: string;
+  deliveryId: string;
+  limit: number;
+  ttlMs: number;
+}
+
+/**
+ * The shared limiter, on the worker's Redis under QUEUE_PREFIX. Takes and releases of concurrent
+ * attempts share one pipelined round trip.
+ */
 export class RedisInFlightLimiter implements InFlightLimiter {
   private readonly redis: RedisWithAcquire;
+  private readonly acquires = new Batcher<SlotRequest, boolean>((requests) => this.acquireMany(requests), { maxBatch: 500 });
+  private readonly releases = new Batcher<Omit<SlotRequest, 'limit' | 'ttlMs'>, void>((requests) => this.releaseMany(requests), { maxBatch: 500 });
 
   constructor(
     redis: Redis,
@@ -53,12 +67,25 @@ export class RedisInFlightLimiter implements InFlightLimiter {
     return `${this.prefix}:inflight:${webhookId}`;
   }
 
-  async acquire(webhookId: string, deliveryId: string, limit: number, ttlMs: number): Promise<boolean> {
-    return (await this.redis.bellhopAcquireSlot(this.key(webhookId), deliveryId, limit, Math.max(1, Math.ceil(ttlMs)))) === 1;
+  acquire(webhookId: string, deliveryId: string, limit: number, ttlMs: number): Promise<boolean> {
+    return this.acquires.run({ webhookId, deliveryId, limit, ttlMs: Math.max(1, Math.ceil(ttlMs)) });
   }
 
-  async release(webhookId: string, deliveryId: string): Promise<void> {
-    await this.redis.zrem(this.key(webhookId), deliveryId);
+  release(webhookId: string, deliveryId: string): Promise<void> {
+    return this.releases.run({ webhookId, deliveryId });
+  }
+
+  private async acquireMany(requests: SlotRequest[]): Promise<boolean[]> {
+    const pipeline = this.redis.pipeline();
+    for (const r of requests) void (pipeline as unknown as RedisWithAcquire).bellhopAcquireSlot(this.key(r.webhookId), r.deliveryId, r.limit, r.ttlMs);
+    return (await execPipeline(pipeline)).map((taken) => taken === 1);
+  }
+
+  private async releaseMany(requests: Array<Omit<SlotRequest, 'limit' | 'ttlMs'>>): Promise<void[]> {
+    const pipeline = this.redis.pipeline();
+    for (const r of requests) pipeline.zrem(this.key(r.webhookId), r.deliveryId);
+    await execPipeline(pipeline);
+    return requests.map(() => undefined);
   }
 }
 

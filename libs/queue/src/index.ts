@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { ChainableCommander, Redis } from 'ioredis';
 
 /**
  * The queue contract shared by the API (producer) and the worker (consumer).
@@ -32,6 +32,16 @@ export const DELIVERY_JOB_OPTIONS = {
 /** A Redis connection fit for BullMQ (blocking commands must not be retried per request). */
 export function createRedis(redisUrl: string, name: string): Redis {
   return new Redis(redisUrl, { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
+}
+
+/** The replies of a pipeline in order, or the first error among them. */
+export async function execPipeline(pipeline: ChainableCommander): Promise<unknown[]> {
+  const results = await pipeline.exec();
+  if (!results) throw new Error('Redis pipeline was discarded');
+  return results.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
 }
 
 export * from './redis.module';

@@ -25,8 +25,7 @@ describe('Batcher', () => {
         inFlight -= 1;
         return items;
       },
-      10,
-      2,
+      { maxBatch: 10, maxConcurrent: 2 },
     );
     const results = await Promise.all(Array.from({ length: 45 }, (_, i) => batcher.run(i)));
     expect(results).toEqual(Array.from({ length: 45 }, (_, i) => i));
@@ -43,5 +42,24 @@ describe('Batcher', () => {
     await expect(Promise.all([batcher.run(1), batcher.run(2)])).rejects.toThrow('database down');
     fail = false;
     await expect(batcher.run(3)).resolves.toBe(3);
+  });
+
+  it('can flush the items of a failed batch one by one, so one bad item fails alone', async () => {
+    const flushes: number[][] = [];
+    const batcher = new Batcher<number, number>(
+      async (items) => {
+        flushes.push(items);
+        if (items.includes(13)) throw new Error(`bad item in ${items.join(',')}`);
+        return items.map((n) => n * 2);
+      },
+      { isolateFailures: true },
+    );
+    const outcomes = await Promise.allSettled([1, 13, 3].map((n) => batcher.run(n)));
+    expect(outcomes).toEqual([
+      { status: 'fulfilled', value: 2 },
+      { status: 'rejected', reason: new Error('bad item in 13') },
+      { status: 'fulfilled', value: 6 },
+    ]);
+    expect(flushes[0]).toEqual([1, 13, 3]);
   });
 });
