@@ -6,11 +6,12 @@ import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-st
 import { Redis } from 'ioredis';
 import type { Request } from 'express';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { REDIS } from '@bellhop/queue';
+import { Batcher } from '@bellhop/database';
+import { REDIS, execPipeline } from '@bellhop/queue';
 
 /**
- * Fixed-window counters in Redis, so limits hold across API replicas. One round trip per check:
- * count the hit, and once over the limit, block the key for the block duration.
+ * Fixed-window counters in Redis, so limits hold across API replicas. One script per check: count
+ * the hit, and once over the limit, block the key for the block duration.
  */
 const INCREMENT = `
 local hits = redis.call('INCR', KEYS[1])
@@ -22,22 +23,43 @@ end
 return { hits, ttl, redis.call('PTTL', KEYS[2]) }
 `;
 
+interface Hit {
+  base: string;
+  ttl: number;
+  limit: number;
+  blockDuration: number;
+}
+
+type RateLimitRedis = Redis & { bellhopRateLimit(key: string, blockedKey: string, ttl: number, limit: number, block: number): Promise<[number, number, number]> };
+
 @Injectable()
 export class RedisThrottlerStorage implements ThrottlerStorage {
+  /** Hits of requests that arrive together are counted in one pipelined round trip. */
+  private readonly hits = new Batcher<Hit, [number, number, number]>((hits) => this.countMany(hits), { maxBatch: 500 });
+
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
-  ) {}
+  ) {
+    // Sent as EVALSHA, falling back to EVAL once after a Redis restart.
+    if (!('bellhopRateLimit' in redis)) redis.defineCommand('bellhopRateLimit', { numberOfKeys: 2, lua: INCREMENT });
+  }
 
   async increment(key: string, ttl: number, limit: number, blockDuration: number, name: string): Promise<ThrottlerStorageRecord> {
     const base = `${this.config.queuePrefix}:ratelimit:${name}:${key}`;
-    const [hits, ttlMs, blockMs] = (await this.redis.eval(INCREMENT, 2, base, `${base}:blocked`, ttl, limit, blockDuration || ttl)) as [number, number, number];
+    const [hits, ttlMs, blockMs] = await this.hits.run({ base, ttl, limit, blockDuration: blockDuration || ttl });
     return {
       totalHits: hits,
       timeToExpire: Math.max(0, Math.ceil(ttlMs / 1000)),
       isBlocked: blockMs > 0,
       timeToBlockExpire: blockMs > 0 ? Math.ceil(blockMs / 1000) : 0,
     };
+  }
+
+  private async countMany(hits: Hit[]): Promise<Array<[number, number, number]>> {
+    const pipeline = this.redis.pipeline();
+    for (const hit of hits) void (pipeline as unknown as RateLimitRedis).bellhopRateLimit(hit.base, `${hit.base}:blocked`, hit.ttl, hit.limit, hit.blockDuration);
+    return (await execPipeline(pipeline)) as Array<[number, number, number]>;
   }
 }
 

@@ -1,5 +1,5 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { PrismaService } from '@bellhop/database';
+import { Batcher, PrismaService } from '@bellhop/database';
 import { DeliveryDispatcher } from '@bellhop/delivery';
 import { AppError, buildEnvelope, newId } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
@@ -16,9 +16,39 @@ export interface PublishResult {
 
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 
+interface PublishItem {
+  organizationId: string;
+  projectId: string;
+  event: string;
+  data: unknown;
+  idempotencyKey: string | null;
+  test: boolean;
+  /** Only this webhook (a test send), whatever its subscription; otherwise every enabled subscriber. */
+  webhookId: string | null;
+  createdAt: Date;
+}
+
+type PublishOutcome =
+  | { kind: 'published'; eventId: string; deliveryIds: string[] }
+  | { kind: 'already_published' }
+  | { kind: 'project_not_found' };
+
+/** Most events written by one statement; concurrent publishes beyond it go in the next. */
+const PUBLISH_BATCH = 64;
+
 @Injectable()
 export class EventsService {
   private readonly logger = new Logger(EventsService.name);
+  /**
+   * Publishes that arrive together share their round trips: one query finds the projects and
+   * subscribers of all of them, one statement writes all their events and deliveries, one Redis
+   * pipeline enqueues them. A caller is answered only once its own rows are committed; if a
+   * batch fails, its events are written one by one, so one bad event fails only its caller.
+   */
+  private readonly publisher = new Batcher<PublishItem, PublishOutcome>((items) => this.publishMany(items), {
+    maxBatch: PUBLISH_BATCH,
+    isolateFailures: true,
+  });
 
   constructor(
     private readonly prisma: PrismaService,
@@ -26,7 +56,7 @@ export class EventsService {
   ) {}
 
   /**
-   * Stores the event and one delivery per subscribed, enabled webhook in one transaction, then
+   * Stores the event and one delivery per subscribed, enabled webhook in one statement, then
    * enqueues by delivery id. Once this returns, the event is durable: if the enqueue fails, the
    * sweeper dispatches the committed rows.
    */
@@ -35,47 +65,100 @@ export class EventsService {
     projectId: string,
     input: { event: string; data: unknown; idempotencyKey?: string; test?: boolean; webhookId?: string },
   ): Promise<PublishResult> {
-    // One query for the project's name (it is part of the envelope) and the webhooks to fan out to.
-    const webhookId = input.webhookId ?? null;
-    const [target] = await this.prisma.$queryRaw<Array<{ name: string; webhook_ids: string[] }>>`
-      SELECT p.name, COALESCE(array_agg(w.id ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS webhook_ids
-        FROM projects p
-        LEFT JOIN webhooks w ON w.project_id = p.id AND w.deleted_at IS NULL
-             AND CASE WHEN ${webhookId}::text IS NULL THEN w.enabled AND ${input.event} = ANY (w.events) ELSE w.id = ${webhookId}::text END
-       WHERE p.id = ${projectId} AND p.organization_id = ${tenant.organizationId}
-       GROUP BY p.id, p.name`;
-    if (!target) throw AppError.notFound('Project');
     const createdAt = new Date();
-    const eventId = newId('event');
-    const test = input.test ?? false;
-    const body = buildEnvelope({ event: input.event, timestamp: createdAt, project: { id: projectId, name: target.name }, data: input.data });
-    const deliveryIds = target.webhook_ids.map(() => newId('delivery'));
-    // The event and its deliveries in one statement, so both are committed or neither is. A
-    // repeated Idempotency-Key inserts nothing (even when the first request is still committing).
-    const [written] = await this.prisma.$queryRaw<Array<{ inserted: number }>>`
-      WITH e AS (
-        INSERT INTO events (id, organization_id, project_id, type, body, idempotency_key, test, created_at)
-        VALUES (${eventId}, ${tenant.organizationId}, ${projectId}, ${input.event}, ${body}, ${input.idempotencyKey ?? null}, ${test}, ${createdAt}::timestamptz)
-        ON CONFLICT (project_id, idempotency_key) DO NOTHING
-        RETURNING id
-      ), d AS (
-        INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, next_attempt_at, next_trigger, created_at)
-        SELECT x.id, ${tenant.organizationId}, e.id, x.webhook_id, ${input.event}, ${test}, ${createdAt}::timestamptz,
-               ${test ? 'test' : 'scheduled'}::"AttemptTrigger", ${createdAt}::timestamptz
-          FROM e, unnest(${deliveryIds}::text[], ${target.webhook_ids}::text[]) AS x(id, webhook_id)
-        RETURNING 1
-      )
-      SELECT (SELECT count(*) FROM e)::int AS inserted`;
-    if (written.inserted === 0) return this.replay(projectId, input.idempotencyKey!);
-    metrics.eventsPublished.inc();
-    const failed = await this.dispatcher.tryDispatch(deliveryIds.map((deliveryId, i) => ({ deliveryId, webhookId: target.webhook_ids[i], organizationId: tenant.organizationId, attempt: 1 })));
-    if (failed) this.logger.warn({ eventId, err: failed.message }, 'enqueue failed after commit; the sweeper will dispatch');
+    const outcome = await this.publisher.run({
+      organizationId: tenant.organizationId,
+      projectId,
+      event: input.event,
+      data: input.data,
+      idempotencyKey: input.idempotencyKey ?? null,
+      test: input.test ?? false,
+      webhookId: input.webhookId ?? null,
+      createdAt,
+    });
+    if (outcome.kind === 'project_not_found') throw AppError.notFound('Project');
+    if (outcome.kind === 'already_published') return this.replay(projectId, input.idempotencyKey!);
     return {
       replayed: false,
-      event: present.event({ id: eventId, type: input.event, createdAt, projectId }),
-      deliveries: deliveryIds.length,
-      deliveryIds,
+      event: present.event({ id: outcome.eventId, type: input.event, createdAt, projectId }),
+      deliveries: outcome.deliveryIds.length,
+      deliveryIds: outcome.deliveryIds,
     };
+  }
+
+  private async publishMany(items: PublishItem[]): Promise<PublishOutcome[]> {
+    // The project's name (it is part of the envelope) and the webhooks to fan out to, for each
+    // distinct (project, event type, webhook) of the batch, scoped by organization.
+    const targetKey = (item: PublishItem) => `${item.organizationId}\n${item.projectId}\n${item.event}\n${item.webhookId ?? ''}`;
+    const distinct = [...new Map(items.map((item) => [targetKey(item), item])).values()];
+    const found = await this.prisma.$queryRaw<Array<{ k: number; name: string; webhook_ids: string[] }>>`
+      SELECT x.k::int AS k, p.name, COALESCE(array_agg(w.id ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS webhook_ids
+        FROM unnest(${distinct.map((t) => t.organizationId)}::text[], ${distinct.map((t) => t.projectId)}::text[],
+                    ${distinct.map((t) => t.event)}::text[], ${distinct.map((t) => t.webhookId)}::text[])
+             WITH ORDINALITY AS x(organization_id, project_id, type, webhook_id, k)
+        JOIN projects p ON p.id = x.project_id AND p.organization_id = x.organization_id
+        LEFT JOIN webhooks w ON w.project_id = p.id AND w.deleted_at IS NULL
+             AND CASE WHEN x.webhook_id IS NULL THEN w.enabled AND x.type = ANY (w.events) ELSE w.id = x.webhook_id END
+       GROUP BY x.k, p.name`;
+    const targets = new Map(found.map((row) => [targetKey(distinct[row.k - 1]), row]));
+
+    const events: Array<{ item: PublishItem; eventId: string; body: string; deliveryIds: string[]; webhookIds: string[] }> = [];
+    for (const item of items) {
+      const target = targets.get(targetKey(item));
+      if (!target) continue;
+      events.push({
+        item,
+        eventId: newId('event'),
+        body: buildEnvelope({ event: item.event, timestamp: item.createdAt, project: { id: item.projectId, name: target.name }, data: item.data }),
+        deliveryIds: target.webhook_ids.map(() => newId('delivery')),
+        webhookIds: target.webhook_ids,
+      });
+    }
+    const inserted = new Set<string>();
+    if (events.length > 0) {
+      const deliveries = events.flatMap((e) => e.deliveryIds.map((id, i) => ({ id, eventId: e.eventId, webhookId: e.webhookIds[i] })));
+      // All events and their deliveries in one statement, so each is committed with its deliveries
+      // or not at all. A repeated Idempotency-Key inserts nothing (even when the first request is
+      // still committing, or in this same batch), and neither do its deliveries.
+      const rows = await this.prisma.$queryRaw<Array<{ id: string }>>`
+        WITH input AS (
+          SELECT * FROM unnest(${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.item.organizationId)}::text[],
+                               ${events.map((e) => e.item.projectId)}::text[], ${events.map((e) => e.item.event)}::text[],
+                               ${events.map((e) => e.body)}::text[], ${events.map((e) => e.item.idempotencyKey)}::text[],
+                               ${events.map((e) => e.item.test)}::boolean[], ${events.map((e) => e.item.createdAt.toISOString())}::timestamptz[])
+                   AS x(id, organization_id, project_id, type, body, idempotency_key, test, created_at)
+        ), e AS (
+          INSERT INTO events (id, organization_id, project_id, type, body, idempotency_key, test, created_at)
+          SELECT id, organization_id, project_id, type, body, idempotency_key, test, created_at FROM input
+          ON CONFLICT (project_id, idempotency_key) DO NOTHING
+          RETURNING id
+        ), d AS (
+          INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, next_attempt_at, next_trigger, created_at)
+          SELECT y.id, i.organization_id, e.id, y.webhook_id, i.type, i.test, i.created_at,
+                 (CASE WHEN i.test THEN 'test' ELSE 'scheduled' END)::"AttemptTrigger", i.created_at
+            FROM unnest(${deliveries.map((d) => d.id)}::text[], ${deliveries.map((d) => d.eventId)}::text[], ${deliveries.map((d) => d.webhookId)}::text[])
+                 AS y(id, event_id, webhook_id)
+            JOIN e ON e.id = y.event_id
+            JOIN input i ON i.id = y.event_id
+          RETURNING 1
+        )
+        SELECT id FROM e`;
+      for (const row of rows) inserted.add(row.id);
+      metrics.eventsPublished.inc(inserted.size);
+      const dispatches = events
+        .filter((e) => inserted.has(e.eventId))
+        .flatMap((e) => e.deliveryIds.map((deliveryId, i) => ({ deliveryId, webhookId: e.webhookIds[i], organizationId: e.item.organizationId, attempt: 1 })));
+      const failed = await this.dispatcher.tryDispatch(dispatches);
+      if (failed) this.logger.warn({ events: inserted.size, err: failed.message }, 'enqueue failed after commit; the sweeper will dispatch');
+    }
+
+    const byItem = new Map(events.map((e) => [e.item, e]));
+    return items.map((item): PublishOutcome => {
+      const written = byItem.get(item);
+      if (!written) return { kind: 'project_not_found' };
+      if (!inserted.has(written.eventId)) return { kind: 'already_published' };
+      return { kind: 'published', eventId: written.eventId, deliveryIds: written.deliveryIds };
+    });
   }
 
   /** The same Idempotency-Key again: the first event, and nothing sent twice. */
