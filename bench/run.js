@@ -8,6 +8,10 @@
  *   npm run bench                 all scenarios (about 5 minutes)
  *   npm run bench -- --quick      smaller counts, for a smoke run
  *   npm run bench -- --soak 600   also a soak at 500 events/s for 600 s, sampling the worker's RSS
+ *   BENCH_PROFILE=api npm run bench  also writes a CPU profile of the API to bench/results/profiles
+ *   npm run bench -- --only ingest,burst   some scenarios only (references, burst, paced, ingest,
+ *                                 fanout, history); the JSON then goes to bench/results/partial.json
+ *   npm run bench -- --keep       keeps the bellhop_bench database afterwards, to look into it
  */
 const { fork, spawn, execFileSync } = require('node:child_process');
 const { createHmac, randomBytes } = require('node:crypto');
@@ -23,6 +27,9 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const soakIndex = args.indexOf('--soak');
 const soakSeconds = soakIndex >= 0 ? Number(args[soakIndex + 1] || 600) : 0;
+const onlyIndex = args.indexOf('--only');
+const only = onlyIndex >= 0 ? new Set(String(args[onlyIndex + 1] || '').split(',')) : null;
+const runs = (scenario) => !only || only.has(scenario);
 const N = {
   burst: quick ? 3000 : 20000,
   httpCeiling: quick ? 5000 : 20000,
@@ -117,7 +124,9 @@ function appEnv() {
 
 function startApp(name, env) {
   const entry = path.join(root, 'dist', 'apps', name, 'src', 'main.js');
-  const child = spawn(process.execPath, [entry], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  // BENCH_PROFILE=api (or worker, or api,worker) writes a V8 CPU profile of that app on exit.
+  const profile = (process.env.BENCH_PROFILE || '').split(',').includes(name) ? ['--cpu-prof', '--cpu-prof-dir', path.join(root, 'bench', 'results', 'profiles')] : [];
+  const child = spawn(process.execPath, [...profile, entry], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   return child;
 }
@@ -149,6 +158,27 @@ function usage(pid) {
   } catch {
     return { cpuSeconds: 0, rssMb: 0, peakRssMb: 0 };
   }
+}
+
+/** CPU seconds so far of the API, the worker, all Postgres and Redis processes, and the whole box. */
+function cpuSample(apiPid, workerPid) {
+  const byName = { postgres: 0, redis: 0 };
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const raw = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const name = raw.slice(raw.indexOf('(') + 1, raw.lastIndexOf(')'));
+      const key = name.startsWith('postgres') ? 'postgres' : name.startsWith('redis') ? 'redis' : null;
+      if (!key) continue;
+      const stat = raw.slice(raw.lastIndexOf(') ') + 2).split(' ');
+      byName[key] += (Number(stat[11]) + Number(stat[12])) / 100;
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const busy = cpu.reduce((a, b) => a + b, 0) - cpu[3] - (cpu[4] || 0);
+  return { api: usage(apiPid).cpuSeconds, worker: usage(workerPid).cpuSeconds, ...byName, box: busy / 100 };
 }
 
 // ---- API client ------------------------------------------------------------------------------
@@ -444,12 +474,16 @@ async function main() {
   const receiver = await startReceiver();
   log(`receiver at ${receiver.url}`);
 
-  log('reference 1: raw undici Pool.request to the receiver');
-  const http = await httpCeiling(receiver);
-  log(`  ${http.perSecond}/s`);
-  log('reference 2: BullMQ + HMAC + undici + batched INSERT');
-  const pipeline = pipelineCeiling(receiver);
-  log(`  ${pipeline.perSecond}/s`);
+  let http = null;
+  let pipeline = null;
+  if (runs('references') || runs('burst')) {
+    log('reference 1: raw undici Pool.request to the receiver');
+    http = await httpCeiling(receiver);
+    log(`  ${http.perSecond}/s`);
+    log('reference 2: BullMQ + HMAC + undici + batched INSERT');
+    pipeline = pipelineCeiling(receiver);
+    log(`  ${pipeline.perSecond}/s`);
+  }
 
   const env = appEnv();
   const apiProcess = startApp('api', env);
@@ -468,45 +502,69 @@ async function main() {
   const ctx = { receiver, token, organizationId, projectId, webhookId: webhook.webhook.id, db, worker, api: apiProcess };
 
   // Warm up JIT, pools and caches, then measure.
+  await receiver.reset(false);
   await inParallel(500, 32, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { warm: true } }, token));
   await waitForReceipts(receiver, 500, 30_000);
 
-  log(`burst: ${N.burst} events to one webhook`);
-  const cpuBefore = { worker: usage(worker.pid).cpuSeconds, api: usage(apiProcess.pid).cpuSeconds };
-  const burstResult = await burst(ctx);
-  const cpuAfter = { worker: usage(worker.pid).cpuSeconds, api: usage(apiProcess.pid).cpuSeconds };
-  log(`  ${burstResult.perSecond}/s`);
-  const pacedResults = [];
-  for (const rate of [500, 1000]) {
-    log(`paced: ${rate} events/s for ${N.pacedSeconds} s`);
-    pacedResults.push(await paced(ctx, rate));
-    log(`  p99 ${pacedResults.at(-1).p99Ms} ms`);
+  /** CPU seconds per 1,000 events of each part of the box while `fn` runs. */
+  const measured = async (fn) => {
+    const before = cpuSample(apiProcess.pid, worker.pid);
+    const out = await fn();
+    const after = cpuSample(apiProcess.pid, worker.pid);
+    const per1000 = (key) => round(((after[key] - before[key]) / Math.max(1, out.received ?? out.events)) * 1000, 3);
+    out.cpuSecondsPer1000 = { api: per1000('api'), worker: per1000('worker'), postgres: per1000('postgres'), redis: per1000('redis'), wholeBox: per1000('box') };
+    return out;
+  };
+
+  let burstResult = null;
+  if (runs('burst')) {
+    log(`burst: ${N.burst} events to one webhook`);
+    burstResult = await measured(() => burst(ctx));
+    log(`  ${burstResult.perSecond}/s`);
   }
-  log('ingest: publish as fast as 32 clients can');
-  const ingestResult = await ingest(ctx);
-  log(`  ${ingestResult.perSecond}/s, p99 ${ingestResult.p99Ms} ms`);
-  log(`fan-out: one event to ${N.fanout} webhooks`);
-  const fanoutResult = await fanout(ctx);
-  log(`  publish p99 ${fanoutResult.publishP99Ms} ms, all received in ${fanoutResult.allReceivedMaxMs} ms`);
-  log(`history: ${N.historyAttempts} attempt rows`);
-  const historyResult = await history(ctx);
-  log(`  list p95 ${historyResult.listFirstPageP95Ms} ms, get p95 ${historyResult.getDeliveryP95Ms} ms`);
+  const pacedResults = [];
+  if (runs('paced')) {
+    for (const rate of [500, 1000]) {
+      log(`paced: ${rate} events/s for ${N.pacedSeconds} s`);
+      pacedResults.push(await paced(ctx, rate));
+      log(`  p99 ${pacedResults.at(-1).p99Ms} ms`);
+    }
+  }
+  let ingestResult = null;
+  if (runs('ingest')) {
+    log('ingest: publish as fast as 32 clients can');
+    ingestResult = await measured(() => ingest(ctx));
+    log(`  ${ingestResult.perSecond}/s, p99 ${ingestResult.p99Ms} ms`);
+  }
+  let fanoutResult = null;
+  if (runs('fanout')) {
+    log(`fan-out: one event to ${N.fanout} webhooks`);
+    fanoutResult = await fanout(ctx);
+    log(`  publish p99 ${fanoutResult.publishP99Ms} ms, all received in ${fanoutResult.allReceivedMaxMs} ms`);
+  }
+  let historyResult = null;
+  if (runs('history')) {
+    log(`history: ${N.historyAttempts} attempt rows`);
+    historyResult = await history(ctx);
+    log(`  list p95 ${historyResult.listFirstPageP95Ms} ms, get p95 ${historyResult.getDeliveryP95Ms} ms`);
+  }
   const soakResult = soakSeconds > 0 ? (log(`soak: 500 events/s for ${soakSeconds} s`), await soak(ctx, soakSeconds)) : null;
 
   const resources = {
     workerPeakRssMb: round(usage(worker.pid).peakRssMb),
     apiPeakRssMb: round(usage(apiProcess.pid).peakRssMb),
-    workerCpuSecondsPer1000: round(((cpuAfter.worker - cpuBefore.worker) / burstResult.received) * 1000, 3),
-    apiCpuSecondsPer1000: round(((cpuAfter.api - cpuBefore.api) / burstResult.received) * 1000, 3),
+    workerCpuSecondsPer1000: burstResult?.cpuSecondsPer1000.worker ?? null,
+    apiCpuSecondsPer1000: burstResult?.cpuSecondsPer1000.api ?? null,
   };
-  const ratios = {
-    burstVsHttpCeiling: round(burstResult.perSecond / http.perSecond, 2),
-    burstVsPipelineCeiling: round(burstResult.perSecond / pipeline.perSecond, 2),
-  };
+  const ratios =
+    burstResult && http && pipeline
+      ? { burstVsHttpCeiling: round(burstResult.perSecond / http.perSecond, 2), burstVsPipelineCeiling: round(burstResult.perSecond / pipeline.perSecond, 2) }
+      : null;
   const result = {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: round(os.totalmem() / 2 ** 30, 0), node: process.version },
     quick,
+    only: only ? [...only] : null,
     references: { httpCeiling: http, pipelineCeiling: pipeline },
     burst: burstResult,
     paced: pacedResults,
@@ -519,21 +577,28 @@ async function main() {
     durationSeconds: round((Date.now() - started) / 1000, 0),
   };
 
-  console.log(table('References (same run, same machine)', [
-    { reference: 'HTTP ceiling: undici Pool.request', perSecond: http.perSecond },
-    { reference: 'pipeline ceiling: BullMQ + HMAC + undici + batched INSERT', perSecond: pipeline.perSecond },
-  ]));
-  console.log(table('Burst', [{ ...burstResult, vsHttpCeiling: ratios.burstVsHttpCeiling, vsPipelineCeiling: ratios.burstVsPipelineCeiling }]));
-  console.log(table('Paced: enqueue to receipt', pacedResults));
-  console.log(table('Ingest (one subscriber)', [ingestResult]));
-  console.log(table('Fan-out', [fanoutResult]));
-  console.log(table('History', [historyResult]));
+  const flat = (r) => {
+    if (!r) return r;
+    const { cpuSecondsPer1000, ...rest } = r;
+    return cpuSecondsPer1000 ? { ...rest, ...Object.fromEntries(Object.entries(cpuSecondsPer1000).map(([k, v]) => [`cpu/1k ${k}`, v])) } : rest;
+  };
+  if (http && pipeline) {
+    console.log(table('References (same run, same machine)', [
+      { reference: 'HTTP ceiling: undici Pool.request', perSecond: http.perSecond },
+      { reference: 'pipeline ceiling: BullMQ + HMAC + undici + batched INSERT', perSecond: pipeline.perSecond },
+    ]));
+  }
+  if (burstResult) console.log(table('Burst', [{ ...flat(burstResult), ...(ratios ? { vsHttpCeiling: ratios.burstVsHttpCeiling, vsPipelineCeiling: ratios.burstVsPipelineCeiling } : {}) }]));
+  if (pacedResults.length) console.log(table('Paced: enqueue to receipt', pacedResults));
+  if (ingestResult) console.log(table('Ingest (one subscriber)', [flat(ingestResult)]));
+  if (fanoutResult) console.log(table('Fan-out', [fanoutResult]));
+  if (historyResult) console.log(table('History', [historyResult]));
   console.log(table('Resources', [resources]));
   if (soakResult) console.log(table('Soak', [{ ...soakResult, samples: soakResult.samples.length }]));
 
   const outDir = path.join(root, 'bench', 'results');
   fs.mkdirSync(outDir, { recursive: true });
-  const file = path.join(outDir, quick ? 'quick.json' : 'latest.json');
+  const file = path.join(outDir, only ? 'partial.json' : quick ? 'quick.json' : 'latest.json');
   fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
   console.log(`\nwritten to ${path.relative(root, file)} in ${result.durationSeconds} s`);
 
@@ -543,7 +608,7 @@ async function main() {
   worker.kill('SIGTERM');
   receiver.child.kill('SIGTERM');
   await sleep(500);
-  await dropDatabase().catch(() => undefined);
+  if (!args.includes('--keep')) await dropDatabase().catch(() => undefined);
 }
 
 main().then(
