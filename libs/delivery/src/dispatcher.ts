@@ -3,6 +3,9 @@ import { Injectable } from '@nestjs/common';
 import { Queue } from 'bullmq';
 import { DELIVERY_JOB_OPTIONS, DeliveryJob, Queues, deliveryJobId } from '@bellhop/queue';
 
+/** Jobs per Redis pipeline. */
+const DISPATCH_CHUNK = 250;
+
 export interface Dispatch {
   deliveryId: string;
   webhookId?: string;
@@ -35,8 +38,11 @@ export class DeliveryDispatcher {
         delay: item.at ? Math.max(0, item.at.getTime() - now) : 0,
       },
     }));
-    // Chunks keep one Redis pipeline bounded for very large fan-outs.
-    for (let i = 0; i < jobs.length; i += 500) await this.queue.addBulk(jobs.slice(i, i + 500));
+    // Chunks keep each Redis pipeline bounded for very large fan-outs; they are sent together so
+    // that Redis runs one while the next is being written.
+    const chunks: Array<typeof jobs> = [];
+    for (let i = 0; i < jobs.length; i += DISPATCH_CHUNK) chunks.push(jobs.slice(i, i + DISPATCH_CHUNK));
+    await Promise.all(chunks.map((chunk) => this.queue.addBulk(chunk)));
   }
 
   /** Best effort: a failed enqueue after commit is logged by the caller and repaired by the sweeper. */

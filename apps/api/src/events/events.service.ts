@@ -1,6 +1,6 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { Batcher, PrismaService } from '@bellhop/database';
-import { DeliveryDispatcher } from '@bellhop/delivery';
+import { DeliveryDispatcher, type Dispatch } from '@bellhop/delivery';
 import { AppError, buildEnvelope, newId } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { TenantScope } from '../auth/principal';
@@ -35,10 +35,14 @@ type PublishOutcome =
 
 /** Most events written by one statement; concurrent publishes beyond it go in the next. */
 const PUBLISH_BATCH = 64;
+/** Jobs being enqueued beyond which a publish waits for its own enqueue (backpressure). */
+const MAX_JOBS_ENQUEUING = 5_000;
 
 @Injectable()
-export class EventsService {
+export class EventsService implements OnModuleDestroy {
   private readonly logger = new Logger(EventsService.name);
+  private readonly enqueuing = new Set<Promise<void>>();
+  private jobsEnqueuing = 0;
   /**
    * Publishes that arrive together share their round trips: one query finds the projects and
    * subscribers of all of them, one statement writes all their events and deliveries, one Redis
@@ -57,8 +61,8 @@ export class EventsService {
 
   /**
    * Stores the event and one delivery per subscribed, enabled webhook in one statement, then
-   * enqueues by delivery id. Once this returns, the event is durable: if the enqueue fails, the
-   * sweeper dispatches the committed rows.
+   * enqueues by delivery id. Once this returns, the event is durable: if the enqueue fails or
+   * never happens, the sweeper dispatches the committed rows.
    */
   async publish(
     tenant: TenantScope,
@@ -148,8 +152,7 @@ export class EventsService {
       const dispatches = events
         .filter((e) => inserted.has(e.eventId))
         .flatMap((e) => e.deliveryIds.map((deliveryId, i) => ({ deliveryId, webhookId: e.webhookIds[i], organizationId: e.item.organizationId, attempt: 1 })));
-      const failed = await this.dispatcher.tryDispatch(dispatches);
-      if (failed) this.logger.warn({ events: inserted.size, err: failed.message }, 'enqueue failed after commit; the sweeper will dispatch');
+      await this.enqueue(dispatches, inserted.size);
     }
 
     const byItem = new Map(events.map((e) => [e.item, e]));
@@ -159,6 +162,34 @@ export class EventsService {
       if (!inserted.has(written.eventId)) return { kind: 'already_published' };
       return { kind: 'published', eventId: written.eventId, deliveryIds: written.deliveryIds };
     });
+  }
+
+  /**
+   * Enqueues after commit. The rows are durable already, so the publisher is not kept waiting for
+   * Redis (a fan-out to a thousand webhooks takes longer to enqueue than to write) unless jobs are
+   * piling up faster than Redis takes them. A failed or unfinished enqueue (a crash) is repaired
+   * by the sweeper; job ids make enqueueing twice harmless.
+   */
+  private async enqueue(dispatches: Dispatch[], events: number): Promise<void> {
+    // On the next turn of the event loop: building a thousand jobs is synchronous work that
+    // would otherwise hold up the answer.
+    const sending = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.dispatcher.tryDispatch(dispatches))
+      .then((failed) => {
+        if (failed) this.logger.warn({ events, err: failed.message }, 'enqueue failed after commit; the sweeper will dispatch');
+      });
+    this.enqueuing.add(sending);
+    this.jobsEnqueuing += dispatches.length;
+    void sending.finally(() => {
+      this.enqueuing.delete(sending);
+      this.jobsEnqueuing -= dispatches.length;
+    });
+    if (this.jobsEnqueuing > MAX_JOBS_ENQUEUING) await sending;
+  }
+
+  /** At shutdown, before Redis closes: let the enqueues in progress finish. */
+  async onModuleDestroy(): Promise<void> {
+    await Promise.allSettled([...this.enqueuing]);
   }
 
   /** The same Idempotency-Key again: the first event, and nothing sent twice. */
