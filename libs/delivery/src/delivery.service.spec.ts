@@ -384,6 +384,66 @@ describe('DeliveryService (real Postgres)', () => {
     expect(limiter.held(f.webhookId)).toBe(1);
   });
 
+  it('keeps jobs of a fast endpoint at its cap waiting their turn instead of sending them back to the queue', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, async () => {
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      return { status: 200, body: 'ok' };
+    });
+    const capped = makeService({ maxInFlightPerWebhook: 1, slotWaitMs: 100, slotWaitMaxMs: 5_000 });
+    const others = await Promise.all(Array.from({ length: 5 }, () => newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, f.webhookId))));
+    const ids = [f.delivery.id, ...others.map((d) => d.id)];
+    const started = Date.now();
+    const outcomes = await Promise.all(ids.map((id) => capped.attempt(id, { webhookId: f.webhookId, organizationId: f.org.id })));
+    // One at a time, 40 ms each: the last waited far longer than slotWaitMs, but slots kept turning over.
+    expect(Date.now() - started).toBeGreaterThan(200);
+    expect(outcomes.map((o) => o.kind)).toEqual(ids.map(() => 'attempted'));
+    expect(receiver.to(f.path)).toHaveLength(ids.length);
+  });
+
+  it('sends a job back to the queue after slotWaitMs when its endpoint is slow, and at once when its tenant is', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      return { status: 200, body: 'ok' };
+    });
+    const capped = makeService({ maxInFlightPerWebhook: 1, maxInFlightPerOrganization: 2, slotWaitMs: 100 });
+    const second = await newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, f.webhookId));
+    const slow = capped.attempt(f.delivery.id, { webhookId: f.webhookId, organizationId: f.org.id });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const waitedFrom = Date.now();
+    expect((await capped.attempt(second.id, { webhookId: f.webhookId, organizationId: f.org.id })).kind).toBe('over_cap');
+    const waited = Date.now() - waitedFrom;
+    expect(waited).toBeGreaterThanOrEqual(90);
+    expect(waited).toBeLessThan(300);
+
+    // The tenant's two slots held by slow attempts: a third job of the tenant does not wait at all.
+    const otherPath = `/hook-${++pathCounter}`;
+    receiver.answer(otherPath, async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      return { status: 200, body: 'ok' };
+    });
+    const sameTenantWebhook = newId('webhook');
+    await prisma.webhook.create({
+      data: {
+        id: sameTenantWebhook,
+        organizationId: f.org.id,
+        projectId: f.project.id,
+        url: `${receiver.url}${otherPath}`,
+        events: ['baseline.uploaded'],
+        secretCiphertext: encryptSecret(generateWebhookSecret(), config.secretsKey, sameTenantWebhook),
+      },
+    });
+    const onOther = await newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, sameTenantWebhook));
+    const third = await newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, sameTenantWebhook));
+    const slowOther = capped.attempt(onOther.id, { webhookId: sameTenantWebhook, organizationId: f.org.id });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const at = Date.now();
+    expect((await capped.attempt(third.id, { webhookId: sameTenantWebhook, organizationId: f.org.id })).kind).toBe('over_cap');
+    expect(Date.now() - at).toBeLessThan(50);
+    await Promise.all([slow, slowOther]);
+  });
+
   it('records network errors as attempts and retries them', async () => {
     const probe = createServer();
     await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));

@@ -22,11 +22,14 @@ export interface DeliveryServiceOptions {
   /** Range of the short, jittered delay of a job that found its webhook at the cap. Default 250 ms to 1 s. */
   overCapDelayMs?: readonly [number, number];
   /**
-   * How long a job whose webhook is at the cap waits in place for a slot before it is sent back to
-   * the queue. Slots of a fast endpoint free up within milliseconds, so its jobs rarely bounce;
-   * a slow endpoint's jobs give their worker slot back after this. Default 100 ms.
+   * How long a job whose webhook or organization is at its cap waits in place for a slot before it
+   * is sent back to the queue, unless slots of that cap are being freed in this process meanwhile.
+   * So a slow endpoint's jobs give their worker slot back after this, while a fast endpoint's (or
+   * a busy tenant's) wait their turn. Default 100 ms.
    */
   slotWaitMs?: number;
+  /** The longest a job waits in place for a slot, however fast slots turn over. Default 1 s. */
+  slotWaitMaxMs?: number;
 }
 
 /** Optional overrides of DeliveryServiceOptions, for the worker module or tests. */
@@ -39,6 +42,7 @@ export const DEFAULT_DELIVERY_SERVICE_OPTIONS: Required<DeliveryServiceOptions> 
   autoDisableMinFailures: 5,
   overCapDelayMs: [250, 1000],
   slotWaitMs: 100,
+  slotWaitMaxMs: 1000,
 };
 
 type FinalStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled';
@@ -247,45 +251,61 @@ export class DeliveryService {
 
   /** Gives the slots back once, however many times it is called. */
   private releaser(key: SlotKey, slot: 'held' | 'unlimited'): () => Promise<void> {
+    const acquiredAt = Date.now();
     let released: Promise<void> | undefined;
-    return () => (released ??= this.release(key, slot));
+    return () => (released ??= this.release(key, slot, Date.now() - acquiredAt));
   }
 
-  private async release(key: SlotKey, slot: 'held' | 'unlimited'): Promise<void> {
+  /**
+   * Gives the slots back. `heldMs` tells a fast endpoint from a slow one: only slots held briefly
+   * count as the turnover that keeps waiting jobs in place.
+   */
+  private async release(key: SlotKey, slot: 'held' | 'unlimited', heldMs: number): Promise<void> {
+    const fast = heldMs < this.options.slotWaitMs;
+    this.organizationSlots.release(key.organizationId, key.deliveryId);
+    this.wake(`org:${key.organizationId}`, fast);
     if (slot === 'held') {
       await this.limiter.release(key.webhookId, key.deliveryId).catch((err: Error) =>
         this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId: key.deliveryId, error: err.message }),
       );
     }
-    this.organizationSlots.release(key.organizationId, key.deliveryId);
-    this.wake(key.webhookId);
+    this.wake(`webhook:${key.webhookId}`, fast);
   }
 
-  private wake(waitKey: string): void {
-    const waiters = this.slotWaiters.get(waitKey);
-    const next = waiters?.shift();
-    if (waiters && waiters.length === 0) this.slotWaiters.delete(waitKey);
-    next?.();
+  /**
+   * Jobs waiting in this process for a slot of one cap (`webhook:<id>` or `org:<id>`), in order,
+   * and how many slots of that cap were freed here since the first of them started waiting.
+   */
+  private readonly waiting = new Map<string, { wakers: Array<() => void>; freed: number; jobs: number }>();
+
+  /** When a slot of each cap was last freed quickly in this process (pruned when it grows large). */
+  private readonly fastReleaseAt = new Map<string, number>();
+
+  /** A slot of this cap was freed here: let the longest waiter try, and count it if it was quick. */
+  private wake(cap: string, fast: boolean): void {
+    if (fast) {
+      if (this.fastReleaseAt.size >= 10_000) this.fastReleaseAt.clear();
+      this.fastReleaseAt.set(cap, Date.now());
+    }
+    const line = this.waiting.get(cap);
+    if (!line) return;
+    if (fast) line.freed += 1;
+    line.wakers.shift()?.();
   }
 
-  private readonly slotWaiters = new Map<string, Array<() => void>>();
-
-  private slotFreed(webhookId: string, timeoutMs: number): Promise<void> {
+  /** Resolves when a slot of the cap is freed in this process, or after timeoutMs. */
+  private slotFreed(line: { wakers: Array<() => void> }, timeoutMs: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      let waiters = this.slotWaiters.get(webhookId);
-      if (!waiters) this.slotWaiters.set(webhookId, (waiters = []));
       const wake = () => {
         clearTimeout(timer);
         resolve();
       };
       const timer = setTimeout(() => {
-        const list = this.slotWaiters.get(webhookId);
-        const index = list ? list.indexOf(wake) : -1;
-        if (index >= 0) list!.splice(index, 1);
-        if (list && list.length === 0) this.slotWaiters.delete(webhookId);
+        const index = line.wakers.indexOf(wake);
+        if (index >= 0) line.wakers.splice(index, 1);
         resolve();
       }, timeoutMs);
-      waiters.push(wake);
+      line.wakers.push(wake);
     });
   }
 
@@ -556,33 +576,62 @@ export class DeliveryService {
 
   /**
    * Two caps, so that no endpoint and no tenant can take every worker slot: the webhook's (across
-   * all workers, in Redis) and the organization's (in this worker). A job at either cap waits
-   * briefly for a slot (a fast endpoint's free up within milliseconds), then goes back to the queue.
+   * all workers, in Redis) and the organization's (in this worker). A job at either cap waits in
+   * place for a slot, woken by releases in this process. It keeps waiting while slots of that cap
+   * are being freed quickly here (a fast endpoint or a busy tenant: its turn comes within
+   * milliseconds), up to slotWaitMaxMs; when none is for slotWaitMs (a slow endpoint), it gives
+   * its worker slot back and goes back to the queue, so that other tenants' jobs behind it run.
+   * A job at its tenant's cap waits only if that tenant's attempts are finishing quickly.
    */
   private async acquireSlot(key: SlotKey): Promise<'held' | 'denied' | 'unlimited'> {
-    const deadline = Date.now() + this.options.slotWaitMs;
-    for (;;) {
-      const organizationOk = this.organizationSlots.tryAcquire(key.organizationId, key.deliveryId, this.options.maxInFlightPerOrganization);
-      if (organizationOk) {
-        let webhookOk: boolean;
-        try {
-          webhookOk = await this.limiter.acquire(key.webhookId, key.deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs);
-        } catch (err) {
-          // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
-          this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId: key.deliveryId, error: (err as Error).message });
-          return 'unlimited';
+    const started = Date.now();
+    let deadline = started + this.options.slotWaitMs;
+    let line: { wakers: Array<() => void>; freed: number; jobs: number } | undefined;
+    let cap = '';
+    let freedBefore = 0;
+    try {
+      for (;;) {
+        let denied: string;
+        if (this.organizationSlots.tryAcquire(key.organizationId, key.deliveryId, this.options.maxInFlightPerOrganization)) {
+          let webhookOk: boolean;
+          try {
+            webhookOk = await this.limiter.acquire(key.webhookId, key.deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs);
+          } catch (err) {
+            // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
+            this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId: key.deliveryId, error: (err as Error).message });
+            return 'unlimited';
+          }
+          if (webhookOk) return 'held';
+          this.organizationSlots.release(key.organizationId, key.deliveryId);
+          denied = `webhook:${key.webhookId}`;
+        } else {
+          denied = `org:${key.organizationId}`;
+          // A tenant whose attempts are not finishing quickly gives the worker slot back at once,
+          // so that other tenants' jobs behind it run.
+          if (!line && !((this.fastReleaseAt.get(denied) ?? 0) > Date.now() - this.options.slotWaitMs)) return 'denied';
         }
-        if (webhookOk) return 'held';
-        this.organizationSlots.release(key.organizationId, key.deliveryId);
+        if (denied !== cap) {
+          if (line && --line.jobs === 0) this.waiting.delete(cap);
+          cap = denied;
+          line = this.waiting.get(cap);
+          if (!line) this.waiting.set(cap, (line = { wakers: [], freed: 0, jobs: 0 }));
+          line.jobs += 1;
+          freedBefore = line.freed;
+        }
+        const now = Date.now();
+        if (line!.freed > freedBefore) {
+          // Slots of this cap are turning over here: the endpoint is moving, so keep the place.
+          freedBefore = line!.freed;
+          deadline = Math.min(now + this.options.slotWaitMs, started + this.options.slotWaitMaxMs);
+        }
+        if (now >= deadline) return 'denied';
+        // Only the first in line also polls, for releases by other workers: a queue of waiters
+        // polling Redis would cost more than the sends.
+        const first = line!.wakers.length === 0 && cap.startsWith('webhook:');
+        await this.slotFreed(line!, first ? Math.min(deadline - now, 20) : deadline - now);
       }
-      // A tenant at its cap gives the worker slot back at once, so other tenants' jobs behind it
-      // run; waiting pays only for a fast endpoint at its own cap.
-      const left = deadline - Date.now();
-      if (!organizationOk || left <= 0) return 'denied';
-      // Woken by a release in this process. Only the first in line also polls for releases by
-      // other workers: a queue of waiters polling Redis would cost more than the sends.
-      const first = !this.slotWaiters.has(key.webhookId);
-      await this.slotFreed(key.webhookId, first ? Math.min(left, 20) : left);
+    } finally {
+      if (line && --line.jobs === 0) this.waiting.delete(cap);
     }
   }
 
