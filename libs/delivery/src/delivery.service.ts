@@ -112,6 +112,18 @@ interface SlotKey {
   deliveryId: string;
   webhookId: string;
   organizationId: string;
+  /**
+   * This job's hold on the slots, unique per job: two jobs for one delivery (a manual retry while
+   * an attempt is in flight) then hold, and give back, a slot each.
+   */
+  member: string;
+}
+
+let slotSequence = 0;
+/** A slot member unique across jobs and worker processes. */
+function slotMember(deliveryId: string): string {
+  slotSequence = (slotSequence + 1) % 0x100000000;
+  return `${deliveryId}.${process.pid.toString(36)}.${slotSequence.toString(36)}`;
 }
 
 /** Attempts in flight per organization in this process. */
@@ -191,7 +203,7 @@ export class DeliveryService {
 
   async attempt(deliveryId: string, options: AttemptOptions = {}): Promise<AttemptOutcome> {
     if (options.webhookId && options.organizationId) {
-      return this.attemptFast({ deliveryId, webhookId: options.webhookId, organizationId: options.organizationId }, options.expectedAttempt);
+      return this.attemptFast({ deliveryId, webhookId: options.webhookId, organizationId: options.organizationId, member: slotMember(deliveryId) }, options.expectedAttempt);
     }
     return this.attemptAfterRead(deliveryId, options.expectedAttempt);
   }
@@ -236,7 +248,7 @@ export class DeliveryService {
       return { kind: 'not_due', at: new Date(Date.now() + Math.ceil(state.due_in_ms)) };
     }
 
-    const slotKey = { deliveryId, webhookId: state.webhook_id, organizationId: state.organization_id };
+    const slotKey = { deliveryId, webhookId: state.webhook_id, organizationId: state.organization_id, member: slotMember(deliveryId) };
     const slot = await this.acquireSlot(slotKey);
     if (slot === 'denied') return { kind: 'over_cap', at: new Date(Date.now() + this.overCapDelay()) };
     const release = this.releaser(slotKey, slot);
@@ -249,23 +261,25 @@ export class DeliveryService {
     }
   }
 
-  /** Gives the slots back once, however many times it is called. */
-  private releaser(key: SlotKey, slot: 'held' | 'unlimited'): () => Promise<void> {
+  /**
+   * Gives the slots back once, however many times it is called. `sent` says a request was made
+   * with them: only then does a quick release count as the endpoint moving.
+   */
+  private releaser(key: SlotKey, slot: 'held' | 'unlimited'): (sent?: boolean) => Promise<void> {
     const acquiredAt = Date.now();
     let released: Promise<void> | undefined;
-    return () => (released ??= this.release(key, slot, Date.now() - acquiredAt));
+    return (sent = false) => (released ??= this.release(key, slot, sent && Date.now() - acquiredAt < this.options.slotWaitMs));
   }
 
   /**
-   * Gives the slots back. `heldMs` tells a fast endpoint from a slow one: only slots held briefly
-   * count as the turnover that keeps waiting jobs in place.
+   * Gives the slots back. `fast`: a request was sent and answered quickly with them; only that
+   * counts as the turnover that keeps waiting jobs in place.
    */
-  private async release(key: SlotKey, slot: 'held' | 'unlimited', heldMs: number): Promise<void> {
-    const fast = heldMs < this.options.slotWaitMs;
-    this.organizationSlots.release(key.organizationId, key.deliveryId);
+  private async release(key: SlotKey, slot: 'held' | 'unlimited', fast: boolean): Promise<void> {
+    this.organizationSlots.release(key.organizationId, key.member);
     this.wake(`org:${key.organizationId}`, fast);
     if (slot === 'held') {
-      await this.limiter.release(key.webhookId, key.deliveryId).catch((err: Error) =>
+      await this.limiter.release(key.webhookId, key.member).catch((err: Error) =>
         this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId: key.deliveryId, error: err.message }),
       );
     }
@@ -310,7 +324,7 @@ export class DeliveryService {
   }
 
   /** Sends, then records. The slots are given back as soon as the request is over, before recording. */
-  private async attemptClaimed(row: ClaimRow, releaseSlots: () => Promise<void>): Promise<AttemptOutcome> {
+  private async attemptClaimed(row: ClaimRow, releaseSlots: (sent: boolean) => Promise<void>): Promise<AttemptOutcome> {
     const attempt = row.attempt_count + 1;
     const secrets = this.secretsOf(row);
     const headers = signedHeaders({
@@ -331,7 +345,7 @@ export class DeliveryService {
       result = await this.sender.send({ url: row.url, headers, body: row.body });
     } finally {
       metrics.inFlight.dec();
-      void releaseSlots();
+      void releaseSlots(true);
     }
 
     const decision = this.decide(result, attempt);
@@ -589,20 +603,23 @@ export class DeliveryService {
     let line: { wakers: Array<() => void>; freed: number; jobs: number } | undefined;
     let cap = '';
     let freedBefore = 0;
+    let mayStay = false;
     try {
       for (;;) {
         let denied: string;
-        if (this.organizationSlots.tryAcquire(key.organizationId, key.deliveryId, this.options.maxInFlightPerOrganization)) {
+        if (this.organizationSlots.tryAcquire(key.organizationId, key.member, this.options.maxInFlightPerOrganization)) {
           let webhookOk: boolean;
           try {
-            webhookOk = await this.limiter.acquire(key.webhookId, key.deliveryId, this.options.maxInFlightPerWebhook, this.leaseMs);
+            webhookOk = await this.limiter.acquire(key.webhookId, key.member, this.options.maxInFlightPerWebhook, this.leaseMs);
           } catch (err) {
             // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
             this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId: key.deliveryId, error: (err as Error).message });
             return 'unlimited';
           }
           if (webhookOk) return 'held';
-          this.organizationSlots.release(key.organizationId, key.deliveryId);
+          this.organizationSlots.release(key.organizationId, key.member);
+          // The tenant's slot is free again: let one of its waiters have it (no turnover counted).
+          this.wake(`org:${key.organizationId}`, false);
           denied = `webhook:${key.webhookId}`;
         } else {
           denied = `org:${key.organizationId}`;
@@ -615,11 +632,20 @@ export class DeliveryService {
           cap = denied;
           line = this.waiting.get(cap);
           if (!line) this.waiting.set(cap, (line = { wakers: [], freed: 0, jobs: 0 }));
+          // Only the first few in line may keep their place beyond slotWaitMs, so that one busy
+          // endpoint or tenant never holds every worker slot: twice the webhook's cap, and half
+          // the tenant's (a tenant's further jobs go back to the queue at once).
+          const room = cap.startsWith('org:') ? Math.ceil(this.options.maxInFlightPerOrganization / 2) : 2 * this.options.maxInFlightPerWebhook;
+          if (line.jobs >= room && cap.startsWith('org:')) {
+            line = undefined; // never joined
+            return 'denied';
+          }
+          mayStay = line.jobs < room;
           line.jobs += 1;
           freedBefore = line.freed;
         }
         const now = Date.now();
-        if (line!.freed > freedBefore) {
+        if (mayStay && line!.freed > freedBefore) {
           // Slots of this cap are turning over here: the endpoint is moving, so keep the place.
           freedBefore = line!.freed;
           deadline = Math.min(now + this.options.slotWaitMs, started + this.options.slotWaitMaxMs);
