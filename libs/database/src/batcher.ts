@@ -4,9 +4,9 @@ export interface BatcherOptions {
   /** Flushes allowed to run at once; more callers wait and join the next batch. */
   maxConcurrent?: number;
   /**
-   * When a flush of several items fails, flush each of them alone, so that one bad item (or a
-   * row that changed meanwhile) fails only its own caller. For flushes that are all-or-nothing
-   * (one statement), so that a failed batch left nothing behind.
+   * When a flush of several items fails, flush each of them alone, one after another, so that one
+   * bad item (or a row that changed meanwhile) fails only its own caller. For flushes that are
+   * all-or-nothing (one statement) and can tell their own committed work on a second try.
    */
   isolateFailures?: boolean;
 }
@@ -59,14 +59,13 @@ export class Batcher<I, O> {
       batch.forEach((entry, i) => entry.resolve(results[i]));
     } catch (err) {
       if (this.isolateFailures && batch.length > 1) {
-        await Promise.all(
-          batch.map((entry) =>
-            this.flush([entry.item]).then(
-              ([result]) => entry.resolve(result),
-              (alone: unknown) => entry.reject(alone),
-            ),
-          ),
-        );
+        // One after another, so that a struggling database is not handed a burst of retries.
+        for (const entry of batch) {
+          await this.flush([entry.item]).then(
+            ([result]) => entry.resolve(result),
+            (alone: unknown) => entry.reject(alone),
+          );
+        }
       } else {
         batch.forEach((entry) => entry.reject(err));
       }

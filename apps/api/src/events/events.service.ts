@@ -1,4 +1,4 @@
-import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { BeforeApplicationShutdown, Injectable, Logger } from '@nestjs/common';
 import { Batcher, PrismaService } from '@bellhop/database';
 import { DeliveryDispatcher, type Dispatch } from '@bellhop/delivery';
 import { AppError, buildEnvelope, newId } from '@bellhop/domain';
@@ -26,6 +26,10 @@ interface PublishItem {
   /** Only this webhook (a test send), whatever its subscription; otherwise every enabled subscriber. */
   webhookId: string | null;
   createdAt: Date;
+  /** Chosen once, so that a batch retried item by item can tell its own committed rows. */
+  eventId: string;
+  /** The envelope and deliveries, fixed at the first attempt to write the event. */
+  prepared?: { body: string; webhookIds: string[]; deliveryIds: string[] };
 }
 
 type PublishOutcome =
@@ -39,7 +43,7 @@ const PUBLISH_BATCH = 64;
 const MAX_JOBS_ENQUEUING = 5_000;
 
 @Injectable()
-export class EventsService implements OnModuleDestroy {
+export class EventsService implements BeforeApplicationShutdown {
   private readonly logger = new Logger(EventsService.name);
   private readonly enqueuing = new Set<Promise<void>>();
   private jobsEnqueuing = 0;
@@ -79,9 +83,14 @@ export class EventsService implements OnModuleDestroy {
       test: input.test ?? false,
       webhookId: input.webhookId ?? null,
       createdAt,
+      eventId: newId('event'),
     });
     if (outcome.kind === 'project_not_found') throw AppError.notFound('Project');
-    if (outcome.kind === 'already_published') return this.replay(projectId, input.idempotencyKey!);
+    if (outcome.kind === 'already_published') {
+      // Only a repeated Idempotency-Key leaves an event unwritten without an error.
+      if (input.idempotencyKey === undefined) throw new Error(`event ${createdAt.toISOString()} was neither written nor found`);
+      return this.replay(projectId, input.idempotencyKey);
+    }
     return {
       replayed: false,
       event: present.event({ id: outcome.eventId, type: input.event, createdAt, projectId }),
@@ -94,8 +103,8 @@ export class EventsService implements OnModuleDestroy {
     // The project's name (it is part of the envelope) and the webhooks to fan out to, for each
     // distinct (project, event type, webhook) of the batch, scoped by organization.
     const targetKey = (item: PublishItem) => `${item.organizationId}\n${item.projectId}\n${item.event}\n${item.webhookId ?? ''}`;
-    const distinct = [...new Map(items.map((item) => [targetKey(item), item])).values()];
-    const found = await this.prisma.$queryRaw<Array<{ k: number; name: string; webhook_ids: string[] }>>`
+    const distinct = [...new Map(items.filter((item) => !item.prepared).map((item) => [targetKey(item), item])).values()];
+    const found = distinct.length === 0 ? [] : await this.prisma.$queryRaw<Array<{ k: number; name: string; webhook_ids: string[] }>>`
       SELECT x.k::int AS k, p.name, COALESCE(array_agg(w.id ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS webhook_ids
         FROM unnest(${distinct.map((t) => t.organizationId)}::text[], ${distinct.map((t) => t.projectId)}::text[],
                     ${distinct.map((t) => t.event)}::text[], ${distinct.map((t) => t.webhookId)}::text[])
@@ -108,22 +117,23 @@ export class EventsService implements OnModuleDestroy {
 
     const events: Array<{ item: PublishItem; eventId: string; body: string; deliveryIds: string[]; webhookIds: string[] }> = [];
     for (const item of items) {
-      const target = targets.get(targetKey(item));
-      if (!target) continue;
-      events.push({
-        item,
-        eventId: newId('event'),
-        body: buildEnvelope({ event: item.event, timestamp: item.createdAt, project: { id: item.projectId, name: target.name }, data: item.data }),
-        deliveryIds: target.webhook_ids.map(() => newId('delivery')),
-        webhookIds: target.webhook_ids,
-      });
+      if (!item.prepared) {
+        const target = targets.get(targetKey(item));
+        if (!target) continue;
+        item.prepared = {
+          body: buildEnvelope({ event: item.event, timestamp: item.createdAt, project: { id: item.projectId, name: target.name }, data: item.data }),
+          webhookIds: target.webhook_ids,
+          deliveryIds: target.webhook_ids.map(() => newId('delivery')),
+        };
+      }
+      events.push({ item, eventId: item.eventId, ...item.prepared });
     }
     const inserted = new Set<string>();
     if (events.length > 0) {
       const deliveries = events.flatMap((e) => e.deliveryIds.map((id, i) => ({ id, eventId: e.eventId, webhookId: e.webhookIds[i] })));
       // All events and their deliveries in one statement, so each is committed with its deliveries
-      // or not at all. A repeated Idempotency-Key inserts nothing (even when the first request is
-      // still committing, or in this same batch), and neither do its deliveries.
+      // or not at all. A repeated Idempotency-Key (or event id) inserts nothing, even when the first
+      // request is still committing or in this same batch, and neither do its deliveries.
       const rows = await this.prisma.$queryRaw<Array<{ id: string }>>`
         WITH input AS (
           SELECT * FROM unnest(${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.item.organizationId)}::text[],
@@ -134,7 +144,7 @@ export class EventsService implements OnModuleDestroy {
         ), e AS (
           INSERT INTO events (id, organization_id, project_id, type, body, idempotency_key, test, created_at)
           SELECT id, organization_id, project_id, type, body, idempotency_key, test, created_at FROM input
-          ON CONFLICT (project_id, idempotency_key) DO NOTHING
+          ON CONFLICT DO NOTHING
           RETURNING id
         ), d AS (
           INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, next_attempt_at, next_trigger, created_at)
@@ -149,6 +159,13 @@ export class EventsService implements OnModuleDestroy {
         SELECT id FROM e`;
       for (const row of rows) inserted.add(row.id);
       metrics.eventsPublished.inc(inserted.size);
+      // An event not inserted is a repeated Idempotency-Key, or (when this is the retry of a batch
+      // whose answer was lost after it committed) already written under its own id.
+      const notInserted = events.filter((e) => !inserted.has(e.eventId)).map((e) => e.eventId);
+      if (notInserted.length > 0) {
+        const committed = await this.prisma.$queryRaw<Array<{ id: string }>>`SELECT id FROM events WHERE id = ANY (${notInserted}::text[])`;
+        for (const row of committed) inserted.add(row.id);
+      }
       const dispatches = events
         .filter((e) => inserted.has(e.eventId))
         .flatMap((e) => e.deliveryIds.map((deliveryId, i) => ({ deliveryId, webhookId: e.webhookIds[i], organizationId: e.item.organizationId, attempt: 1 })));
@@ -187,9 +204,9 @@ export class EventsService implements OnModuleDestroy {
     if (this.jobsEnqueuing > MAX_JOBS_ENQUEUING) await sending;
   }
 
-  /** At shutdown, before Redis closes: let the enqueues in progress finish. */
-  async onModuleDestroy(): Promise<void> {
-    await Promise.allSettled([...this.enqueuing]);
+  /** At shutdown, before Redis closes: let the enqueues in progress (and any they make room for) finish. */
+  async beforeApplicationShutdown(): Promise<void> {
+    while (this.enqueuing.size > 0) await Promise.allSettled([...this.enqueuing]);
   }
 
   /** The same Idempotency-Key again: the first event, and nothing sent twice. */
