@@ -171,7 +171,9 @@ function cpuSample(apiPid, workerPid) {
       const key = name.startsWith('postgres') ? 'postgres' : name.startsWith('redis') ? 'redis' : null;
       if (!key) continue;
       const stat = raw.slice(raw.lastIndexOf(') ') + 2).split(' ');
-      byName[key] += (Number(stat[11]) + Number(stat[12])) / 100;
+      // Own time, plus that of reaped children: Postgres backends that exit (a pool closing a
+      // connection) hand their time to the postmaster.
+      byName[key] += (Number(stat[11]) + Number(stat[12]) + Number(stat[13]) + Number(stat[14])) / 100;
     } catch {
       // the process ended meanwhile
     }
@@ -439,8 +441,26 @@ async function soak(ctx, seconds) {
   await Promise.all(inflight);
   const steady = samples.filter((s) => s.t >= 60);
   const rss = steady.map((s) => s.rssMb);
-  const mean = rss.reduce((a, b) => a + b, 0) / Math.max(1, rss.length);
-  return { seconds, rate, samples, meanRssMb: round(mean), minRssMb: Math.min(...rss), maxRssMb: Math.max(...rss), maxDeviationPct: round((Math.max(...rss.map((r) => Math.abs(r - mean))) / mean) * 100) };
+  const meanOf = (values) => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
+  const mean = meanOf(rss);
+  // Growth, as opposed to the garbage collector's sawtooth: the means of the first and last thirds,
+  // and the least-squares slope over the steady part.
+  const third = Math.max(1, Math.floor(rss.length / 3));
+  const ts = steady.map((s) => s.t / 60);
+  const tMean = meanOf(ts);
+  const slope = steady.reduce((acc, s, i) => acc + (ts[i] - tMean) * (s.rssMb - mean), 0) / Math.max(1e-9, ts.reduce((acc, t) => acc + (t - tMean) ** 2, 0));
+  return {
+    seconds,
+    rate,
+    samples,
+    meanRssMb: round(mean),
+    minRssMb: Math.min(...rss),
+    maxRssMb: Math.max(...rss),
+    maxDeviationPct: round((Math.max(...rss.map((r) => Math.abs(r - mean))) / mean) * 100),
+    firstThirdMeanRssMb: round(meanOf(rss.slice(0, third))),
+    lastThirdMeanRssMb: round(meanOf(rss.slice(-third))),
+    slopeMbPerMinute: round(slope, 2),
+  };
 }
 
 // ---- main ------------------------------------------------------------------------------------
@@ -601,6 +621,7 @@ async function main() {
   const file = path.join(outDir, only ? 'partial.json' : quick ? 'quick.json' : 'latest.json');
   fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
   console.log(`\nwritten to ${path.relative(root, file)} in ${result.durationSeconds} s`);
+  if (!only && !quick) console.log(`chart: ${path.relative(root, require('./chart').draw(file))}`);
 
   await db.end();
   await api.close();
