@@ -154,6 +154,11 @@ describe('DeliveryService (real Postgres)', () => {
     });
   }
 
+  /** An answer of 200 that takes `ms` to come. */
+  const answerOkAfter = (ms: number) => async (): Promise<Answer> => {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return { status: 200, body: 'ok' };
+  };
   const deliveryRow = (id: string) => prisma.delivery.findUniqueOrThrow({ where: { id } });
   const attemptRows = (deliveryId: string) => prisma.attempt.findMany({ where: { deliveryId }, orderBy: { attempt: 'asc' } });
   const webhookRow = (id: string) => prisma.webhook.findUniqueOrThrow({ where: { id } });
@@ -386,10 +391,7 @@ describe('DeliveryService (real Postgres)', () => {
 
   it('keeps jobs of a fast endpoint at its cap waiting their turn instead of sending them back to the queue', async () => {
     const f = await fixture();
-    receiver.answer(f.path, async () => {
-      await new Promise((resolve) => setTimeout(resolve, 70));
-      return { status: 200, body: 'ok' };
-    });
+    receiver.answer(f.path, answerOkAfter(70));
     // Two in flight and four waiting (the most that may keep their place: twice the cap).
     const capped = makeService({ maxInFlightPerWebhook: 2, slotWaitMs: 100, slotWaitMaxMs: 5_000 });
     const others = await Promise.all(Array.from({ length: 5 }, () => newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, f.webhookId))));
@@ -404,10 +406,7 @@ describe('DeliveryService (real Postgres)', () => {
 
   it('sends a job back to the queue after slotWaitMs when its endpoint is slow, and at once when its tenant is', async () => {
     const f = await fixture();
-    receiver.answer(f.path, async () => {
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      return { status: 200, body: 'ok' };
-    });
+    receiver.answer(f.path, answerOkAfter(1500));
     const capped = makeService({ maxInFlightPerWebhook: 1, maxInFlightPerOrganization: 2, slotWaitMs: 100 });
     const second = await newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, f.webhookId));
     const slow = capped.attempt(f.delivery.id, { webhookId: f.webhookId, organizationId: f.org.id });
@@ -420,10 +419,7 @@ describe('DeliveryService (real Postgres)', () => {
 
     // The tenant's two slots held by slow attempts: a third job of the tenant does not wait at all.
     const otherPath = `/hook-${++pathCounter}`;
-    receiver.answer(otherPath, async () => {
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      return { status: 200, body: 'ok' };
-    });
+    receiver.answer(otherPath, answerOkAfter(1500));
     const sameTenantWebhook = newId('webhook');
     await prisma.webhook.create({
       data: {
