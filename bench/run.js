@@ -474,6 +474,25 @@ async function dropDatabase() {
   await admin.end();
 }
 
+/** Removes what the run left in Redis under its own queue prefix (BullMQ's meta and event keys). */
+async function dropQueueKeys(prefix) {
+  const { Redis } = require('ioredis');
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      if (keys.length) await redis.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } catch (err) {
+    log(`could not remove the run's Redis keys (${prefix}:*): ${err.message}`);
+  } finally {
+    redis.disconnect();
+  }
+}
+
 async function resetDatabase() {
   await dropDatabase();
   execFileSync(process.execPath, [path.join(root, 'scripts', 'db.js'), 'migrate'], { env: { ...process.env, DATABASE_URL }, stdio: ['ignore', 'ignore', 'inherit'] });
@@ -629,6 +648,7 @@ async function main() {
   worker.kill('SIGTERM');
   receiver.child.kill('SIGTERM');
   await sleep(500);
+  await dropQueueKeys(env.QUEUE_PREFIX);
   if (!args.includes('--keep')) await dropDatabase().catch(() => undefined);
 }
 
