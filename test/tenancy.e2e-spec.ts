@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { PrismaService } from '@bellhop/database';
+import { validSecrets } from '@bellhop/signing';
 import {
   describeAnswer,
   errorShapeProblem,
@@ -15,6 +18,7 @@ import {
 } from './support/openapi-walk';
 import { Stack, startStack } from './support/stack';
 import { createWebhook, newTenant, Tenant } from './support/tenant';
+import { MEMBER_LIMIT } from '../apps/api/src/organizations/organizations.service';
 
 type Auth = { Authorization: string };
 
@@ -441,6 +445,79 @@ describe('tenancy', () => {
       const last = await stack.http().delete(`/organizations/${a.organizationId}/members/${other.userId}`).set(other.auth);
       expect(last.body).toEqual(errorShape(409, 'conflict'));
     });
+
+    it('adds no member beyond the plan cap when many are added at once', async () => {
+      const a = await newTenant(stack, 'Alice');
+      // The solo cap (1, the owner) leaves no room to race; the team plan, given a cap of 3 for this
+      // test, shows whether concurrent adds each count the members before any of them is written.
+      await upgrade(stack, a);
+      const cap = jest.replaceProperty(MEMBER_LIMIT, 'team', 3);
+      try {
+        const others = await Promise.all(Array.from({ length: 10 }, (_, i) => signup(stack, `Crowd${i}`)));
+        const answers = await Promise.all(
+          others.map((o) => stack.http().post(`/organizations/${a.organizationId}/members`).set(a.auth).send({ email: o.email, role: 'member' })),
+        );
+        expect(answers.map((r) => r.status).sort()).toEqual([201, 201, ...Array(8).fill(403)]);
+        for (const refused of answers.filter((r) => r.status !== 201)) expect(refused.body).toEqual(errorShape(403, 'plan_limit'));
+        const members = await stack.http().get(`/organizations/${a.organizationId}/members`).set(a.auth).expect(200);
+        expect(members.body.members).toHaveLength(3);
+      } finally {
+        cap.restore();
+      }
+      // On the real solo cap, a crowd of adds still adds nobody.
+      const b = await newTenant(stack, 'Bob');
+      const crowd = await Promise.all(Array.from({ length: 5 }, (_, i) => signup(stack, `Solo${i}`)));
+      const refused = await Promise.all(crowd.map((o) => stack.http().post(`/organizations/${b.organizationId}/members`).set(b.auth).send({ email: o.email, role: 'member' })));
+      expect(refused.map((r) => r.status)).toEqual(Array(5).fill(403));
+    });
+
+    /** A team organization whose founder and `count - 1` others are all owners. */
+    async function ownersOf(count: number) {
+      const a = await newTenant(stack, 'Alice');
+      await upgrade(stack, a);
+      const owners = [{ userId: a.userId, auth: a.auth }];
+      for (let i = 1; i < count; i += 1) {
+        const other = await signup(stack, `Owner${i}`);
+        await addMember(stack, a, other.email, 'owner');
+        owners.push(other);
+      }
+      return { a, owners };
+    }
+
+    async function ownerIds(a: Tenant, auth: Auth) {
+      const members = await stack.http().get(`/organizations/${a.organizationId}/members`).set(auth).expect(200);
+      return (members.body.members as Array<{ user: { id: string }; role: string }>).filter((m) => m.role === 'owner').map((m) => m.user.id);
+    }
+
+    it('keeps one owner when every owner steps down at once', async () => {
+      const { a, owners } = await ownersOf(8);
+      const answers = await Promise.all(
+        owners.map((o) => stack.http().patch(`/organizations/${a.organizationId}/members/${o.userId}`).set(o.auth).send({ role: 'admin' })),
+      );
+      expect(answers.map((r) => r.status).sort()).toEqual([...Array(7).fill(200), 409]);
+      const kept = owners.find((_, i) => answers[i].status === 409)!;
+      expect(await ownerIds(a, kept.auth)).toEqual([kept.userId]);
+    });
+
+    it('keeps one owner when every owner leaves at once, or owners demote each other at once', async () => {
+      const { a, owners } = await ownersOf(8);
+      const answers = await Promise.all(owners.map((o) => stack.http().delete(`/organizations/${a.organizationId}/members/${o.userId}`).set(o.auth)));
+      expect(answers.map((r) => r.status).sort()).toEqual([...Array(7).fill(204), 409]);
+      const kept = owners.find((_, i) => answers[i].status === 409)!;
+      expect(await ownerIds(a, kept.auth)).toEqual([kept.userId]);
+
+      // Each owner demotes the next one, round the ring: at least one stays owner.
+      const ring = await ownersOf(8);
+      const demotions = await Promise.all(
+        ring.owners.map((o, i) => {
+          const next = ring.owners[(i + 1) % ring.owners.length];
+          return stack.http().patch(`/organizations/${ring.a.organizationId}/members/${next.userId}`).set(o.auth).send({ role: 'member' });
+        }),
+      );
+      // 403 too: an owner demoted before its own request was authorized is a member by then.
+      for (const r of demotions) expect([200, 403, 409]).toContain(r.status);
+      expect((await ownerIds(ring.a, ring.a.auth)).length).toBeGreaterThanOrEqual(1);
+    });
   });
 
   describe('audit log and rotation', () => {
@@ -499,6 +576,51 @@ describe('tenancy', () => {
       expect(revealed.body).toEqual({ secret: rotated.body.secret });
       const got = await stack.http().get(`/webhooks/${webhook.id}`).set(a.auth).expect(200);
       expect(JSON.stringify(got.body)).not.toContain(rotated.body.secret);
+    });
+
+    /** The webhook's stored secrets, as the worker reads them to sign. */
+    async function storedSecrets(webhookId: string) {
+      const [row] = await stack.api.get(PrismaService).$queryRaw<Array<{ id: string; secretCiphertext: string; previousSecrets: Array<{ ciphertext: string; expiresAt: string }> }>>`
+        SELECT id, secret_ciphertext AS "secretCiphertext", previous_secrets AS "previousSecrets" FROM webhooks WHERE id = ${webhookId}`;
+      return row;
+    }
+
+    it('stores every secret that concurrent rotations hand out, each signing until its own expiry', async () => {
+      const key = stack.api.get<BellhopConfig>(BELLHOP_CONFIG).secretsKey;
+      const a = await newTenant(stack);
+      const { webhook, secret: original } = await createWebhook(stack, a, 'https://hooks.example.com/rotate-race');
+      const answers = await Promise.all(Array.from({ length: 10 }, () => stack.http().post(`/webhooks/${webhook.id}/secret/rotate`).set(a.auth)));
+      expect(answers.map((r) => r.status)).toEqual(Array(10).fill(200));
+      const handedOut = answers.map((r) => r.body.secret as string);
+      expect(new Set(handedOut).size).toBe(10);
+
+      // Every secret handed out signs: one as the current secret, the rest and the original as
+      // previous ones, newest first, so the original (rotated out first) comes last.
+      const row = await storedSecrets(webhook.id);
+      const valid = validSecrets(row, key);
+      expect([...valid].sort()).toEqual([original, ...handedOut].sort());
+      expect(valid[valid.length - 1]).toBe(original);
+      const revealed = await stack.http().get(`/webhooks/${webhook.id}/secret`).set(a.auth).expect(200);
+      expect(revealed.body.secret).toBe(valid[0]);
+      // Each answer's previousSecretExpiresAt is the stored expiry of the secret that it replaced.
+      expect(row.previousSecrets.map((e) => e.expiresAt).sort()).toEqual(answers.map((r) => r.body.previousSecretExpiresAt as string).sort());
+      for (const entry of row.previousSecrets) {
+        const ahead = Date.parse(entry.expiresAt) - Date.now();
+        expect(ahead).toBeGreaterThan(24 * 3600_000 - 60_000);
+        expect(ahead).toBeLessThanOrEqual(24 * 3600_000);
+      }
+      // A day later only the current secret signs.
+      expect(validSecrets(row, key, new Date(Date.now() + 24 * 3600_000 + 1))).toEqual([valid[0]]);
+      const log = await stack.http().get(`/organizations/${a.organizationId}/audit-log`).set(a.auth).expect(200);
+      expect(log.body.entries.filter((e: { action: string }) => e.action === 'webhook.secret_rotated')).toHaveLength(10);
+
+      // The next rotation drops an entry whose day is over and keeps the others.
+      await stack.api.get(PrismaService).$executeRaw`
+        UPDATE webhooks SET previous_secrets = jsonb_set(previous_secrets, '{9,expiresAt}', '"2000-01-01T00:00:00.000Z"') WHERE id = ${webhook.id}`;
+      const last = await stack.http().post(`/webhooks/${webhook.id}/secret/rotate`).set(a.auth).expect(200);
+      const after = await storedSecrets(webhook.id);
+      expect(after.previousSecrets).toHaveLength(10);
+      expect(validSecrets(after, key)).toEqual([last.body.secret, ...valid.slice(0, 10)]);
     });
   });
 });

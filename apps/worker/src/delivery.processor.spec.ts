@@ -3,22 +3,7 @@ import { DelayedError, Job } from 'bullmq';
 import { loadConfig } from '@bellhop/config';
 import type { AttemptOutcome, DeliveryService } from '@bellhop/delivery';
 import type { DeliveryJob } from '@bellhop/queue';
-import { DeliveryProcessor, attemptOfJob, deliveryWorkerOptions } from './delivery.processor';
-
-describe('attemptOfJob', () => {
-  it('reads the attempt number of plain and keyed job ids', () => {
-    expect(attemptOfJob('dlv_01ABC-3', 'dlv_01ABC')).toBe(3);
-    expect(attemptOfJob('dlv_01ABC-2-m1732000000000', 'dlv_01ABC')).toBe(2);
-    expect(attemptOfJob('dlv_01ABC-4-swept', 'dlv_01ABC')).toBe(4);
-  });
-
-  it('gives nothing for ids it does not understand, so no job is dropped as stale by mistake', () => {
-    expect(attemptOfJob(undefined, 'dlv_01ABC')).toBeUndefined();
-    expect(attemptOfJob('42', 'dlv_01ABC')).toBeUndefined();
-    expect(attemptOfJob('dlv_01ABC-x', 'dlv_01ABC')).toBeUndefined();
-    expect(attemptOfJob('dlv_OTHER-1', 'dlv_01ABC')).toBeUndefined();
-  });
-});
+import { DeliveryProcessor, deliveryWorkerOptions } from './delivery.processor';
 
 describe('deliveryWorkerOptions', () => {
   it('uses the configured concurrency and a lock well above the delivery timeout', () => {
@@ -33,19 +18,20 @@ describe('deliveryWorkerOptions', () => {
 describe('DeliveryProcessor', () => {
   beforeAll(() => Logger.overrideLogger(false));
   const config = loadConfig({ NODE_ENV: 'test' });
-  const job = (id: string) => {
+  const job = (id: string, data: DeliveryJob = { deliveryId: 'dlv_01ABC', kind: 'scheduled', attempt: 1 }) => {
     const moveToDelayed = jest.fn().mockResolvedValue(undefined);
-    return { job: { id, data: { deliveryId: 'dlv_01ABC' }, moveToDelayed } as unknown as Job<DeliveryJob>, moveToDelayed };
+    return { job: { id, data, moveToDelayed } as unknown as Job<DeliveryJob>, moveToDelayed };
   };
   const processor = (outcome: AttemptOutcome | Error) => {
     const attempt = jest.fn(() => (outcome instanceof Error ? Promise.reject(outcome) : Promise.resolve(outcome)));
     return { processor: new DeliveryProcessor({ attempt } as unknown as DeliveryService, config), attempt };
   };
 
-  it('passes the delivery id and the attempt number of the job id to the service', async () => {
-    const { processor: p, attempt } = processor({ kind: 'skipped', reason: 'not_pending' });
-    await p.process(job('dlv_01ABC-2').job, 'token');
-    expect(attempt).toHaveBeenCalledWith('dlv_01ABC', { expectedAttempt: 2 });
+  it('passes the typed job data (the step it was made for, not a parse of its id) to the service', async () => {
+    const { processor: p, attempt } = processor({ kind: 'skipped', reason: 'done' });
+    const data: DeliveryJob = { deliveryId: 'dlv_01ABC', webhookId: 'wh_1', organizationId: 'org_1', kind: 'scheduled', attempt: 2 };
+    await p.process(job('dlv_01ABC-2-swept', data).job, 'token');
+    expect(attempt).toHaveBeenCalledWith(data);
   });
 
   it.each<AttemptOutcome>([

@@ -25,16 +25,6 @@ export function deliveryWorkerOptions(config: BellhopConfig): Partial<WorkerOpti
 }
 
 /**
- * The attempt number a job was made for: its id is `<deliveryId>-<attempt>`, or
- * `<deliveryId>-<attempt>-<key>` for an extra job such as a manual retry.
- */
-export function attemptOfJob(jobId: string | undefined, deliveryId: string): number | undefined {
-  if (!jobId || !jobId.startsWith(`${deliveryId}-`)) return undefined;
-  const attempt = Number(jobId.slice(deliveryId.length + 1).split('-')[0]);
-  return Number.isInteger(attempt) && attempt > 0 ? attempt : undefined;
-}
-
-/**
  * A thin adapter from the queue to DeliveryService: the job carries an id, Postgres decides
  * everything else. Jobs that are early or whose webhook is at its in-flight cap go back to the
  * delayed set without counting as an attempt.
@@ -51,13 +41,12 @@ export class DeliveryProcessor extends WorkerHost implements OnModuleDestroy {
   }
 
   async process(job: Job<DeliveryJob>, token?: string): Promise<void> {
-    const { deliveryId, webhookId, organizationId } = job.data;
     let outcome;
     try {
-      outcome = await this.deliveries.attempt(deliveryId, { expectedAttempt: attemptOfJob(job.id, deliveryId), webhookId, organizationId });
+      outcome = await this.deliveries.attempt(job.data);
     } catch (err) {
       // The delivery stays pending (and leased, if the claim happened): the sweeper picks it up again.
-      this.logger.error({ msg: 'delivery job failed', deliveryId, jobId: job.id, error: (err as Error).message });
+      this.logger.error({ msg: 'delivery job failed', deliveryId: job.data.deliveryId, jobId: job.id, error: (err as Error).message });
       throw err;
     }
     if (outcome.kind === 'not_due' || outcome.kind === 'over_cap') {

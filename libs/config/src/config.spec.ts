@@ -57,4 +57,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ALLOW_HTTP_DESTINATIONS: 'maybe' })).toThrow(/ALLOW_HTTP_DESTINATIONS/);
     expect(() => loadConfig({ DEFAULT_PLAN: 'gold' })).toThrow(/DEFAULT_PLAN/);
   });
+
+  it('keeps SWEEP_INTERVAL between 100ms and 1h, naming the setting when it is outside', () => {
+    for (const tooShort of ['0', '0ms', '99ms', '0.05s']) {
+      expect(() => loadConfig({ SWEEP_INTERVAL: tooShort })).toThrow(ConfigError);
+      expect(() => loadConfig({ SWEEP_INTERVAL: tooShort })).toThrow(/SWEEP_INTERVAL.*100ms/);
+    }
+    for (const tooLong of ['61m', '2h', '1d']) {
+      expect(() => loadConfig({ SWEEP_INTERVAL: tooLong })).toThrow(ConfigError);
+      expect(() => loadConfig({ SWEEP_INTERVAL: tooLong })).toThrow(/SWEEP_INTERVAL.*1h/);
+    }
+    expect(loadConfig({ SWEEP_INTERVAL: '100ms' }).sweepIntervalMs).toBe(100);
+    expect(loadConfig({ SWEEP_INTERVAL: '1h' }).sweepIntervalMs).toBe(3_600_000);
+  });
 });

@@ -137,6 +137,12 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
 
   const workerConcurrency = int(env, 'WORKER_CONCURRENCY', 50, 1, 1000);
 
+  // 0 would make the sweeper a tight loop on Postgres; above an hour a lost job waits too long.
+  const sweepIntervalMs = duration(env, 'SWEEP_INTERVAL', '30s');
+  if (sweepIntervalMs < 100 || sweepIntervalMs > 3_600_000) {
+    throw new ConfigError(`SWEEP_INTERVAL must be between 100ms and 1h, got "${env.SWEEP_INTERVAL}"`);
+  }
+
   return {
     env: nodeEnv,
     databaseUrl: env.DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop',
@@ -153,7 +159,7 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     retryScheduleMs,
     deliveryTimeoutMs,
     workerConcurrency,
-    sweepIntervalMs: duration(env, 'SWEEP_INTERVAL', '30s'),
+    sweepIntervalMs,
     maxInFlightPerWebhook: int(env, 'MAX_IN_FLIGHT_PER_WEBHOOK', 10, 1, 1000),
     maxInFlightPerOrganization: int(env, 'MAX_IN_FLIGHT_PER_ORGANIZATION', Math.max(1, Math.ceil(workerConcurrency / 2)), 1, 1000),
     autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),

@@ -2,9 +2,13 @@ import { BullModule } from '@nestjs/bullmq';
 import { Module } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Queues } from '@bellhop/queue';
+import { DeliveryStore } from './delivery.store';
 import { DeliveryDispatcher } from './dispatcher';
 
-/** The delivery queue on Redis under QUEUE_PREFIX, and the dispatcher that feeds it. */
+/**
+ * The delivery queue on Redis under QUEUE_PREFIX, the dispatcher that feeds it, and the store that
+ * owns every delivery's state (the API's retry and delete go through it too).
+ */
 @Module({
   imports: [
     BullModule.forRootAsync({
@@ -27,7 +31,7 @@ import { DeliveryDispatcher } from './dispatcher';
     }),
     BullModule.registerQueue({ name: Queues.delivery }),
   ],
-  providers: [DeliveryDispatcher],
-  exports: [DeliveryDispatcher, BullModule],
+  providers: [DeliveryDispatcher, DeliveryStore],
+  exports: [DeliveryDispatcher, DeliveryStore, BullModule],
 })
 export class DeliveryQueueModule {}

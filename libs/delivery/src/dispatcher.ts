@@ -1,21 +1,27 @@
 import { InjectQueue } from '@nestjs/bullmq';
 import { Injectable } from '@nestjs/common';
 import { Queue } from 'bullmq';
-import { DELIVERY_JOB_OPTIONS, DeliveryJob, Queues, deliveryJobId } from '@bellhop/queue';
+import { DELIVERY_JOB_OPTIONS, DeliveryJob, Queues, deliveryJobId, manualJobId } from '@bellhop/queue';
 
 /** Jobs per Redis pipeline. */
 const DISPATCH_CHUNK = 250;
 
-export interface Dispatch {
+interface DispatchBase {
   deliveryId: string;
   webhookId?: string;
   organizationId?: string;
-  /** The attempt number this job is for (1 for a new delivery). */
-  attempt: number;
   /** When it is due; now when omitted. */
   at?: Date | null;
-  /** Appended to the job id for an extra job beside the scheduled one (a manual retry). */
+  /** Appended to the job id for an extra job beside one that may still exist (a re-dispatch). */
   key?: string;
+}
+
+/** A job for the next scheduled step (`attempt`: 1 for a new delivery), or for a manual request. */
+export type Dispatch = DispatchBase & ({ kind?: 'scheduled'; attempt: number } | { kind: 'manual'; requestedAt: Date });
+
+function jobIdOf(item: Dispatch): string {
+  const base = item.kind === 'manual' ? manualJobId(item.deliveryId, item.requestedAt) : deliveryJobId(item.deliveryId, item.attempt);
+  return item.key ? `${base}-${item.key}` : base;
 }
 
 /**
@@ -31,10 +37,15 @@ export class DeliveryDispatcher {
     const now = Date.now();
     const jobs = items.map((item) => ({
       name: 'attempt',
-      data: { deliveryId: item.deliveryId, webhookId: item.webhookId, organizationId: item.organizationId },
+      data: {
+        deliveryId: item.deliveryId,
+        webhookId: item.webhookId,
+        organizationId: item.organizationId,
+        ...(item.kind === 'manual' ? { kind: 'manual' as const } : { kind: 'scheduled' as const, attempt: item.attempt }),
+      } satisfies DeliveryJob,
       opts: {
         ...DELIVERY_JOB_OPTIONS,
-        jobId: deliveryJobId(item.deliveryId, item.attempt) + (item.key ? `-${item.key}` : ''),
+        jobId: jobIdOf(item),
         delay: item.at ? Math.max(0, item.at.getTime() - now) : 0,
       },
     }));

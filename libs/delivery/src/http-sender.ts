@@ -13,7 +13,9 @@ export type AttemptErrorCode =
   | 'blocked_address'
   | 'tls_error'
   | 'connection_reset'
-  | 'network_error';
+  | 'network_error'
+  // No request was made: the webhook's secret could not be decrypted (SECRETS_KEY changed?).
+  | 'secret_unavailable';
 
 export interface AttemptError {
   code: AttemptErrorCode;

@@ -3,7 +3,8 @@ import { BellhopConfig, loadConfig } from '@bellhop/config';
 import { PrismaService } from '@bellhop/database';
 import { newId } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
-import { deliveryJobId } from '@bellhop/queue';
+import { deliveryJobId, manualJobId } from '@bellhop/queue';
+import { DeliveryStore } from './delivery.store';
 import { DeliveryDispatcher } from './dispatcher';
 import { Sweeper, SweptQueue } from './sweeper';
 import { createTestDatabase, TestDatabase } from './testing/test-database';
@@ -17,6 +18,8 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
   let projectId: string;
   let dispatcher: { dispatch: jest.Mock };
   let states: Map<string, string>;
+  /** How far in the future each delayed job is due. */
+  let delays: Map<string, number>;
   let promote: jest.Mock;
   let queue: { getJobState: jest.Mock; getJob: jest.Mock; remove: jest.Mock };
   let sweeper: Sweeper;
@@ -46,18 +49,29 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     await prisma.$executeRaw`TRUNCATE deliveries, events CASCADE`;
     dispatcher = { dispatch: jest.fn().mockResolvedValue(undefined) };
     states = new Map();
+    delays = new Map();
     promote = jest.fn().mockResolvedValue(undefined);
     queue = {
       getJobState: jest.fn(async (id: string) => states.get(id) ?? 'unknown'),
-      getJob: jest.fn(async (id: string) => (states.has(id) ? { id, promote } : undefined)),
+      getJob: jest.fn(async (id: string) => (states.has(id) ? { id, promote, timestamp: Date.now(), delay: delays.get(id) ?? 60_000 } : undefined)),
       remove: jest.fn(async (id: string) => (states.delete(id) ? 1 : 0)),
     };
-    sweeper = new Sweeper(prisma, config, queue as unknown as SweptQueue, dispatcher as unknown as DeliveryDispatcher, { autoStart: false });
+    sweeper = makeSweeper();
   });
 
   afterEach(() => sweeper.stop());
 
-  async function delivery(fields: { ageMs?: number; status?: 'pending' | 'succeeded' | 'failed' | 'cancelled'; attemptCount?: number; leaseMs?: number | null }) {
+  const makeSweeper = (options: { batchSize?: number } = {}) =>
+    new Sweeper(new DeliveryStore(prisma, config), config, queue as unknown as SweptQueue, dispatcher as unknown as DeliveryDispatcher, { autoStart: false, ...options });
+
+  async function delivery(fields: {
+    ageMs?: number;
+    status?: 'pending' | 'succeeded' | 'failed' | 'cancelled';
+    attemptCount?: number;
+    leaseMs?: number | null;
+    leaseTrigger?: 'scheduled' | 'manual';
+    manualAgeMs?: number;
+  }) {
     const eventId = newId('event');
     await prisma.event.create({ data: { id: eventId, organizationId, projectId, type: 'baseline.uploaded', body: '{}' } });
     const row = await prisma.delivery.create({
@@ -69,8 +83,12 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
         eventType: 'baseline.uploaded',
         status: fields.status ?? 'pending',
         attemptCount: fields.attemptCount ?? 0,
-        nextAttemptAt: new Date(Date.now() - (fields.ageMs ?? 60_000)),
+        scheduledAttempts: fields.attemptCount ?? 0,
+        nextAttemptAt: (fields.status ?? 'pending') === 'pending' ? new Date(Date.now() - (fields.ageMs ?? 60_000)) : null,
         leaseUntil: fields.leaseMs == null ? null : new Date(Date.now() + fields.leaseMs),
+        leaseToken: fields.leaseMs == null ? null : 'token',
+        leaseTrigger: fields.leaseMs == null ? null : (fields.leaseTrigger ?? 'scheduled'),
+        ...(fields.manualAgeMs === undefined ? {} : { manualRequestedAt: new Date(Date.now() - fields.manualAgeMs), manualTrigger: 'manual' as const }),
       },
     });
     return row.id;
@@ -114,15 +132,19 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     expect(dispatcher.dispatch).not.toHaveBeenCalled();
   });
 
-  it('does not add a job that is already waiting, promotes a delayed one, and replaces a finished one', async () => {
+  it('does not add a job that is already waiting, promotes a long-delayed one, and replaces a finished one', async () => {
     const waiting = await delivery({});
     const delayed = await delivery({});
     const finished = await delivery({});
+    // Delayed for a moment: a job that found its webhook at the cap and backs off.
+    const backingOff = await delivery({});
     states.set(deliveryJobId(waiting, 1), 'waiting');
     states.set(deliveryJobId(delayed, 1), 'delayed');
     states.set(deliveryJobId(finished, 1), 'failed');
+    states.set(deliveryJobId(backingOff, 1), 'delayed');
+    delays.set(deliveryJobId(backingOff, 1), 800);
 
-    expect(await sweeper.sweep()).toEqual({ found: 3, added: 1, promoted: 1 });
+    expect(await sweeper.sweep()).toEqual({ found: 4, added: 1, promoted: 1 });
     expect(promote).toHaveBeenCalledTimes(1);
     expect(queue.remove).toHaveBeenCalledWith(deliveryJobId(finished, 1));
     expect(dispatched()).toEqual([{ deliveryId: finished, webhookId, organizationId, attempt: 1 }]);
@@ -166,5 +188,33 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     sweeper.start();
     await new Promise((resolve) => setTimeout(resolve, 350));
     expect(dispatcher.dispatch.mock.calls.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('finds a lost delivery behind a backlog longer than one sweep, by going on where the last sweep stopped', async () => {
+    const small = makeSweeper({ batchSize: 5 });
+    // Twelve deliveries legitimately waiting in the queue, due before the lost one.
+    for (let i = 0; i < 12; i++) states.set(deliveryJobId(await delivery({ ageMs: 120_000 - i * 1000 }), 1), 'waiting');
+    const lost = await delivery({ ageMs: 60_000 });
+    const found: string[] = [];
+    for (let sweep = 0; sweep < 3; sweep++) {
+      await small.sweep();
+      found.push(...dispatched().map((d) => d.deliveryId));
+    }
+    expect(found).toEqual([lost]);
+  });
+
+  it('re-dispatches a waiting manual attempt that has no job, and a manual attempt whose worker died', async () => {
+    const waiting = await delivery({ status: 'failed', manualAgeMs: 60_000 });
+    const queued = await delivery({ status: 'succeeded', manualAgeMs: 60_000 });
+    const orphan = await delivery({ status: 'failed', leaseMs: -60_000, leaseTrigger: 'manual' });
+    const fresh = await delivery({ status: 'failed', manualAgeMs: 0 });
+    const row = await prisma.delivery.findUniqueOrThrow({ where: { id: queued } });
+    states.set(manualJobId(queued, row.manualRequestedAt!), 'waiting');
+
+    await sweeper.sweep();
+    const ids = dispatched().map((d) => d.deliveryId);
+    expect(ids.sort()).toEqual([waiting, orphan].sort());
+    expect(ids).not.toContain(fresh);
+    expect(dispatched().every((d) => (d as { kind?: string }).kind === 'manual')).toBe(true);
   });
 });

@@ -2,13 +2,15 @@ import { InjectQueue } from '@nestjs/bullmq';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy, Optional } from '@nestjs/common';
 import type { Queue } from 'bullmq';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { PrismaService } from '@bellhop/database';
 import { metrics } from '@bellhop/observability';
-import { DeliveryJob, Queues, deliveryJobId } from '@bellhop/queue';
+import { DeliveryJob, Queues, deliveryJobId, manualJobId } from '@bellhop/queue';
+import { DeliveryStore, type LostCandidate } from './delivery.store';
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 
 /** A due delivery whose job is active but whose row was never leased for this long has lost its worker. */
 const STUCK_ACTIVE_MS = 15_000;
+/** A delayed job whose row is due is promoted only when it would otherwise wait longer than this (cap back-offs are shorter). */
+const PROMOTE_AFTER_MS = 2_000;
 
 export interface SweeperOptions {
   /** Start sweeping (one sweep at once, then every SWEEP_INTERVAL) when the app boots. Default true. */
@@ -50,7 +52,7 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
   private stopped = true;
 
   constructor(
-    private readonly prisma: PrismaService,
+    private readonly store: DeliveryStore,
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
     @InjectQueue(Queues.delivery) private readonly queue: SweptQueue,
     private readonly dispatcher: DeliveryDispatcher,
@@ -84,52 +86,24 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
     await this.running?.catch(() => undefined);
   }
 
+  /** Where the last sweep stopped in due order; the next one goes on from there. */
+  private cursor: { dueAt: Date; id: string } | null = null;
+
   async sweep(): Promise<SweepResult> {
-    // The transaction is only the SELECT: its locks keep two sweepers from reading the same rows
-    // at the same instant, and enqueueing happens after it, never inside.
-    const rows = await this.prisma.$transaction(
-      (tx) => tx.$queryRaw<Array<{ id: string; webhook_id: string; organization_id: string; attempt_count: number; lease_expired: boolean; stuck: boolean }>>`
-        SELECT id, webhook_id, organization_id, attempt_count, (lease_until IS NOT NULL) AS lease_expired,
-               next_attempt_at < now() - ${STUCK_ACTIVE_MS}::float8 * interval '1 millisecond' AS stuck
-          FROM deliveries
-         WHERE status = 'pending'::"DeliveryStatus"
-           AND next_attempt_at <= now() - ${this.graceMs}::float8 * interval '1 millisecond'
-           AND (lease_until IS NULL OR lease_until < now())
-         ORDER BY next_attempt_at
-         LIMIT ${this.batchSize}::int
-         FOR UPDATE SKIP LOCKED`,
-    );
+    // The rows are read (with SKIP LOCKED, so several sweepers read different rows) and their
+    // jobs looked up after; enqueueing happens after the transaction, never inside. Each sweep
+    // goes on from where the last stopped, so that a backlog of legitimately waiting deliveries
+    // longer than one batch cannot hide a lost one behind it: after the last page, it starts over.
+    const rows = await this.store.findLost({ graceMs: this.graceMs, limit: this.batchSize, after: this.cursor });
+    const scheduled = rows.filter((row) => row.kind === 'scheduled');
+    const last = scheduled[scheduled.length - 1];
+    this.cursor = scheduled.length < this.batchSize || !last ? null : { dueAt: last.dueAt, id: last.id };
     const result: SweepResult = { found: rows.length, added: 0, promoted: 0 };
     if (rows.length === 0) return result;
 
     const missing: Dispatch[] = [];
     for (let i = 0; i < rows.length; i += 100) {
-      await Promise.all(
-        rows.slice(i, i + 100).map(async (row) => {
-          const attempt = row.attempt_count + 1;
-          const jobId = deliveryJobId(row.id, attempt);
-          const state = await this.queue.getJobState(jobId);
-          if (state === 'unknown') {
-            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, attempt });
-          } else if (state === 'delayed') {
-            // The row is due but its job waits for a later time: make the job due now.
-            const job = await this.queue.getJob(jobId);
-            if (job && (await job.promote().then(() => true, () => false))) result.promoted++;
-          } else if (state === 'active' && (row.lease_expired || row.stuck)) {
-            // Also when a job has been active for long without ever taking the lease: its worker
-            // died between taking the job and claiming the row.
-            // Claimed, never recorded, lease run out: the worker died mid-attempt and BullMQ has not
-            // noticed yet (that takes up to lockDuration + stalledInterval). A second job, with its
-            // own id, retries now; whichever of the two runs second finds the attempt done and skips.
-            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, attempt, key: 'swept' });
-          } else if (state === 'completed' || state === 'failed') {
-            // A finished job would block re-adding the same id (jobs are normally removed at the end).
-            await this.queue.remove(jobId);
-            missing.push({ deliveryId: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, attempt });
-          }
-          // waiting, prioritized, or active and not yet claimed: it is on its way.
-        }),
-      );
+      await Promise.all(rows.slice(i, i + 100).map((row) => this.check(row, missing, result)));
     }
     if (missing.length > 0) {
       await this.dispatcher.dispatch(missing);
@@ -141,6 +115,46 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
       this.logger.log({ msg: 'sweeper re-dispatched lost deliveries', added: result.added, promoted: result.promoted });
     }
     return result;
+  }
+
+  /** Looks up the job a lost candidate should have, and says what to put back. */
+  private async check(row: LostCandidate, missing: Dispatch[], result: SweepResult): Promise<void> {
+    const owner = { deliveryId: row.id, webhookId: row.webhookId, organizationId: row.organizationId };
+    if (row.kind === 'manual') {
+      // A manual request still waiting, or a manual attempt whose worker died: a job of its own
+      // (a duplicate is harmless: the request is claimed once).
+      const requestedAt = row.manualRequestedAt ?? new Date(0);
+      const jobId = manualJobId(row.id, requestedAt);
+      const state = row.manualRequestedAt ? await this.queue.getJobState(jobId) : 'unknown';
+      if (state === 'unknown' || state === 'completed' || state === 'failed' || row.leaseExpired) {
+        missing.push({ ...owner, kind: 'manual', requestedAt, key: `swept${Date.now().toString(36)}` });
+      }
+      return;
+    }
+    const jobId = deliveryJobId(row.id, row.scheduledAttempt);
+    const state = await this.queue.getJobState(jobId);
+    if (state === 'unknown') {
+      missing.push({ ...owner, attempt: row.scheduledAttempt });
+    } else if (state === 'delayed') {
+      // The row is due but its job waits for later. Only a job delayed well past the row's due
+      // time is promoted: a short delay is a job that found its webhook at the cap, and promoting
+      // it would undo the cap's back-off.
+      const job = await this.queue.getJob(jobId);
+      const jobDueAt = job ? job.timestamp + (job.delay ?? 0) : 0;
+      if (job && jobDueAt > Date.now() + PROMOTE_AFTER_MS && (await job.promote().then(() => true, () => false))) result.promoted++;
+    } else if (state === 'active' && (row.leaseExpired || row.overdueMs > STUCK_ACTIVE_MS)) {
+      // Claimed, never recorded, lease run out: the worker died mid-attempt and BullMQ has not
+      // noticed yet (that takes up to lockDuration + stalledInterval). Also when a job has been
+      // active for long without ever taking the lease: its worker died between taking the job
+      // and claiming the row. A second job, with its own id, retries now; whichever of the two
+      // runs second finds the step done and skips.
+      missing.push({ ...owner, attempt: row.scheduledAttempt, key: 'swept' });
+    } else if (state === 'completed' || state === 'failed') {
+      // A finished job would block re-adding the same id (jobs are normally removed at the end).
+      await this.queue.remove(jobId);
+      missing.push({ ...owner, attempt: row.scheduledAttempt });
+    }
+    // waiting, prioritized, or active and not yet claimed: it is on its way.
   }
 
   private tick(): void {

@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'plan_limit'
   | 'not_found'
   | 'conflict'
+  | 'webhook_disabled'
   | 'payload_too_large'
   | 'validation_failed'
   | 'rate_limited'
@@ -18,6 +19,7 @@ export const STATUS_BY_CODE: Record<ErrorCode, number> = {
   plan_limit: 403,
   not_found: 404,
   conflict: 409,
+  webhook_disabled: 409,
   payload_too_large: 413,
   validation_failed: 422,
   rate_limited: 429,

@@ -12,14 +12,26 @@ export interface DeliveryJob {
   webhookId?: string;
   /** For the per-organization cap. */
   organizationId?: string;
+  /** The next step of the schedule (the default), or a manual or replay attempt outside it. */
+  kind?: 'scheduled' | 'manual';
+  /**
+   * For a scheduled job: the step it was made for (1 = the first attempt). A job for a step that
+   * Postgres has already recorded is dropped. Absent in jobs of earlier versions.
+   */
+  attempt?: number;
 }
 
 /**
- * One job per attempt: `<deliveryId>-<attempt>`. Re-adding a job that still exists is a no-op,
+ * One job per scheduled step: `<deliveryId>-<step>`. Re-adding a job that still exists is a no-op,
  * so the sweeper and a crashed producer can both enqueue again safely. (BullMQ ids may not contain `:`.)
  */
 export function deliveryJobId(deliveryId: string, attempt: number): string {
   return `${deliveryId}-${attempt}`;
+}
+
+/** One job per manual request: `<deliveryId>-m<requested at, ms>`. */
+export function manualJobId(deliveryId: string, requestedAt: Date): string {
+  return `${deliveryId}-m${requestedAt.getTime()}`;
 }
 
 /** Completed and failed jobs are removed: Postgres keeps the history, Redis only dispatches. */

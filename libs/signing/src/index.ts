@@ -1,2 +1,3 @@
 export * from './secrets';
 export * from './signature';
+export * from './secret-set';

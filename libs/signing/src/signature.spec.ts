@@ -42,6 +42,24 @@ describe('signatures', () => {
     expect(() => new Webhook(generateWebhookSecret()).verify(body, wire)).toThrow();
   });
 
+  it('sends a previous signature for every previous secret still signing, newest first', () => {
+    const [current, newer, older] = [1, 2, 3].map(() => generateWebhookSecret());
+    const body = '{"event":"baseline.uploaded"}';
+    const headers = signedHeaders({
+      secrets: [current, newer, older],
+      eventId: 'evt_1',
+      eventType: 'baseline.uploaded',
+      deliveryId: 'dlv_1',
+      attempt: 1,
+      timestampSeconds: 1,
+      body,
+      userAgent: 'x',
+    });
+    expect(headers['x-bellwether-signature']).toBe(bellwetherSignature(current, body));
+    expect(headers['x-bellwether-signature-previous']).toBe(`${bellwetherSignature(newer, body)}, ${bellwetherSignature(older, body)}`);
+    expect(headers['webhook-signature'].split(' ')).toEqual([current, newer, older].map((s) => standardWebhooksSignature(s, 'evt_1', 1, body)));
+  });
+
   it('sends no previous signature outside a rotation', () => {
     const headers = signedHeaders({
       secrets: [generateWebhookSecret()],

@@ -15,7 +15,7 @@ export function standardWebhooksSignature(secret: string, id: string, timestampS
 }
 
 export interface SigningInput {
-  /** Valid secrets, newest first: the current one, then the previous one during a rotation. */
+  /** Valid secrets, newest first: the current one, then the previous ones during rotations (see validSecrets). */
   secrets: readonly string[];
   eventId: string;
   eventType: string;
@@ -28,7 +28,7 @@ export interface SigningInput {
 
 /** Every header of the wire format for one attempt. */
 export function signedHeaders(input: SigningInput): Record<string, string> {
-  const [current, previous] = input.secrets;
+  const [current, ...previous] = input.secrets;
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     'user-agent': input.userAgent,
@@ -42,6 +42,8 @@ export function signedHeaders(input: SigningInput): Record<string, string> {
       .map((secret) => standardWebhooksSignature(secret, input.eventId, input.timestampSeconds, input.body))
       .join(' '),
   };
-  if (previous !== undefined) headers['x-bellwether-signature-previous'] = bellwetherSignature(previous, input.body);
+  // Every previous secret still signing, not only the latest: rotating twice within a grace
+  // period must not cut off a receiver that is still on the older secret.
+  if (previous.length > 0) headers['x-bellwether-signature-previous'] = previous.map((secret) => bellwetherSignature(secret, input.body)).join(', ');
   return headers;
 }

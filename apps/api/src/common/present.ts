@@ -1,5 +1,7 @@
 import type { ApiToken, Attempt, AuditLogEntry, Delivery, Event, Organization, Project, User, Webhook } from '@bellhop/database';
 
+import { formatDurations } from '@bellhop/domain';
+
 const iso = (date: Date | null | undefined): string | null => (date ? date.toISOString() : null);
 
 /** Response shapes of the contract, kept apart from the rows they are built from. */
@@ -10,8 +12,11 @@ export const present = {
 
   project: (p: Project) => ({ id: p.id, name: p.name, organizationId: p.organizationId, createdAt: iso(p.createdAt) }),
 
-  /** Never includes a secret: only the routes that reveal one add it beside the webhook. */
-  webhook: (w: Webhook) => ({
+  /**
+   * Never includes a secret: only the routes that reveal one add it beside the webhook.
+   * `retrySchedule` is the effective one: the webhook's own, else the server's (`defaultScheduleMs`).
+   */
+  webhook: (w: Webhook, defaultScheduleMs: readonly number[]) => ({
     id: w.id,
     projectId: w.projectId,
     url: w.url,
@@ -19,6 +24,7 @@ export const present = {
     enabled: w.enabled,
     description: w.description,
     disabledReason: w.disabledReason,
+    retrySchedule: formatDurations(Array.isArray(w.retryScheduleMs) ? (w.retryScheduleMs as number[]) : defaultScheduleMs),
     createdAt: iso(w.createdAt),
     updatedAt: iso(w.updatedAt),
   }),

@@ -1,6 +1,7 @@
 import { applyDecorators } from '@nestjs/common';
 import { Transform } from 'class-transformer';
 import { IsString, Matches, MaxLength, MinLength, ValidateBy, ValidateIf, isEmail } from 'class-validator';
+import { RETRY_SCHEDULE_LIMITS } from '@bellhop/domain';
 
 /** A string that Postgres can store: text columns refuse the NUL character. */
 export function IsText() {
@@ -31,5 +32,35 @@ export function IsName() {
     IsText(),
     MinLength(1, { message: '$property must not be empty' }),
     MaxLength(200),
+  );
+}
+
+const DURATION = /^(\d{1,9})(ms|s|m|h)$/;
+const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `["30s","5m","2h"]` → milliseconds; the strings are checked by IsRetrySchedule first. */
+export function parseRetrySchedule(waits: readonly string[]): number[] {
+  return waits.map((wait) => {
+    const [, value, unit] = DURATION.exec(wait)!;
+    return Number(value) * DURATION_UNIT_MS[unit];
+  });
+}
+
+/** A webhook's own retrySchedule: null, or 0 to 10 waits written `30s`, `5m`, `2h`, each from 1 s to 24 h. */
+export function IsRetrySchedule() {
+  const { minMs, maxMs, maxWaits } = RETRY_SCHEDULE_LIMITS;
+  return applyDecorators(
+    ValidateIf((_object: object, value: unknown) => value !== undefined && value !== null),
+    ValidateBy({
+      name: 'isRetrySchedule',
+      validator: {
+        validate: (value: unknown) =>
+          Array.isArray(value) &&
+          value.length <= maxWaits &&
+          value.every((wait) => typeof wait === 'string' && DURATION.test(wait)) &&
+          parseRetrySchedule(value as string[]).every((ms) => ms >= minMs && ms <= maxMs),
+        defaultMessage: () => `retrySchedule must be null or a list of at most ${maxWaits} durations such as "30s", "5m" or "2h", each from 1s to 24h`,
+      },
+    }),
   );
 }

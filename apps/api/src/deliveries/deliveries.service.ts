@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { PrismaService } from '@bellhop/database';
-import { DeliveryDispatcher } from '@bellhop/delivery';
+import { DeliveryDispatcher, DeliveryStore } from '@bellhop/delivery';
 import { AppError } from '@bellhop/domain';
 import { TenantScope } from '../auth/principal';
 import { page, pageArgs } from '../common/pagination';
@@ -15,6 +15,7 @@ export class DeliveriesService {
   constructor(
     private readonly prisma: PrismaService,
     private readonly dispatcher: DeliveryDispatcher,
+    private readonly store: DeliveryStore,
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
   ) {}
 
@@ -46,24 +47,34 @@ export class DeliveriesService {
 
   /** The delivery as lists show it (attempts as a count). */
   async summary(tenant: TenantScope, deliveryId: string) {
+    // Prisma drops a filter whose value is undefined: never let that widen the look-up.
+    if (typeof deliveryId !== 'string') throw AppError.notFound('Delivery');
     const row = await this.prisma.delivery.findFirst({ where: { id: deliveryId, organizationId: tenant.organizationId } });
     if (!row) throw AppError.notFound('Delivery');
     return present.delivery(row);
   }
 
-  /** One more attempt now, recorded with trigger `manual`. */
+  /**
+   * One more attempt, outside the schedule, as soon as possible (after the attempt in flight, if
+   * there is one), recorded with trigger `manual`. The request is committed before the answer;
+   * the job is only the nudge (the sweeper puts back a lost one).
+   */
   async retry(tenant: TenantScope, deliveryId: string) {
-    const now = new Date();
-    const { count } = await this.prisma.delivery.updateMany({
-      where: { id: deliveryId, organizationId: tenant.organizationId, webhook: { deletedAt: null } },
-      data: { status: 'pending', nextAttemptAt: now, nextTrigger: 'manual', completedAt: null },
-    });
-    if (count === 0) throw AppError.notFound('Delivery');
-    const row = await this.prisma.delivery.findFirstOrThrow({ where: { id: deliveryId, organizationId: tenant.organizationId } });
-    // A distinct job id, so a retry is not swallowed by the job already waiting for the next scheduled attempt.
-    const failed = await this.dispatcher.tryDispatch([{ deliveryId, webhookId: row.webhookId, organizationId: row.organizationId, attempt: row.attemptCount + 1, key: `m${now.getTime()}` }]);
+    const outcome = await this.store.requestManualAttempt(deliveryId, tenant.organizationId, 'manual');
+    switch (outcome.kind) {
+      case 'not_found':
+        throw AppError.notFound('Delivery');
+      case 'webhook_disabled':
+        throw new AppError('webhook_disabled', 'The webhook of this delivery is disabled or deleted: re-enable it before retrying');
+      case 'already_waiting':
+        throw new AppError('conflict', 'A manual attempt of this delivery is already waiting');
+    }
+    const { delivery } = outcome;
+    const failed = await this.dispatcher.tryDispatch([
+      { deliveryId: delivery.id, webhookId: delivery.webhookId, organizationId: delivery.organizationId, kind: 'manual', requestedAt: delivery.requestedAt },
+    ]);
     if (failed) this.logger.warn({ deliveryId, err: failed.message }, 'enqueue failed; the sweeper will dispatch');
-    return { delivery: present.delivery(row) };
+    return { delivery: await this.summary(tenant, deliveryId) };
   }
 
   /** Waits (bounded by the attempt timeout) until the delivery's first attempt is recorded, for `?wait=true`. */

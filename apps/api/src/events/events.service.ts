@@ -147,9 +147,10 @@ export class EventsService implements BeforeApplicationShutdown {
           ON CONFLICT DO NOTHING
           RETURNING id
         ), d AS (
-          INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, next_attempt_at, next_trigger, created_at)
-          SELECT y.id, i.organization_id, e.id, y.webhook_id, i.type, i.test, i.created_at,
-                 (CASE WHEN i.test THEN 'test' ELSE 'scheduled' END)::"AttemptTrigger", i.created_at
+          -- The delivery's state starts from the column defaults (pending, due now): after this
+          -- insert only DeliveryStore changes it.
+          INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, created_at)
+          SELECT y.id, i.organization_id, e.id, y.webhook_id, i.type, i.test, i.created_at
             FROM unnest(${deliveries.map((d) => d.id)}::text[], ${deliveries.map((d) => d.eventId)}::text[], ${deliveries.map((d) => d.webhookId)}::text[])
                  AS y(id, event_id, webhook_id)
             JOIN e ON e.id = y.event_id

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { PrismaService, isUniqueViolation } from '@bellhop/database';
-import type { Role } from '@bellhop/database';
+import type { Plan, Prisma, Role } from '@bellhop/database';
 import { AppError, newId } from '@bellhop/domain';
 import { ApiTokenVerifier } from '../auth/api-tokens.service';
 import { Principal, TenantScope, roleAtLeast } from '../auth/principal';
@@ -9,8 +9,10 @@ import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
 import { AddMemberDto, CreateApiTokenDto, UpdateOrganizationDto } from './dto/organization.dto';
 
-/** Members an organization may have on each plan. */
-const MEMBER_LIMIT: Record<string, number> = { free: 1, solo: 1, team: Number.POSITIVE_INFINITY };
+type Tx = Prisma.TransactionClient;
+
+/** Members an organization may have on each plan (the owner counts). Exported so that a test can lower a cap. */
+export const MEMBER_LIMIT: Record<string, number> = { free: 1, solo: 1, team: Number.POSITIVE_INFINITY };
 
 @Injectable()
 export class OrganizationsService {
@@ -65,17 +67,19 @@ export class OrganizationsService {
     this.assertCanGrant(tenant, dto.role);
     const user = await this.prisma.user.findUnique({ where: { email: dto.email } });
     if (!user) throw AppError.notFound('User');
-    const org = await this.prisma.organization.findFirstOrThrow({ where: { id: tenant.organizationId }, include: { _count: { select: { memberships: true } } } });
-    if (org._count.memberships >= MEMBER_LIMIT[org.plan]) {
-      throw new AppError('plan_limit', `The ${org.plan} plan allows ${MEMBER_LIMIT[org.plan]} member; upgrade to team to add more`);
-    }
     try {
-      await this.prisma.$transaction([
-        this.prisma.membership.create({ data: { organizationId: tenant.organizationId, userId: user.id, role: dto.role } }),
-        this.prisma.auditLogEntry.create({
+      await this.prisma.$transaction(async (tx) => {
+        // Counted under the organization's lock: two adds at once must not both see room for one.
+        const { plan } = await this.lockOrganization(tx, tenant.organizationId);
+        const count = await tx.membership.count({ where: { organizationId: tenant.organizationId } });
+        if (count >= MEMBER_LIMIT[plan]) {
+          throw new AppError('plan_limit', `The ${plan} plan allows ${MEMBER_LIMIT[plan]} member; upgrade to team to add more`);
+        }
+        await tx.membership.create({ data: { organizationId: tenant.organizationId, userId: user.id, role: dto.role } });
+        await tx.auditLogEntry.create({
           data: this.audit.entry({ ...this.base(tenant, requestId), action: 'member.added', target: { type: 'user', id: user.id } }),
-        }),
-      ]);
+        });
+      });
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppError('conflict', 'This user is already a member');
       throw err;
@@ -84,29 +88,35 @@ export class OrganizationsService {
   }
 
   async updateMember(tenant: TenantScope, userId: string, role: Role, requestId: string) {
-    const membership = await this.findMember(tenant, userId);
-    this.assertCanGrant(tenant, role);
-    if (membership.role === 'owner' && tenant.role !== 'owner') throw AppError.forbidden('Only an owner can change an owner');
-    if (membership.role === 'owner' && role !== 'owner') await this.assertAnotherOwner(tenant, userId);
-    await this.prisma.$transaction([
-      this.prisma.membership.update({ where: { organizationId_userId: { organizationId: tenant.organizationId, userId } }, data: { role } }),
-      this.prisma.auditLogEntry.create({
+    const membership = await this.prisma.$transaction(async (tx) => {
+      // The owner check and the write under one lock: owners demoting each other (or themselves)
+      // at once must not each see another owner and leave none.
+      await this.lockOrganization(tx, tenant.organizationId);
+      const current = await this.findMember(tx, tenant, userId);
+      this.assertCanGrant(tenant, role);
+      if (current.role === 'owner' && tenant.role !== 'owner') throw AppError.forbidden('Only an owner can change an owner');
+      if (current.role === 'owner' && role !== 'owner') await this.assertAnotherOwner(tx, tenant, userId);
+      await tx.membership.update({ where: { organizationId_userId: { organizationId: tenant.organizationId, userId } }, data: { role } });
+      await tx.auditLogEntry.create({
         data: this.audit.entry({ ...this.base(tenant, requestId), action: 'member.role_changed', target: { type: 'user', id: userId } }),
-      }),
-    ]);
+      });
+      return current;
+    });
     return { member: this.member(membership.user, role) };
   }
 
   async removeMember(tenant: TenantScope, userId: string, requestId: string): Promise<void> {
-    const membership = await this.findMember(tenant, userId);
-    if (membership.role === 'owner' && tenant.role !== 'owner') throw AppError.forbidden('Only an owner can remove an owner');
-    if (membership.role === 'owner') await this.assertAnotherOwner(tenant, userId);
-    await this.prisma.$transaction([
-      this.prisma.membership.delete({ where: { organizationId_userId: { organizationId: tenant.organizationId, userId } } }),
-      this.prisma.auditLogEntry.create({
+    await this.prisma.$transaction(async (tx) => {
+      // As in updateMember: owners leaving at once must not each count the others as staying.
+      await this.lockOrganization(tx, tenant.organizationId);
+      const current = await this.findMember(tx, tenant, userId);
+      if (current.role === 'owner' && tenant.role !== 'owner') throw AppError.forbidden('Only an owner can remove an owner');
+      if (current.role === 'owner') await this.assertAnotherOwner(tx, tenant, userId);
+      await tx.membership.delete({ where: { organizationId_userId: { organizationId: tenant.organizationId, userId } } });
+      await tx.auditLogEntry.create({
         data: this.audit.entry({ ...this.base(tenant, requestId), action: 'member.removed', target: { type: 'user', id: userId } }),
-      }),
-    ]);
+      });
+    });
   }
 
   async createApiToken(tenant: TenantScope, dto: CreateApiTokenDto, requestId: string) {
@@ -160,10 +170,21 @@ export class OrganizationsService {
     return { user: { id: user.id, email: user.email, name: user.name }, role };
   }
 
-  private async findMember(tenant: TenantScope, userId: string) {
-    const membership = await this.prisma.membership.findFirst({ where: { organizationId: tenant.organizationId, userId }, include: { user: true } });
+  private async findMember(tx: Tx, tenant: TenantScope, userId: string) {
+    const membership = await tx.membership.findFirst({ where: { organizationId: tenant.organizationId, userId }, include: { user: true } });
     if (!membership) throw AppError.notFound('Member');
     return membership;
+  }
+
+  /**
+   * Takes the organization's row lock until the transaction ends: every change to the member list
+   * that checks a count (the plan's cap, the last owner) runs under it, so such changes happen one
+   * at a time and each sees the others' result. Nothing but these few statements runs under it.
+   */
+  private async lockOrganization(tx: Tx, organizationId: string): Promise<{ plan: Plan }> {
+    const [org] = await tx.$queryRaw<Array<{ plan: Plan }>>`SELECT plan::text AS plan FROM organizations WHERE id = ${organizationId} FOR UPDATE`;
+    if (!org) throw AppError.notFound('Organization');
+    return org;
   }
 
   /** Nobody grants a role above their own: an admin cannot make owners or owner tokens. */
@@ -171,9 +192,9 @@ export class OrganizationsService {
     if (!roleAtLeast(tenant.role, role)) throw AppError.forbidden(`Your role cannot grant the ${role} role`);
   }
 
-  /** An organization keeps at least one owner. */
-  private async assertAnotherOwner(tenant: TenantScope, userId: string): Promise<void> {
-    const others = await this.prisma.membership.count({ where: { organizationId: tenant.organizationId, role: 'owner', userId: { not: userId } } });
+  /** An organization keeps at least one owner. Only under lockOrganization, or two callers both pass. */
+  private async assertAnotherOwner(tx: Tx, tenant: TenantScope, userId: string): Promise<void> {
+    const others = await tx.membership.count({ where: { organizationId: tenant.organizationId, role: 'owner', userId: { not: userId } } });
     if (others === 0) throw new AppError('conflict', 'An organization needs at least one owner: make someone else owner first');
   }
 

@@ -1,11 +1,10 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Res } from '@nestjs/common';
 import { ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { findEventType } from '@bellhop/domain';
+import { AppError, findEventType } from '@bellhop/domain';
 import { Authenticated, RequestId, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
-import { present } from '../common/present';
 import { DeliveriesService } from '../deliveries/deliveries.service';
 import { EventsService } from '../events/events.service';
 import { CreateWebhookDto, TestWebhookDto, UpdateWebhookDto } from './dto/webhook.dto';
@@ -36,7 +35,7 @@ export class WebhooksController {
   @Get('webhooks/:webhookId')
   @Authenticated()
   async get(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string) {
-    return { webhook: present.webhook(await this.webhooks.find(tenant, webhookId)) };
+    return { webhook: this.webhooks.present(await this.webhooks.find(tenant, webhookId)) };
   }
 
   @Patch('webhooks/:webhookId')
@@ -84,7 +83,9 @@ export class WebhooksController {
     const type = dto.event ?? webhook.events[0];
     const definition = findEventType(type)!;
     const published = await this.events.publish(tenant, webhook.projectId, { event: type, data: definition.example, test: true, webhookId: webhook.id });
-    const deliveryId = published.deliveryIds[0];
+    const [deliveryId] = published.deliveryIds;
+    // Deleted between the look-up and the publish: nothing was sent, and there is nothing to show.
+    if (deliveryId === undefined) throw AppError.notFound('Webhook');
     if (wait === 'true' || wait === '1') {
       if (await this.deliveries.waitForFirstAttempt(tenant, deliveryId)) res.status(200);
     }

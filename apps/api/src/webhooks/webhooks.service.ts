@@ -1,29 +1,34 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { PrismaService } from '@bellhop/database';
+import { Prisma, PrismaService } from '@bellhop/database';
+import { DeliveryStore } from '@bellhop/delivery';
 import type { Webhook } from '@bellhop/database';
 import { AppError, checkWebhookUrl, newId } from '@bellhop/domain';
-import { decryptSecret, encryptSecret, generateWebhookSecret } from '@bellhop/signing';
+import { parseRetrySchedule } from '../common/validators';
+import { PREVIOUS_SECRET_GRACE_MS, decryptSecret, encryptSecret, generateWebhookSecret } from '@bellhop/signing';
 import { TenantScope } from '../auth/principal';
 import { AuditService } from '../common/audit.service';
 import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
 import { CreateWebhookDto, UpdateWebhookDto } from './dto/webhook.dto';
 
-/** How long a rotated-out secret keeps signing, so receivers can roll over without dropping events. */
-export const PREVIOUS_SECRET_GRACE_MS = 24 * 60 * 60 * 1000;
-
 @Injectable()
 export class WebhooksService {
   constructor(
     private readonly prisma: PrismaService,
     private readonly audit: AuditService,
+    private readonly deliveries: DeliveryStore,
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
   ) {}
 
   private checkUrl(url: string): void {
     const problem = checkWebhookUrl(url, { allowHttp: this.config.allowHttpDestinations, allowPrivate: this.config.allowPrivateDestinations });
     if (problem) throw AppError.validation([{ field: 'url', message: `url ${problem}` }]);
+  }
+
+  /** The contract's webhook, with the effective retry schedule. */
+  present(webhook: Webhook) {
+    return present.webhook(webhook, this.config.retryScheduleMs);
   }
 
   /** Tenant first: a webhook of another organization (or a deleted one) is simply not found. */
@@ -53,6 +58,7 @@ export class WebhooksService {
           events: dto.events,
           enabled: dto.enabled ?? true,
           description: dto.description ?? null,
+          retryScheduleMs: dto.retrySchedule ? parseRetrySchedule(dto.retrySchedule) : Prisma.DbNull,
           secretCiphertext: encryptSecret(secret, this.config.secretsKey, id),
         },
       }),
@@ -60,7 +66,7 @@ export class WebhooksService {
         data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.created', target: { type: 'webhook', id } }),
       }),
     ]);
-    return { webhook: present.webhook(webhook), secret };
+    return { webhook: this.present(webhook), secret };
   }
 
   async list(tenant: TenantScope, projectId: string, query: PageQuery) {
@@ -70,7 +76,7 @@ export class WebhooksService {
       where: { ...args.where, projectId, organizationId: tenant.organizationId, deletedAt: null },
     });
     const { items, nextCursor } = page(rows, query);
-    return { webhooks: items.map(present.webhook), nextCursor };
+    return { webhooks: items.map((w) => this.present(w)), nextCursor };
   }
 
   async update(tenant: TenantScope, id: string, dto: UpdateWebhookDto, requestId: string) {
@@ -85,6 +91,7 @@ export class WebhooksService {
           events: dto.events,
           enabled: dto.enabled,
           description: dto.description,
+          retryScheduleMs: dto.retrySchedule === undefined ? undefined : dto.retrySchedule === null ? Prisma.DbNull : parseRetrySchedule(dto.retrySchedule),
           // Re-enabling clears the reason and starts the failure clock afresh.
           ...(reEnabled ? { disabledReason: null, failingSince: null } : {}),
         },
@@ -93,7 +100,7 @@ export class WebhooksService {
         data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.updated', target: { type: 'webhook', id } }),
       }),
     ]);
-    return { webhook: present.webhook(webhook) };
+    return { webhook: this.present(webhook) };
   }
 
   /** Soft delete: the rows stay for history; pending deliveries are cancelled in the same transaction. */
@@ -102,10 +109,7 @@ export class WebhooksService {
     const now = new Date();
     await this.prisma.$transaction([
       this.prisma.webhook.update({ where: { id: current.id }, data: { deletedAt: now, enabled: false } }),
-      this.prisma.delivery.updateMany({
-        where: { webhookId: current.id, status: 'pending' },
-        data: { status: 'cancelled', completedAt: now, nextAttemptAt: null },
-      }),
+      this.deliveries.cancelForWebhook(current.id),
       this.prisma.auditLogEntry.create({
         data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.deleted', target: { type: 'webhook', id } }),
       }),
@@ -119,24 +123,37 @@ export class WebhooksService {
     return { secret };
   }
 
+  /**
+   * One guarded statement reads the current secret and writes its replacement, so concurrent
+   * rotations queue on the row and each moves the secret the previous one stored into
+   * previous_secrets: every secret handed out is stored, as current or as a previous one that
+   * signs for 24 hours. Expired entries are dropped on the way. The audit entry commits with it.
+   */
   async rotateSecret(tenant: TenantScope, id: string, requestId: string) {
-    const webhook = await this.find(tenant, id);
     const secret = generateWebhookSecret();
-    const previousSecretExpiresAt = new Date(Date.now() + PREVIOUS_SECRET_GRACE_MS);
-    await this.prisma.$transaction([
-      this.prisma.webhook.update({
-        where: { id: webhook.id },
-        data: {
-          secretCiphertext: encryptSecret(secret, this.config.secretsKey, webhook.id),
-          previousSecretCiphertext: webhook.secretCiphertext,
-          previousSecretExpiresAt,
-        },
-      }),
-      this.prisma.auditLogEntry.create({
+    // The ciphertext is bound to the row id; it is only stored if `id` is this tenant's webhook.
+    const ciphertext = encryptSecret(secret, this.config.secretsKey, id);
+    const now = new Date();
+    const previousSecretExpiresAt = new Date(now.getTime() + PREVIOUS_SECRET_GRACE_MS).toISOString();
+    const rotated = await this.prisma.$transaction(async (tx) => {
+      const rows = await tx.$queryRaw<Array<{ id: string }>>`
+        UPDATE webhooks
+           SET secret_ciphertext = ${ciphertext},
+               previous_secrets = jsonb_build_array(jsonb_build_object('ciphertext', secret_ciphertext, 'expiresAt', ${previousSecretExpiresAt}::text))
+                 || COALESCE((SELECT jsonb_agg(p.entry ORDER BY p.n)
+                                FROM jsonb_array_elements(previous_secrets) WITH ORDINALITY AS p(entry, n)
+                               WHERE (p.entry->>'expiresAt')::timestamptz > ${now.toISOString()}::timestamptz), '[]'::jsonb),
+               updated_at = ${now.toISOString()}::timestamptz
+         WHERE id = ${id} AND organization_id = ${tenant.organizationId} AND deleted_at IS NULL
+        RETURNING id`;
+      if (rows.length === 0) return false;
+      await tx.auditLogEntry.create({
         data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.secret_rotated', target: { type: 'webhook', id } }),
-      }),
-    ]);
-    return { secret, previousSecretExpiresAt: previousSecretExpiresAt.toISOString() };
+      });
+      return true;
+    });
+    if (!rotated) throw AppError.notFound('Webhook');
+    return { secret, previousSecretExpiresAt };
   }
 
   private auditBase(tenant: TenantScope, requestId: string) {

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength } from 'class-validator';
-import { IsOptionalNotNull, IsText } from '../../common/validators';
+import { IsOptionalNotNull, IsRetrySchedule, IsText } from '../../common/validators';
 import { EVENT_TYPE_NAMES, MAX_URL_LENGTH } from '@bellhop/domain';
 
 const knownEvent = { each: true, message: `each value in events must be one of: ${EVENT_TYPE_NAMES.join(', ')}` };
@@ -28,6 +28,15 @@ export class CreateWebhookDto {
   @IsText()
   @MaxLength(500)
   description?: string | null;
+
+  @ApiPropertyOptional({
+    type: [String],
+    nullable: true,
+    example: ['1m', '5m', '30m', '2h'],
+    description: "Waits between this webhook's scheduled attempts (0 to 10, each 1s to 24h); null = the server's RETRY_SCHEDULE",
+  })
+  @IsRetrySchedule()
+  retrySchedule?: string[] | null;
 }
 
 export class UpdateWebhookDto {
@@ -55,6 +64,15 @@ export class UpdateWebhookDto {
   @IsText()
   @MaxLength(500)
   description?: string | null;
+
+  @ApiPropertyOptional({
+    type: [String],
+    nullable: true,
+    example: ['1m', '5m', '30m', '2h'],
+    description: "Waits between this webhook's scheduled attempts (0 to 10, each 1s to 24h); null = the server's RETRY_SCHEDULE",
+  })
+  @IsRetrySchedule()
+  retrySchedule?: string[] | null;
 }
 
 export class TestWebhookDto {

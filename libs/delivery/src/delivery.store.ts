@@ -1,0 +1,560 @@
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { Batcher, Prisma, PrismaService, isTransientDatabaseError } from '@bellhop/database';
+import { type AttemptTrigger, type AttemptVerdict, newId } from '@bellhop/domain';
+
+/*
+ * The one owner of a delivery's state: status, attempt_count, scheduled_attempts,
+ * next_attempt_at, the manual request, the lease and the last result. Every change is a named
+ * transition below, each one guarded statement that says whether it happened. The API (manual
+ * retry, webhook delete), the sweeper and the worker call these; nothing else writes those columns.
+ *
+ * Leases are fenced: a claim writes a fresh lease_token, and a recording moves the delivery only
+ * when it carries the token that is still on the row. A holder that lost its lease (paused past
+ * it while another worker claimed the delivery) still gets its attempt into the history, because
+ * the request was made, but the delivery's state stays the current holder's.
+ */
+
+export type DeliveryStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled';
+
+/** What a job asks to claim: the next scheduled attempt (made for a given step), or a manual one. */
+export type ClaimRequest =
+  | { deliveryId: string; kind: 'scheduled'; /** The scheduled attempt the job was made for (1-based). */ scheduledAttempt?: number }
+  | { deliveryId: string; kind: 'manual' };
+
+/** A delivery leased for one attempt, with everything needed to sign and send it. */
+export interface Claimed {
+  id: string;
+  webhookId: string;
+  organizationId: string;
+  eventId: string;
+  eventType: string;
+  test: boolean;
+  /** The trigger this attempt is made for. */
+  trigger: AttemptTrigger;
+  /** The number this attempt is sent with (X-Bellwether-Attempt): attempts recorded so far + 1. */
+  attempt: number;
+  /** Scheduled attempts made before this one. */
+  scheduledAttempts: number;
+  leaseToken: string;
+  url: string;
+  secretCiphertext: string;
+  previousSecrets: unknown;
+  /** The webhook's own schedule (ms), or null for the server's. */
+  retryScheduleMs: unknown;
+  body: string;
+}
+
+/** Why a job could not claim its delivery. */
+export type ClaimRefusal =
+  | { reason: 'missing' | 'done' | 'stale' }
+  /** Another attempt of this delivery holds the lease (or a lost manual lease waits to be redone). */
+  | { reason: 'leased' }
+  | { reason: 'webhook_inactive'; deleted: boolean }
+  | { reason: 'not_due'; inMs: number }
+  /** It looked claimable a moment later: another job took it in between. */
+  | { reason: 'raced' };
+
+export interface AttemptRecord {
+  claimed: Claimed;
+  startedAt: Date;
+  requestHeaders: Record<string, string>;
+  statusCode: number | null;
+  responseHeaders: Record<string, string | string[]> | null;
+  responseBody: string | null;
+  responseBodyTruncated: boolean;
+  responseTimeMs: number;
+  error: { code: string; message: string } | null;
+  verdict: AttemptVerdict;
+}
+
+/** The delivery after a recording. */
+export interface Recorded {
+  /** False when the lease had passed to another attempt: the attempt is in the history, the state is not ours. */
+  fenced: boolean;
+  /** Its number in the history. */
+  attempt: number;
+  status: DeliveryStatus;
+  /** Scheduled attempts made, and when the next is due (pending deliveries). */
+  scheduledAttempts: number;
+  nextAttemptAt: Date | null;
+  /** A manual or replay attempt asked for meanwhile, still to be made (its request time). */
+  manualRequestedAt: Date | null;
+  /** The webhook was disabled by this recording (410). */
+  webhookDisabled: boolean;
+}
+
+export type ManualRequestOutcome =
+  | { kind: 'queued'; delivery: { id: string; webhookId: string; organizationId: string; requestedAt: Date } }
+  | { kind: 'not_found' }
+  | { kind: 'webhook_disabled' }
+  | { kind: 'already_waiting' };
+
+/** A delivery the queue may have lost: due (or with a manual attempt waiting) and not leased. */
+export interface LostCandidate {
+  id: string;
+  webhookId: string;
+  organizationId: string;
+  kind: 'scheduled' | 'manual';
+  /** Scheduled: the step due. */
+  scheduledAttempt: number;
+  /** Manual: when it was asked for. */
+  manualRequestedAt: Date | null;
+  /** Its lease ran out (a worker died mid-attempt). */
+  leaseExpired: boolean;
+  /** Due for a while already (the job may be stuck in an active state). */
+  overdueMs: number;
+  /** Keyset position, for the next page. */
+  dueAt: Date;
+}
+
+/** The lease outlives the HTTP deadline by this much, so that recording always fits inside it. */
+export const LEASE_MARGIN_MS = 30_000;
+/** A job may run this much before the row's next_attempt_at (clock skew between worker, Redis and Postgres). */
+export const DUE_SLACK_MS = 50;
+
+/** Postgres text cannot hold NUL characters; receivers do send them. */
+function withoutNul(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
+
+interface ClaimRow {
+  id: string;
+  webhook_id: string;
+  organization_id: string;
+  event_id: string;
+  event_type: string;
+  test: boolean;
+  trigger: AttemptTrigger;
+  attempt_count: number;
+  scheduled_attempts: number;
+  lease_token: string;
+  url: string;
+  secret_ciphertext: string;
+  previous_secrets: unknown;
+  retry_schedule_ms: unknown;
+  body: string;
+}
+
+interface RecordRow {
+  id: string;
+  attempt_id: string;
+  fenced: boolean;
+  attempt: number;
+  status: DeliveryStatus;
+  scheduled_attempts: number;
+  next_attempt_at: Date | null;
+  manual_requested_at: Date | null;
+  webhook_disabled: boolean;
+}
+
+interface RecordItem extends AttemptRecord {
+  /** Chosen before the first try, so that a retried recording finds its own committed row. */
+  attemptId: string;
+}
+
+@Injectable()
+export class DeliveryStore {
+  private readonly logger = new Logger(DeliveryStore.name);
+  readonly leaseMs: number;
+  /** Concurrent claims share one statement, and so do concurrent recordings. */
+  private readonly claims = new Batcher<ClaimRequest & { token: string }, ClaimRow | null>((items) => this.claimMany(items));
+  private readonly records = new Batcher<RecordItem, Recorded>((items) => this.recordManyRetrying(items), { isolateFailures: true });
+
+  constructor(
+    private readonly prisma: PrismaService,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+  ) {
+    this.leaseMs = config.deliveryTimeoutMs + LEASE_MARGIN_MS;
+  }
+
+  /**
+   * claim: takes the lease for one attempt with a fresh token. A manual claim takes the waiting
+   * manual request (or redoes a manual attempt whose holder died); a scheduled claim takes the
+   * due scheduled step the job was made for. Deliveries of deleted webhooks are never claimed,
+   * nor those of disabled ones unless they are test deliveries. Of two workers racing for one
+   * row, exactly one gets it.
+   */
+  async claim(request: ClaimRequest): Promise<Claimed | null> {
+    const row = await this.claims.run({ ...request, token: randomUUID() });
+    if (!row) return null;
+    return {
+      id: row.id,
+      webhookId: row.webhook_id,
+      organizationId: row.organization_id,
+      eventId: row.event_id,
+      eventType: row.event_type,
+      test: row.test,
+      trigger: row.trigger,
+      attempt: row.attempt_count + 1,
+      scheduledAttempts: row.scheduled_attempts,
+      leaseToken: row.lease_token,
+      url: row.url,
+      secretCiphertext: row.secret_ciphertext,
+      previousSecrets: row.previous_secrets,
+      retryScheduleMs: row.retry_schedule_ms,
+      body: row.body,
+    };
+  }
+
+  private async claimMany(items: Array<ClaimRequest & { token: string }>): Promise<Array<ClaimRow | null>> {
+    // Rows are reached by primary key only. The status is compared as text and the webhook
+    // checked in a subquery so that no plan walks the status or webhook indexes instead: their
+    // 'pending' entries are mostly dead rows between vacuums.
+    const rows = await this.prisma.$queryRaw<ClaimRow[]>`
+      WITH input AS (
+        SELECT * FROM unnest(${items.map((i) => i.deliveryId)}::text[], ${items.map((i) => i.kind)}::text[],
+                             ${items.map((i) => (i.kind === 'scheduled' ? (i.scheduledAttempt ?? null) : null))}::int[],
+                             ${items.map((i) => i.token)}::text[])
+                 WITH ORDINALITY AS i(id, kind, scheduled_attempt, token, n)
+      ), claimable AS (
+        -- One request per delivery: the first of the batch.
+        SELECT DISTINCT ON (id) * FROM input ORDER BY id, n
+      ), claimed AS (
+        UPDATE deliveries d SET
+               lease_token = i.token,
+               lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond',
+               lease_trigger = CASE
+                 WHEN i.kind = 'manual' THEN COALESCE(d.manual_trigger, d.lease_trigger)
+                 WHEN d.test THEN 'test'::"AttemptTrigger"
+                 ELSE 'scheduled'::"AttemptTrigger" END,
+               manual_requested_at = CASE WHEN i.kind = 'manual' THEN NULL ELSE d.manual_requested_at END,
+               manual_trigger = CASE WHEN i.kind = 'manual' THEN NULL ELSE d.manual_trigger END
+          FROM claimable i
+         WHERE d.id = i.id
+           AND (d.lease_until IS NULL OR d.lease_until < now())
+           AND (SELECT w.deleted_at IS NULL AND (w.enabled OR d.test) FROM webhooks w WHERE w.id = d.webhook_id)
+           AND CASE WHEN i.kind = 'manual'
+                 THEN d.manual_requested_at IS NOT NULL OR d.lease_trigger::text IN ('manual', 'replay')
+                 ELSE d.status::text = 'pending'
+                      -- a manual attempt whose holder died is redone by a manual job first
+                      AND (d.lease_trigger IS NULL OR d.lease_trigger::text NOT IN ('manual', 'replay'))
+                      AND d.next_attempt_at <= now() + ${DUE_SLACK_MS}::float8 * interval '1 millisecond'
+                      AND (i.scheduled_attempt IS NULL OR d.scheduled_attempts < i.scheduled_attempt)
+               END
+        RETURNING d.id, d.webhook_id, d.organization_id, d.event_id, d.event_type, d.test, d.lease_trigger,
+                  d.attempt_count, d.scheduled_attempts, d.lease_token
+      )
+      SELECT c.id, c.webhook_id, c.organization_id, c.event_id, c.event_type, c.test, c.lease_trigger::text AS trigger,
+             c.attempt_count, c.scheduled_attempts, c.lease_token, w.url, w.secret_ciphertext,
+             w.previous_secrets, w.retry_schedule_ms,
+             (SELECT e.body FROM events e WHERE e.id = c.event_id) AS body
+        FROM claimed c JOIN webhooks w ON w.id = c.webhook_id`;
+    const byToken = new Map(rows.map((row) => [row.lease_token, row]));
+    return items.map((item) => byToken.get(item.token) ?? null);
+  }
+
+  /** The keys of a delivery's caps, for a job that does not carry them. */
+  async ownerOf(deliveryId: string): Promise<{ webhookId: string; organizationId: string } | null> {
+    const [row] = await this.prisma.$queryRaw<Array<{ webhook_id: string; organization_id: string }>>`
+      SELECT webhook_id, organization_id FROM deliveries WHERE id = ${deliveryId}`;
+    return row ? { webhookId: row.webhook_id, organizationId: row.organization_id } : null;
+  }
+
+  /** Why a claim found nothing: read once, only on that path. */
+  async explainRefusal(request: ClaimRequest): Promise<ClaimRefusal> {
+    const [state] = await this.prisma.$queryRaw<
+      Array<{ status: string; scheduled_attempts: number; leased: boolean; lost_manual: boolean; manual_waiting: boolean; due_in_ms: number; enabled: boolean; deleted: boolean; test: boolean }>
+    >`
+      SELECT d.status::text AS status, d.scheduled_attempts, d.test,
+             (d.lease_until IS NOT NULL AND d.lease_until >= now()) AS leased,
+             (d.lease_until IS NOT NULL AND d.lease_until < now() AND d.lease_trigger::text IN ('manual', 'replay')) AS lost_manual,
+             (d.manual_requested_at IS NOT NULL) AS manual_waiting,
+             GREATEST(0, COALESCE(EXTRACT(EPOCH FROM (d.next_attempt_at - now())) * 1000, 0))::float8 AS due_in_ms,
+             w.enabled, (w.deleted_at IS NOT NULL) AS deleted
+        FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+       WHERE d.id = ${request.deliveryId}`;
+    if (!state) return { reason: 'missing' };
+    const manualWork = state.manual_waiting || state.lost_manual;
+    if (request.kind === 'manual' && !manualWork) return { reason: 'done' };
+    if (request.kind === 'scheduled') {
+      if (state.status !== 'pending') return { reason: 'done' };
+      if (request.scheduledAttempt !== undefined && state.scheduled_attempts >= request.scheduledAttempt) return { reason: 'stale' };
+    }
+    if (state.leased || (request.kind === 'scheduled' && state.lost_manual)) return { reason: 'leased' };
+    if (state.deleted || !(state.enabled || state.test)) return { reason: 'webhook_inactive', deleted: state.deleted };
+    if (request.kind === 'scheduled' && state.due_in_ms > DUE_SLACK_MS) return { reason: 'not_due', inMs: Math.ceil(state.due_in_ms) };
+    return { reason: 'raced' };
+  }
+
+  /**
+   * record: the attempt's row, and (when the lease token is still the row's) the delivery's next
+   * state and the webhook's, in one statement. Retried on transient database errors, isolated
+   * from the other recordings batched with it; idempotent through the attempt id, so a retry
+   * after a lost commit reply finds its own row instead of adding a second.
+   */
+  record(attempt: AttemptRecord): Promise<Recorded> {
+    return this.records.run({ ...attempt, attemptId: newId('attempt') });
+  }
+
+  private async recordManyRetrying(items: RecordItem[]): Promise<Recorded[]> {
+    // Until shortly before the lease runs out: after that another worker may claim the delivery,
+    // and the attempt (still recorded later as stale, if Postgres comes back) may be made again.
+    const deadline = Date.now() + Math.max(1000, this.leaseMs - LEASE_MARGIN_MS / 2);
+    for (let delayMs = 50; ; delayMs = Math.min(delayMs * 2, 2000)) {
+      try {
+        return await this.recordMany(items);
+      } catch (err) {
+        if (!isTransientDatabaseError(err) || Date.now() + delayMs > deadline) throw err;
+        this.logger.warn({ msg: 'recording attempts failed; retrying', attempts: items.length, error: (err as Error).message, retryInMs: delayMs });
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
+  }
+
+  private async recordMany(items: RecordItem[]): Promise<Recorded[]> {
+    const column = <T>(pick: (item: RecordItem) => T) => items.map(pick);
+    const rows = await this.prisma.$queryRaw<RecordRow[]>`
+      WITH x AS (
+        SELECT * FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],
+                             ${column((i) => i.claimed.leaseToken)}::text[], ${column((i) => i.claimed.trigger)}::text[],
+                             ${column((i) => i.verdict.success)}::bool[], ${column((i) => i.verdict.gone)}::bool[],
+                             ${column((i) => i.verdict.retryInMs)}::float8[], ${column((i) => i.statusCode)}::int[],
+                             ${column((i) => i.responseTimeMs)}::int[], ${column((i) => i.startedAt.toISOString())}::timestamptz[],
+                             ${column((i) => i.claimed.test)}::bool[])
+               AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test)
+         -- A retry of a recording whose commit reply was lost: its attempt row exists, nothing to do.
+         WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)
+      ), current AS (
+        -- The row as it is now, locked (in id order, so that concurrent recordings cannot deadlock).
+        SELECT d.id, d.status, COALESCE(d.lease_token = x.token, false) AS fenced, x.attempt_id, x.trigger, x.success, x.gone,
+               x.retry_ms, x.code, x.time_ms, x.started_at, x.test
+          FROM deliveries d JOIN x ON x.id = d.id
+         ORDER BY d.id
+           FOR UPDATE OF d
+      ), next AS (
+        SELECT c.id, c.attempt_id, c.fenced, c.status AS old_status, c.trigger, c.success, c.gone, c.code, c.time_ms,
+               c.started_at, c.test, c.retry_ms,
+               CASE
+                 WHEN NOT c.fenced THEN c.status
+                 WHEN c.success THEN 'succeeded'::"DeliveryStatus"
+                 -- A delivery cancelled while its attempt was in flight stays cancelled.
+                 WHEN c.status <> 'pending'::"DeliveryStatus" THEN c.status
+                 WHEN c.gone THEN 'failed'::"DeliveryStatus"
+                 -- Manual and replay attempts are outside the schedule: a pending delivery keeps its next step.
+                 WHEN c.trigger IN ('manual', 'replay') THEN c.status
+                 WHEN c.retry_ms IS NOT NULL THEN 'pending'::"DeliveryStatus"
+                 ELSE 'failed'::"DeliveryStatus" END AS new_status
+          FROM current c
+      ), updated AS (
+        UPDATE deliveries d SET
+               attempt_count = d.attempt_count + 1,
+               scheduled_attempts = d.scheduled_attempts + CASE WHEN n.fenced AND n.trigger IN ('scheduled', 'test') THEN 1 ELSE 0 END,
+               status = n.new_status,
+               next_attempt_at = CASE
+                 WHEN NOT n.fenced THEN d.next_attempt_at
+                 WHEN n.new_status <> 'pending'::"DeliveryStatus" THEN NULL
+                 WHEN n.trigger IN ('scheduled', 'test') THEN now() + n.retry_ms * interval '1 millisecond'
+                 ELSE d.next_attempt_at END,
+               completed_at = CASE
+                 WHEN n.new_status <> n.old_status AND n.new_status <> 'pending'::"DeliveryStatus" THEN now()
+                 ELSE d.completed_at END,
+               last_status_code = CASE WHEN n.fenced THEN n.code ELSE d.last_status_code END,
+               last_response_time_ms = CASE WHEN n.fenced THEN n.time_ms ELSE d.last_response_time_ms END,
+               lease_token = CASE WHEN n.fenced THEN NULL ELSE d.lease_token END,
+               lease_until = CASE WHEN n.fenced THEN NULL ELSE d.lease_until END,
+               lease_trigger = CASE WHEN n.fenced THEN NULL ELSE d.lease_trigger END
+          FROM next n
+         WHERE d.id = n.id
+        RETURNING d.id, d.attempt_count, d.status, d.scheduled_attempts, d.next_attempt_at, d.manual_requested_at
+      ), inserted AS (
+        INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers,
+                              response_status, response_headers, response_body, response_body_truncated,
+                              response_time_ms, error_code, error_message)
+        SELECT a.id, a.delivery_id, u.attempt_count, a.trigger::"AttemptTrigger", a.created_at, a.url, a.request_headers::jsonb,
+               a.code, a.response_headers::jsonb, a.body, a.truncated, a.time_ms, a.error_code, a.error_message
+          FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],
+                      ${column((i) => i.claimed.trigger)}::text[], ${column((i) => i.startedAt.toISOString())}::timestamptz[],
+                      ${column((i) => i.claimed.url)}::text[], ${column((i) => JSON.stringify(i.requestHeaders))}::text[],
+                      ${column((i) => i.statusCode)}::int[],
+                      ${column((i) => (i.responseHeaders === null ? null : JSON.stringify(i.responseHeaders)))}::text[],
+                      ${column((i) => (i.responseBody === null ? null : withoutNul(i.responseBody)))}::text[],
+                      ${column((i) => i.responseBodyTruncated)}::bool[], ${column((i) => i.responseTimeMs)}::int[],
+                      ${column((i) => i.error?.code ?? null)}::text[],
+                      ${column((i) => (i.error ? withoutNul(i.error.message) : null))}::text[])
+               AS a(id, delivery_id, trigger, created_at, url, request_headers, code, response_headers, body,
+                    truncated, time_ms, error_code, error_message)
+          JOIN updated u ON u.id = a.delivery_id
+        RETURNING 1
+      ), outcome AS (
+        -- One row per webhook, so that each webhook row is updated once by this statement. Only
+        -- the lease holder's results move it, and test deliveries never do.
+        SELECT d.webhook_id,
+               bool_or(n.gone) AS gone,
+               bool_or(n.success) AS succeeded,
+               min(n.started_at) FILTER (WHERE NOT n.success AND NOT n.gone) AS first_failure
+          FROM next n JOIN deliveries d ON d.id = n.id
+         WHERE n.fenced AND NOT n.test
+         GROUP BY d.webhook_id
+      ), webhooks_changed AS (
+        -- 410 disables the webhook; a success ends its run of failures; a failure starts one.
+        -- In the same statement as the attempt, so a crash cannot record one without the other.
+        UPDATE webhooks w SET
+               enabled = CASE WHEN o.gone THEN false ELSE w.enabled END,
+               disabled_reason = CASE WHEN o.gone AND w.enabled THEN 'gone' ELSE w.disabled_reason END,
+               updated_at = CASE WHEN o.gone AND w.enabled THEN now() ELSE w.updated_at END,
+               failing_since = CASE
+                 WHEN o.succeeded THEN NULL
+                 WHEN o.first_failure IS NOT NULL THEN COALESCE(w.failing_since, o.first_failure)
+                 ELSE w.failing_since END
+          FROM outcome o
+         WHERE w.id = o.webhook_id AND w.deleted_at IS NULL
+           AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL))
+        RETURNING w.id, (o.gone AND NOT w.enabled) AS disabled
+      )
+      SELECT u.id, n.attempt_id, n.fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
+             u.next_attempt_at, u.manual_requested_at,
+             COALESCE((SELECT wc.disabled FROM webhooks_changed wc JOIN deliveries d ON d.webhook_id = wc.id WHERE d.id = u.id), false) AS webhook_disabled
+        FROM updated u JOIN next n ON n.id = u.id`;
+    const byAttempt = new Map(rows.map((row) => [row.attempt_id, row]));
+    const missing = items.filter((item) => !byAttempt.has(item.attemptId));
+    if (missing.length > 0) {
+      // Already recorded by an earlier try whose reply was lost (or the delivery is gone). Whether
+      // that try was the lease holder's is not kept; it is taken as so when the lease is no longer
+      // ours, which at worst dispatches a job that finds nothing to claim.
+      const earlier = await this.prisma.$queryRaw<RecordRow[]>`
+        SELECT d.id, a.id AS attempt_id, COALESCE(d.lease_token <> x.token, true) AS fenced, a.attempt,
+               d.status::text AS status, d.scheduled_attempts, d.next_attempt_at, d.manual_requested_at, false AS webhook_disabled
+          FROM unnest(${missing.map((i) => i.attemptId)}::text[], ${missing.map((i) => i.claimed.leaseToken)}::text[]) AS x(attempt_id, token)
+          JOIN attempts a ON a.id = x.attempt_id
+          JOIN deliveries d ON d.id = a.delivery_id`;
+      for (const row of earlier) byAttempt.set(row.attempt_id, row);
+    }
+    return items.map((item) => {
+      const row = byAttempt.get(item.attemptId);
+      if (!row) throw new Error(`delivery ${item.claimed.id} no longer exists; its attempt could not be recorded`);
+      return {
+        fenced: row.fenced,
+        attempt: row.attempt,
+        status: row.status,
+        scheduledAttempts: row.scheduled_attempts,
+        nextAttemptAt: row.next_attempt_at,
+        manualRequestedAt: row.manual_requested_at,
+        webhookDisabled: row.webhook_disabled,
+      };
+    });
+  }
+
+  /**
+   * cancelInactive: a pending delivery of a disabled or deleted webhook is never attempted: it
+   * ends cancelled, and a waiting manual request is dropped. Not while an attempt holds the lease.
+   */
+  async cancelInactive(deliveryId: string): Promise<boolean> {
+    const changed = await this.prisma.$executeRaw`
+      UPDATE deliveries d SET
+             status = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN 'cancelled'::"DeliveryStatus" ELSE d.status END,
+             completed_at = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN now() ELSE d.completed_at END,
+             next_attempt_at = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN NULL ELSE d.next_attempt_at END,
+             manual_requested_at = NULL, manual_trigger = NULL,
+             lease_token = NULL, lease_until = NULL, lease_trigger = NULL
+        FROM webhooks w
+       WHERE d.id = ${deliveryId} AND w.id = d.webhook_id
+         AND (w.deleted_at IS NOT NULL OR NOT (w.enabled OR d.test))
+         AND (d.lease_until IS NULL OR d.lease_until < now())
+         AND (d.status = 'pending'::"DeliveryStatus" OR d.manual_requested_at IS NOT NULL OR d.lease_trigger IS NOT NULL)`;
+    return changed > 0;
+  }
+
+  /**
+   * cancelForWebhook: the webhook is being deleted (call inside its transaction): its pending
+   * deliveries are cancelled and waiting manual attempts dropped. An attempt in flight is still
+   * recorded when it ends; the delivery stays cancelled.
+   */
+  cancelForWebhook(webhookId: string) {
+    return this.prisma.$executeRaw`
+      UPDATE deliveries d SET
+             status = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN 'cancelled'::"DeliveryStatus" ELSE d.status END,
+             completed_at = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN now() ELSE d.completed_at END,
+             next_attempt_at = NULL, manual_requested_at = NULL, manual_trigger = NULL
+       WHERE d.webhook_id = ${webhookId}
+         AND (d.status = 'pending'::"DeliveryStatus" OR d.manual_requested_at IS NOT NULL)`;
+  }
+
+  /**
+   * requestManualAttempt: one more attempt, outside the schedule, as soon as possible (after the
+   * attempt in flight, if any). Refused when the webhook is disabled or deleted, and when a
+   * manual attempt of this delivery is already waiting; two concurrent requests get one each.
+   */
+  async requestManualAttempt(deliveryId: string, organizationId: string, trigger: 'manual' | 'replay' = 'manual'): Promise<ManualRequestOutcome> {
+    const [row] = await this.prisma.$queryRaw<Array<{ id: string; webhook_id: string; organization_id: string; active: boolean; requested_at: Date | null }>>`
+      WITH target AS (
+        SELECT d.id, d.webhook_id, d.organization_id, (w.enabled AND w.deleted_at IS NULL) AS active
+          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.id = ${deliveryId} AND d.organization_id = ${organizationId}
+      ), requested AS (
+        UPDATE deliveries d SET manual_requested_at = now(), manual_trigger = ${trigger}::text::"AttemptTrigger"
+          FROM target t
+         WHERE d.id = t.id AND t.active AND d.manual_requested_at IS NULL
+        RETURNING d.id, d.manual_requested_at
+      )
+      SELECT t.id, t.webhook_id, t.organization_id, t.active, r.manual_requested_at AS requested_at
+        FROM target t LEFT JOIN requested r ON r.id = t.id`;
+    if (!row) return { kind: 'not_found' };
+    if (!row.active) return { kind: 'webhook_disabled' };
+    if (!row.requested_at) return { kind: 'already_waiting' };
+    return { kind: 'queued', delivery: { id: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, requestedAt: row.requested_at } };
+  }
+
+  /**
+   * findLost: deliveries that should be in the queue: a scheduled step due for longer than
+   * graceMs, a manual attempt waiting that long, or a lease run out. Keyset-paged from `after`
+   * in due order, so that a long legitimate backlog does not hide a lost row behind it. Locked
+   * with SKIP LOCKED, so that sweepers in several workers read different rows.
+   */
+  async findLost(options: { graceMs: number; limit: number; after?: { dueAt: Date; id: string } | null }): Promise<LostCandidate[]> {
+    const after = options.after ?? null;
+    return this.prisma.$transaction(async (tx) => {
+      const scheduled = await tx.$queryRaw<
+        Array<{ id: string; webhook_id: string; organization_id: string; scheduled_attempts: number; lease_expired: boolean; overdue_ms: number; due_at: Date }>
+      >`
+        SELECT id, webhook_id, organization_id, scheduled_attempts, (lease_until IS NOT NULL) AS lease_expired,
+               (EXTRACT(EPOCH FROM (now() - next_attempt_at)) * 1000)::float8 AS overdue_ms, next_attempt_at AS due_at
+          FROM deliveries
+         WHERE status = 'pending'::"DeliveryStatus"
+           AND next_attempt_at <= now() - ${options.graceMs}::float8 * interval '1 millisecond'
+           AND (lease_until IS NULL OR lease_until < now())
+           AND (lease_trigger IS NULL OR lease_trigger::text NOT IN ('manual', 'replay'))
+           ${after ? Prisma.sql`AND (next_attempt_at, id) > (${after.dueAt}::timestamptz, ${after.id}::text)` : Prisma.empty}
+         ORDER BY next_attempt_at, id
+         LIMIT ${options.limit}::int
+           FOR UPDATE SKIP LOCKED`;
+      const manual = await tx.$queryRaw<
+        Array<{ id: string; webhook_id: string; organization_id: string; manual_requested_at: Date | null; lease_expired: boolean; overdue_ms: number }>
+      >`
+        SELECT id, webhook_id, organization_id, manual_requested_at, (lease_until IS NOT NULL) AS lease_expired,
+               (EXTRACT(EPOCH FROM (now() - COALESCE(manual_requested_at, lease_until))) * 1000)::float8 AS overdue_ms
+          FROM deliveries
+         WHERE ((manual_requested_at IS NOT NULL AND manual_requested_at <= now() - ${options.graceMs}::float8 * interval '1 millisecond'
+                 AND (lease_until IS NULL OR lease_until < now()))
+             OR (lease_until < now() - ${options.graceMs}::float8 * interval '1 millisecond' AND lease_trigger::text IN ('manual', 'replay')))
+         ORDER BY COALESCE(manual_requested_at, lease_until), id
+         LIMIT ${options.limit}::int
+           FOR UPDATE SKIP LOCKED`;
+      return [
+        ...scheduled.map((r): LostCandidate => ({
+          id: r.id,
+          webhookId: r.webhook_id,
+          organizationId: r.organization_id,
+          kind: 'scheduled',
+          scheduledAttempt: r.scheduled_attempts + 1,
+          manualRequestedAt: null,
+          leaseExpired: r.lease_expired,
+          overdueMs: r.overdue_ms,
+          dueAt: r.due_at,
+        })),
+        ...manual.map((r): LostCandidate => ({
+          id: r.id,
+          webhookId: r.webhook_id,
+          organizationId: r.organization_id,
+          kind: 'manual',
+          scheduledAttempt: 0,
+          manualRequestedAt: r.manual_requested_at,
+          leaseExpired: r.lease_expired,
+          overdueMs: r.overdue_ms,
+          dueAt: r.manual_requested_at ?? new Date(0),
+        })),
+      ];
+    });
+  }
+}

@@ -1,0 +1,42 @@
+-- Delivery lifecycle: fenced leases, manual attempts outside the schedule, per-webhook retry
+-- schedules, and every rotated-out secret that still signs.
+
+-- AlterEnum
+ALTER TYPE "AttemptTrigger" ADD VALUE 'replay';
+
+-- Webhooks: previous secrets as a list (each with its own expiry), own retry schedule.
+ALTER TABLE "webhooks" ADD COLUMN "previous_secrets" JSONB NOT NULL DEFAULT '[]',
+ADD COLUMN "retry_schedule_ms" JSONB;
+
+UPDATE "webhooks"
+   SET "previous_secrets" = jsonb_build_array(jsonb_build_object(
+         'ciphertext', "previous_secret_ciphertext",
+         'expiresAt', to_char("previous_secret_expires_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
+ WHERE "previous_secret_ciphertext" IS NOT NULL AND "previous_secret_expires_at" > now();
+
+ALTER TABLE "webhooks" DROP COLUMN "previous_secret_ciphertext",
+DROP COLUMN "previous_secret_expires_at";
+
+-- Deliveries: the lease gets a token and the trigger it was taken for, a manual attempt waits in
+-- its own columns instead of overwriting the schedule, and scheduled attempts are counted apart.
+ALTER TABLE "deliveries" ADD COLUMN "lease_token" TEXT,
+ADD COLUMN "lease_trigger" "AttemptTrigger",
+ADD COLUMN "manual_requested_at" TIMESTAMPTZ(3),
+ADD COLUMN "manual_trigger" "AttemptTrigger",
+ADD COLUMN "scheduled_attempts" INTEGER NOT NULL DEFAULT 0,
+ALTER COLUMN "next_attempt_at" SET DEFAULT CURRENT_TIMESTAMP;
+
+UPDATE "deliveries" SET "scheduled_attempts" = "attempt_count" WHERE "attempt_count" > 0;
+
+-- A manual retry that was waiting keeps waiting, now outside the schedule.
+UPDATE "deliveries"
+   SET "manual_requested_at" = COALESCE("next_attempt_at", now()), "manual_trigger" = 'manual'
+ WHERE "next_trigger" = 'manual' AND "status" = 'pending';
+
+ALTER TABLE "deliveries" DROP COLUMN "next_trigger";
+
+-- The sweeper's look-ups: waiting manual attempts, and leases (few rows at any time: in flight only).
+CREATE INDEX "deliveries_manual_requested_at_idx" ON "deliveries"("manual_requested_at", "id") WHERE "manual_requested_at" IS NOT NULL;
+CREATE INDEX "deliveries_lease_until_idx" ON "deliveries"("lease_until") WHERE "lease_until" IS NOT NULL;
+-- Pending deliveries in due order, with the id as tie-breaker for the sweeper's keyset pages.
+CREATE INDEX "deliveries_pending_due_idx" ON "deliveries"("next_attempt_at", "id") WHERE "status" = 'pending';
