@@ -95,6 +95,7 @@ describe('API edges with production destination rules', () => {
       enabled: true,
       description: 'prod',
       disabledReason: null,
+      retrySchedule: ['100ms', '200ms', '300ms', '400ms'],
       createdAt: expect.any(String),
       updatedAt: expect.any(String),
     });

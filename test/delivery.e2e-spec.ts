@@ -226,7 +226,8 @@ describe('delivery end to end', () => {
       return list.deliveries[0]?.status === 'failed' ? list.deliveries[0] : undefined;
     });
     const retried = await stack.http().post(`/deliveries/${failed.id}/retry`).set(tenant.auth).expect(202);
-    expect(retried.body.delivery).toMatchObject({ id: failed.id, status: 'pending' });
+    // Asked for, not made yet: the delivery stays failed until the manual attempt succeeds.
+    expect(retried.body.delivery).toMatchObject({ id: failed.id, status: 'failed' });
     const done = await eventually(async () => {
       const res = await stack.http().get(`/deliveries/${failed.id}`).set(tenant.auth).expect(200);
       return res.body.delivery.status === 'succeeded' ? res.body.delivery : undefined;
@@ -282,7 +283,9 @@ describe('delivery end to end', () => {
         return found.length > 0 ? found : undefined;
       });
       for (const job of jobs) {
-        expect(Object.keys(job.data).sort()).toEqual(['deliveryId', 'organizationId', 'webhookId']);
+        expect(Object.keys(job.data).sort()).toEqual(['attempt', 'deliveryId', 'kind', 'organizationId', 'webhookId']);
+        expect(job.data.kind).toBe('scheduled');
+        expect(job.data.attempt).toEqual(expect.any(Number));
         expect(job.data.deliveryId).toMatch(/^dlv_/);
         expect(job.data.webhookId).toBe(webhook.id);
         expect(job.data.organizationId).toBe(tenant.organizationId);
