@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { PrismaService } from '@bellhop/database';
-import { decideAttempt } from '@bellhop/domain';
+import { attemptOutcomeLabel, decideAttempt } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import type { DeliveryJob } from '@bellhop/queue';
 import { signedHeaders, validSecrets } from '@bellhop/signing';
@@ -198,7 +198,7 @@ export class DeliveryService {
       scheduledAttemptsBefore: claimed.scheduledAttempts,
       scheduleMs: this.scheduleOf(claimed),
     });
-    metrics.attempts.inc({ outcome: outcomeLabel(result) });
+    metrics.attempts.inc({ outcome: attemptOutcomeLabel(result.statusCode, result.error?.code ?? null) });
     metrics.attemptDuration.observe(result.responseTimeMs / 1000);
 
     const recorded = await this.store.record({
@@ -275,10 +275,4 @@ export class DeliveryService {
     const own = claimed.retryScheduleMs;
     return Array.isArray(own) && own.every((ms) => typeof ms === 'number') ? (own as number[]) : this.config.retryScheduleMs;
   }
-}
-
-function outcomeLabel(result: SendResult): string {
-  if (result.error) return result.error.code;
-  const code = result.statusCode ?? 0;
-  return code >= 200 && code < 300 ? 'success' : `http_${Math.floor(code / 100)}xx`;
 }

@@ -1,6 +1,6 @@
 import { checkWebhookUrl, isPrivateAddress } from './destination';
 import { isId, newId } from './ids';
-import { nextRetryDelay, parseRetryAfter } from './retry';
+import { MAX_RETRY_AFTER_MS, attemptOutcomeLabel, decideAttempt, formatDurations, nextRetryDelay, parseRetryAfter } from './retry';
 
 describe('ids', () => {
   it('are prefixed, URL-safe and sort by creation time', () => {
@@ -81,5 +81,51 @@ describe('destinations', () => {
     expect(checkWebhookUrl('https://hooks.example.com/x?y=1', strict)).toBeNull();
     expect(checkWebhookUrl('http://127.0.0.1:8080/x', { allowHttp: true, allowPrivate: true })).toBeNull();
     expect(checkWebhookUrl('http://127.0.0.1:8080/x', { allowHttp: true, allowPrivate: false })).not.toBeNull();
+  });
+});
+
+describe('decideAttempt (the retry rules)', () => {
+  const schedule = [60_000, 300_000];
+  const facts = { trigger: 'scheduled' as const, statusCode: 500, errored: false, scheduledAttemptsBefore: 0, scheduleMs: schedule, now: 0 };
+
+  it('succeeds on a 2xx without an error, whatever the trigger', () => {
+    for (const trigger of ['scheduled', 'manual', 'replay', 'test'] as const) {
+      expect(decideAttempt({ ...facts, trigger, statusCode: 204 })).toEqual({ success: true, gone: false, retryInMs: null });
+    }
+    expect(decideAttempt({ ...facts, statusCode: 200, errored: true }).success).toBe(false);
+  });
+
+  it('waits for the next step after a failed scheduled attempt, and stops after the last', () => {
+    expect(decideAttempt(facts).retryInMs).toBe(60_000);
+    expect(decideAttempt({ ...facts, scheduledAttemptsBefore: 1 }).retryInMs).toBe(300_000);
+    expect(decideAttempt({ ...facts, scheduledAttemptsBefore: 2 }).retryInMs).toBeNull();
+    expect(decideAttempt({ ...facts, scheduleMs: [] }).retryInMs).toBeNull();
+  });
+
+  it('never schedules anything after a manual, replay or test attempt', () => {
+    for (const trigger of ['manual', 'replay', 'test'] as const) expect(decideAttempt({ ...facts, trigger })).toEqual({ success: false, gone: false, retryInMs: null });
+  });
+
+  it('ends on 410 and honours Retry-After on 429 and 503 only, up to 24 hours', () => {
+    expect(decideAttempt({ ...facts, statusCode: 410 })).toEqual({ success: false, gone: true, retryInMs: null });
+    expect(decideAttempt({ ...facts, statusCode: 429, retryAfter: '120' }).retryInMs).toBe(120_000);
+    expect(decideAttempt({ ...facts, statusCode: 503, retryAfter: '10' }).retryInMs).toBe(60_000);
+    expect(decideAttempt({ ...facts, statusCode: 500, retryAfter: '120' }).retryInMs).toBe(60_000);
+    expect(decideAttempt({ ...facts, statusCode: 429, retryAfter: '999999' }).retryInMs).toBe(MAX_RETRY_AFTER_MS);
+  });
+});
+
+describe('formatDurations', () => {
+  it('writes each wait in the largest unit that fits exactly', () => {
+    expect(formatDurations([60_000, 300_000, 1_800_000, 7_200_000])).toEqual(['1m', '5m', '30m', '2h']);
+    expect(formatDurations([1000, 90_000, 86_400_000, 250])).toEqual(['1s', '90s', '24h', '250ms']);
+  });
+});
+
+describe('attemptOutcomeLabel', () => {
+  it('labels successes, HTTP classes and error codes', () => {
+    expect(attemptOutcomeLabel(200, null)).toBe('success');
+    expect(attemptOutcomeLabel(503, null)).toBe('http_5xx');
+    expect(attemptOutcomeLabel(null, 'timeout')).toBe('timeout');
   });
 });

@@ -95,3 +95,10 @@ export function formatDuration(ms: number): string {
   }
   return `${ms}ms`;
 }
+
+/** The metrics label of an attempt's outcome: `success`, `http_4xx`/`http_5xx`..., or the error code. */
+export function attemptOutcomeLabel(statusCode: number | null, errorCode: string | null): string {
+  if (errorCode) return errorCode;
+  const code = statusCode ?? 0;
+  return code >= 200 && code < 300 ? 'success' : `http_${Math.floor(code / 100)}xx`;
+}
