@@ -31,7 +31,7 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
   let stack: Stack;
   let db: Pool;
   const receivers: Receiver[] = [];
-  let workers: WorkerProcess[] = [];
+  const workers: WorkerProcess[] = [];
 
   beforeAll(async () => {
     assertWorkerBuilt();
