@@ -4,7 +4,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Pool } from 'pg';
 import { TEST_REDIS_URL } from './support/env';
-import { assertWorkerBuilt, killAllWorkers, metricTotal, startWorkerProcess, type WorkerProcess } from './support/processes';
+import { assertWorkerBuilt, killAllWorkers, metricTotal, startWorkerProcess, workerEnvFor, type WorkerProcess } from './support/processes';
 import { Receiver, type ReceivedRequest } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { createWebhook, eventually, newTenant, Tenant } from './support/tenant';
@@ -136,22 +136,7 @@ describe('delivery engine guarantees with the worker in real processes', () => {
   }, 30_000);
 
   function workerEnv(overrides: Record<string, string> = {}): Record<string, string> {
-    return {
-      NODE_ENV: 'test',
-      DATABASE_URL: stack.databaseUrl,
-      REDIS_URL: TEST_REDIS_URL,
-      QUEUE_PREFIX: stack.queuePrefix,
-      ALLOW_HTTP_DESTINATIONS: 'true',
-      ALLOW_PRIVATE_DESTINATIONS: 'true',
-      RETRY_SCHEDULE,
-      DELIVERY_TIMEOUT: `${DELIVERY_TIMEOUT_MS}ms`,
-      SWEEP_INTERVAL: '1s',
-      WORKER_CONCURRENCY: '20',
-      LOG_LEVEL: 'warn',
-      // The API in this process encrypted the webhook secrets with this key (or the development default).
-      ...(process.env.SECRETS_KEY ? { SECRETS_KEY: process.env.SECRETS_KEY } : {}),
-      ...overrides,
-    };
+    return workerEnvFor(stack, { RETRY_SCHEDULE, DELIVERY_TIMEOUT: `${DELIVERY_TIMEOUT_MS}ms`, WORKER_CONCURRENCY: '20', ...overrides });
   }
 
   async function startWorker(name: string, overrides: Record<string, string> = {}): Promise<WorkerProcess> {

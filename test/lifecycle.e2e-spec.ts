@@ -1,8 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { Pool } from 'pg';
 import { bellwetherSignature, standardWebhooksSignature } from '@bellhop/signing';
-import { TEST_REDIS_URL } from './support/env';
-import { assertWorkerBuilt, killAllWorkers, startWorkerProcess, type WorkerProcess } from './support/processes';
+import { assertWorkerBuilt, killAllWorkers, startWorkerProcess, workerEnvFor, type WorkerProcess } from './support/processes';
 import { Receiver } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { createWebhook, eventually, newTenant, Tenant } from './support/tenant';
@@ -56,21 +55,7 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
     url.searchParams.set('application_name', WORKER_APP);
     const worker = await startWorkerProcess({
       name,
-      env: {
-        NODE_ENV: 'test',
-        DATABASE_URL: url.toString(),
-        REDIS_URL: TEST_REDIS_URL,
-        QUEUE_PREFIX: stack.queuePrefix,
-        ALLOW_HTTP_DESTINATIONS: 'true',
-        ALLOW_PRIVATE_DESTINATIONS: 'true',
-        RETRY_SCHEDULE,
-        DELIVERY_TIMEOUT: `${DELIVERY_TIMEOUT_MS}ms`,
-        SWEEP_INTERVAL: '1s',
-        WORKER_CONCURRENCY: '60',
-        LOG_LEVEL: 'warn',
-        ...(process.env.SECRETS_KEY ? { SECRETS_KEY: process.env.SECRETS_KEY } : {}),
-        ...overrides,
-      },
+      env: workerEnvFor({ databaseUrl: url.toString(), queuePrefix: stack.queuePrefix }, { RETRY_SCHEDULE, DELIVERY_TIMEOUT: `${DELIVERY_TIMEOUT_MS}ms`, WORKER_CONCURRENCY: '60', ...overrides }),
     });
     workers.push(worker);
     return worker;
@@ -80,6 +65,24 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
     const r = await new Receiver().start();
     receivers.push(r);
     return r;
+  }
+
+  /** A receiver that keeps its first request waiting (answered by the test) and answers the rest with `then`. */
+  async function receiverHoldingFirst(then: { status: number } = { status: 200 }) {
+    const r = await receiver();
+    const held: { res?: ServerResponse } = {};
+    r.responder = (_req, index, res) => {
+      if (index === 0) {
+        held.res = res;
+        return;
+      }
+      return then;
+    };
+    const answerFirst = (status: number, body: string) => {
+      held.res!.writeHead(status, { 'content-type': 'text/plain' });
+      held.res!.end(body);
+    };
+    return { r, answerFirst };
   }
 
   async function publish(t: Tenant, data: Record<string, unknown> = {}): Promise<string> {
@@ -152,15 +155,7 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
 
   it('keeps the second worker\'s state when a worker paused past its lease comes back, and has both requests in the history', async () => {
     const t = await newTenant(stack, 'Paused worker');
-    const r = await receiver();
-    let first: ServerResponse | undefined;
-    r.responder = (_req, index, res) => {
-      if (index === 0) {
-        first = res;
-        return;
-      }
-      return { status: 200, body: 'second worker' };
-    };
+    const { r, answerFirst } = await receiverHoldingFirst();
     const { webhook } = await createWebhook(stack, t, `${r.url}/hook`);
     const paused = await startWorker('paused');
     const eventId = await publish(t);
@@ -179,8 +174,7 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
       });
       expect(afterSecond).toMatchObject({ attempt_count: 1, scheduled_attempts: 1, lease_token: null });
       // The first worker's request gets its (failed) answer while it is still stopped.
-      first!.writeHead(500, { 'content-type': 'text/plain' });
-      first!.end('first worker');
+      answerFirst(500, 'first worker');
     } finally {
       paused.child.kill('SIGCONT');
     }
@@ -205,15 +199,7 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
 
   it('makes a manual retry asked for during an attempt in flight after it, and records both', async () => {
     const t = await newTenant(stack, 'Retry in flight');
-    const r = await receiver();
-    let first: ServerResponse | undefined;
-    r.responder = (_req, index, res) => {
-      if (index === 0) {
-        first = res;
-        return;
-      }
-      return { status: 200 };
-    };
+    const { r, answerFirst } = await receiverHoldingFirst();
     await createWebhook(stack, t, `${r.url}/hook`);
     await startWorker('retry');
     const eventId = await publish(t);
@@ -226,8 +212,7 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
     expect(again.body).toMatchObject({ statusCode: 409, code: 'conflict' });
     await sleep(300);
     expect(r.requests).toHaveLength(1);
-    first!.writeHead(500, { 'content-type': 'text/plain' });
-    first!.end('boom');
+    answerFirst(500, 'boom');
 
     await r.waitFor(2);
     const detail = await eventually(async () => {

@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { request } from 'undici';
+import { TEST_REDIS_URL } from './env';
 
 /** The built worker, exactly what `npm run start:worker` runs. */
 export const WORKER_MAIN = path.join(__dirname, '..', '..', 'dist', 'apps', 'worker', 'src', 'main.js');
@@ -157,4 +158,24 @@ export function metricTotal(text: string, name: string): number {
     if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
   }
   return total;
+}
+
+/**
+ * A worker child's settings for a test stack: its database and queue prefix, real Redis, local
+ * destinations allowed, the API's secrets key, then the test's own settings.
+ */
+export function workerEnvFor(stack: { databaseUrl: string; queuePrefix: string }, settings: Record<string, string>): Record<string, string> {
+  return {
+    NODE_ENV: 'test',
+    DATABASE_URL: stack.databaseUrl,
+    REDIS_URL: TEST_REDIS_URL,
+    QUEUE_PREFIX: stack.queuePrefix,
+    ALLOW_HTTP_DESTINATIONS: 'true',
+    ALLOW_PRIVATE_DESTINATIONS: 'true',
+    SWEEP_INTERVAL: '1s',
+    LOG_LEVEL: 'warn',
+    // The API in the test process encrypted the webhook secrets with this key (or the development default).
+    ...(process.env.SECRETS_KEY ? { SECRETS_KEY: process.env.SECRETS_KEY } : {}),
+    ...settings,
+  };
 }

@@ -1,7 +1,20 @@
+import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength } from 'class-validator';
 import { IsOptionalNotNull, IsRetrySchedule, IsText } from '../../common/validators';
 import { EVENT_TYPE_NAMES, MAX_URL_LENGTH } from '@bellhop/domain';
+
+/** The webhook's own retry schedule, documented and checked the same way on create and update. */
+const RetrySchedule = () =>
+  applyDecorators(
+    ApiPropertyOptional({
+      type: [String],
+      nullable: true,
+      example: ['1m', '5m', '30m', '2h'],
+      description: "Waits between this webhook's scheduled attempts (0 to 10, each 1s to 24h); null = the server's RETRY_SCHEDULE",
+    }),
+    IsRetrySchedule(),
+  );
 
 const knownEvent = { each: true, message: `each value in events must be one of: ${EVENT_TYPE_NAMES.join(', ')}` };
 
@@ -29,13 +42,7 @@ export class CreateWebhookDto {
   @MaxLength(500)
   description?: string | null;
 
-  @ApiPropertyOptional({
-    type: [String],
-    nullable: true,
-    example: ['1m', '5m', '30m', '2h'],
-    description: "Waits between this webhook's scheduled attempts (0 to 10, each 1s to 24h); null = the server's RETRY_SCHEDULE",
-  })
-  @IsRetrySchedule()
+  @RetrySchedule()
   retrySchedule?: string[] | null;
 }
 
@@ -65,13 +72,7 @@ export class UpdateWebhookDto {
   @MaxLength(500)
   description?: string | null;
 
-  @ApiPropertyOptional({
-    type: [String],
-    nullable: true,
-    example: ['1m', '5m', '30m', '2h'],
-    description: "Waits between this webhook's scheduled attempts (0 to 10, each 1s to 24h); null = the server's RETRY_SCHEDULE",
-  })
-  @IsRetrySchedule()
+  @RetrySchedule()
   retrySchedule?: string[] | null;
 }
 
