@@ -746,4 +746,58 @@ describe('DeliveryService (real Postgres)', () => {
     expect(await attemptRows(f.delivery.id)).toHaveLength(1);
     expect(dispatcher.dispatch).not.toHaveBeenCalled();
   });
+
+  it('keeps a manual request accepted while a manual attempt was in flight when that attempt\'s holder dies: both are made', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, () => ({ status: 500 }));
+    // Request 1, claimed by a worker that then dies before sending or recording.
+    expect(await store.requestManualAttempt(f.delivery.id, f.org.id)).toMatchObject({ kind: 'queued' });
+    const dead = await store.claim({ deliveryId: f.delivery.id, kind: 'manual' });
+    expect(dead).not.toBeNull();
+    // Request 2 arrives while request 1 is "in flight": accepted (202), to be made after it.
+    expect(await store.requestManualAttempt(f.delivery.id, f.org.id)).toMatchObject({ kind: 'queued' });
+    // The dead holder's lease runs out; the sweeper dispatches a manual job.
+    await prisma.$executeRaw`UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = ${f.delivery.id}`;
+    expect(await service.attempt(job(f.delivery.id, { kind: 'manual' }))).toMatchObject({ kind: 'attempted', attempt: 1 });
+    // The redo of request 1 leaves request 2 waiting: it is made next.
+    const second = await service.attempt(job(f.delivery.id, { kind: 'manual' }));
+    expect(second).toMatchObject({ kind: 'attempted', attempt: 2 });
+    expect((await attemptRows(f.delivery.id)).filter((a) => a.trigger === 'manual')).toHaveLength(2);
+  });
+
+  it('keeps a delivery cancelled (webhook deleted) while its attempt was in flight cancelled, even when the attempt gets a 2xx', async () => {
+    const f = await fixture();
+    receiver.answer(f.path, async () => {
+      // DELETE /webhooks/{id} mid-attempt, exactly as WebhooksService.remove does it.
+      await prisma.$transaction([
+        prisma.webhook.update({ where: { id: f.webhookId }, data: { deletedAt: new Date(), enabled: false } }),
+        store.cancelForWebhook(f.webhookId),
+      ]);
+      return { status: 200 };
+    });
+    await service.attempt(job(f.delivery.id));
+    expect(await attemptRows(f.delivery.id)).toHaveLength(1);
+    expect(await deliveryRow(f.delivery.id)).toMatchObject({ status: 'cancelled' });
+  });
+  it('finds its own row when a recording is retried while its first try is still committing on the server', async () => {
+    const f = await fixture();
+    const claimed = await store.claim({ deliveryId: f.delivery.id, kind: 'scheduled' });
+    const item = {
+      claimed: claimed!, startedAt: new Date(), requestHeaders: {}, statusCode: 200, responseHeaders: {}, responseBody: 'ok',
+      responseBodyTruncated: false, responseTimeMs: 3, error: null, verdict: { success: true, gone: false, retryInMs: null }, attemptId: newId('attempt'),
+    };
+    type RecordMany = (items: unknown[]) => Promise<Array<{ fenced: boolean; status: string }>>;
+    let retry: Promise<unknown> | undefined;
+    // The first try runs and is about to commit when the client loses the connection (a network
+    // drop, not a killed backend): the server commits it anyway. The retry starts meanwhile.
+    await prisma.$transaction(async (tx) => {
+      const first = new DeliveryStore(tx as unknown as PrismaService, config);
+      await (first as unknown as { recordMany: RecordMany }).recordMany([item]);
+      retry = (store as unknown as { recordManyRetrying: RecordMany }).recordManyRetrying([item]).then((r) => r, (e: Error) => e);
+      await sleep(300);
+    });
+    const outcome = await retry;
+    expect(outcome).not.toBeInstanceOf(Error);
+    expect(await attemptRows(f.delivery.id)).toHaveLength(1);
+  });
 });

@@ -33,6 +33,10 @@ export interface Claimed {
   test: boolean;
   /** The trigger this attempt is made for. */
   trigger: AttemptTrigger;
+  /** The delivery's status when the attempt was claimed. */
+  statusAtClaim: DeliveryStatus;
+  /** When the lease runs out, by this process's clock (a little early: measured after the claim returned). */
+  leaseEndsAt: number;
   /** The number this attempt is sent with (X-Bellwether-Attempt): attempts recorded so far + 1. */
   attempt: number;
   /** Scheduled attempts made before this one. */
@@ -105,7 +109,7 @@ export interface LostCandidate {
   leaseExpired: boolean;
   /** Due for a while already (the job may be stuck in an active state). */
   overdueMs: number;
-  /** Keyset position, for the next page. */
+  /** Scheduled: when the step was due (the keyset position of the next page). Manual: when it was asked for, or when the dead lease ran out. */
   dueAt: Date;
 }
 
@@ -114,6 +118,17 @@ export const LEASE_MARGIN_MS = 30_000;
 /** A job may run this much before the row's next_attempt_at (clock skew between worker, Redis and Postgres). */
 export const DUE_SLACK_MS = 50;
 
+/** Recording is retried until this long before the lease runs out. */
+const RECORD_RETRY_STOP_BEFORE_LEASE_END_MS = 5_000;
+/** Claims are retried this many times on transient errors (a deadlock, a killed connection). */
+const CLAIM_TRIES = 3;
+
+/** The attempt row exists already: a recording's first try committed after all. */
+function isDuplicateAttempt(err: unknown): boolean {
+  const cause = (err as { meta?: { driverAdapterError?: { cause?: { originalCode?: unknown; originalMessage?: unknown; constraint?: unknown } } } })?.meta?.driverAdapterError?.cause;
+  return cause?.originalCode === '23505' && /attempts_pkey/.test(String(cause.originalMessage ?? '') + String(JSON.stringify(cause.constraint ?? '')));
+}
+
 /** Postgres text cannot hold NUL characters; receivers do send them. */
 function withoutNul(text: string): string {
   return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
@@ -121,6 +136,7 @@ function withoutNul(text: string): string {
 
 interface ClaimRow {
   id: string;
+  status: DeliveryStatus;
   webhook_id: string;
   organization_id: string;
   event_id: string;
@@ -177,6 +193,7 @@ export class DeliveryStore {
    * row, exactly one gets it.
    */
   async claim(request: ClaimRequest): Promise<Claimed | null> {
+    const startedAt = Date.now();
     const row = await this.claims.run({ ...request, token: randomUUID() });
     if (!row) return null;
     return {
@@ -187,6 +204,8 @@ export class DeliveryStore {
       eventType: row.event_type,
       test: row.test,
       trigger: row.trigger,
+      statusAtClaim: row.status,
+      leaseEndsAt: startedAt + this.leaseMs,
       attempt: row.attempt_count + 1,
       scheduledAttempts: row.scheduled_attempts,
       leaseToken: row.lease_token,
@@ -199,6 +218,19 @@ export class DeliveryStore {
   }
 
   private async claimMany(items: Array<ClaimRequest & { token: string }>): Promise<Array<ClaimRow | null>> {
+    // A claim is one statement, so a failed one changed nothing and may run again (unless only its
+    // reply was lost: then the row is leased to a token nobody holds, and the lease runs out).
+    for (let tries = 1; ; tries++) {
+      try {
+        return await this.claimManyOnce(items);
+      } catch (err) {
+        if (tries >= CLAIM_TRIES || !isTransientDatabaseError(err)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 20 * tries));
+      }
+    }
+  }
+
+  private async claimManyOnce(items: Array<ClaimRequest & { token: string }>): Promise<Array<ClaimRow | null>> {
     // Rows are reached by primary key only. The status is compared as text and the webhook
     // checked in a subquery so that no plan walks the status or webhook indexes instead: their
     // 'pending' entries are mostly dead rows between vacuums.
@@ -215,12 +247,21 @@ export class DeliveryStore {
         UPDATE deliveries d SET
                lease_token = i.token,
                lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond',
+               -- A manual claim first redoes a manual attempt whose holder died (its lease ran out
+               -- unrecorded) and leaves a request made meanwhile waiting; otherwise it takes the request.
                lease_trigger = CASE
-                 WHEN i.kind = 'manual' THEN COALESCE(d.manual_trigger, d.lease_trigger)
+                 WHEN i.kind = 'manual' AND d.lease_trigger::text IN ('manual', 'replay') THEN d.lease_trigger
+                 WHEN i.kind = 'manual' THEN d.manual_trigger
                  WHEN d.test THEN 'test'::"AttemptTrigger"
                  ELSE 'scheduled'::"AttemptTrigger" END,
-               manual_requested_at = CASE WHEN i.kind = 'manual' THEN NULL ELSE d.manual_requested_at END,
-               manual_trigger = CASE WHEN i.kind = 'manual' THEN NULL ELSE d.manual_trigger END
+               manual_requested_at = CASE
+                 WHEN i.kind = 'manual' AND d.lease_trigger::text IN ('manual', 'replay') THEN d.manual_requested_at
+                 WHEN i.kind = 'manual' THEN NULL
+                 ELSE d.manual_requested_at END,
+               manual_trigger = CASE
+                 WHEN i.kind = 'manual' AND d.lease_trigger::text IN ('manual', 'replay') THEN d.manual_trigger
+                 WHEN i.kind = 'manual' THEN NULL
+                 ELSE d.manual_trigger END
           FROM claimable i
          WHERE d.id = i.id
            AND (d.lease_until IS NULL OR d.lease_until < now())
@@ -234,9 +275,10 @@ export class DeliveryStore {
                       AND (i.scheduled_attempt IS NULL OR d.scheduled_attempts < i.scheduled_attempt)
                END
         RETURNING d.id, d.webhook_id, d.organization_id, d.event_id, d.event_type, d.test, d.lease_trigger,
-                  d.attempt_count, d.scheduled_attempts, d.lease_token
+                  d.attempt_count, d.scheduled_attempts, d.lease_token, d.status
       )
       SELECT c.id, c.webhook_id, c.organization_id, c.event_id, c.event_type, c.test, c.lease_trigger::text AS trigger,
+             c.status::text AS status,
              c.attempt_count, c.scheduled_attempts, c.lease_token, w.url, w.secret_ciphertext,
              w.previous_secrets, w.retry_schedule_ms,
              (SELECT e.body FROM events e WHERE e.id = c.event_id) AS body
@@ -289,14 +331,18 @@ export class DeliveryStore {
   }
 
   private async recordManyRetrying(items: RecordItem[]): Promise<Recorded[]> {
-    // Until shortly before the lease runs out: after that another worker may claim the delivery,
-    // and the attempt (still recorded later as stale, if Postgres comes back) may be made again.
-    const deadline = Date.now() + Math.max(1000, this.leaseMs - LEASE_MARGIN_MS / 2);
+    // Until shortly before the first of their leases runs out: after that another worker may
+    // claim the delivery, and the attempt (still recorded later as stale, if Postgres comes back)
+    // may be made again.
+    const deadline = Math.min(...items.map((item) => item.claimed.leaseEndsAt)) - RECORD_RETRY_STOP_BEFORE_LEASE_END_MS;
     for (let delayMs = 50; ; delayMs = Math.min(delayMs * 2, 2000)) {
       try {
         return await this.recordMany(items);
       } catch (err) {
-        if (!isTransientDatabaseError(err) || Date.now() + delayMs > deadline) throw err;
+        // A first try that committed after its connection was lost, still committing when this one
+        // started: its attempt row shows up as a duplicate key. The next try finds it and skips it.
+        const retryable = isTransientDatabaseError(err) || isDuplicateAttempt(err);
+        if (!retryable || Date.now() + delayMs > deadline) throw err;
         this.logger.warn({ msg: 'recording attempts failed; retrying', attempts: items.length, error: (err as Error).message, retryInMs: delayMs });
         await new Promise((resolve) => setTimeout(resolve, delayMs));
       }
@@ -312,14 +358,14 @@ export class DeliveryStore {
                              ${column((i) => i.verdict.success)}::bool[], ${column((i) => i.verdict.gone)}::bool[],
                              ${column((i) => i.verdict.retryInMs)}::float8[], ${column((i) => i.statusCode)}::int[],
                              ${column((i) => i.responseTimeMs)}::int[], ${column((i) => i.startedAt.toISOString())}::timestamptz[],
-                             ${column((i) => i.claimed.test)}::bool[])
-               AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test)
+                             ${column((i) => i.claimed.test)}::bool[], ${column((i) => i.claimed.statusAtClaim)}::text[])
+               AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test, status_at_claim)
          -- A retry of a recording whose commit reply was lost: its attempt row exists, nothing to do.
          WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)
       ), current AS (
         -- The row as it is now, locked (in id order, so that concurrent recordings cannot deadlock).
         SELECT d.id, d.status, COALESCE(d.lease_token = x.token, false) AS fenced, x.attempt_id, x.trigger, x.success, x.gone,
-               x.retry_ms, x.code, x.time_ms, x.started_at, x.test
+               x.retry_ms, x.code, x.time_ms, x.started_at, x.test, x.status_at_claim
           FROM deliveries d JOIN x ON x.id = d.id
          ORDER BY d.id
            FOR UPDATE OF d
@@ -328,8 +374,10 @@ export class DeliveryStore {
                c.started_at, c.test, c.retry_ms,
                CASE
                  WHEN NOT c.fenced THEN c.status
+                 -- Cancelled while this attempt was in flight (its webhook deleted or disabled): it stays cancelled.
+                 WHEN c.status = 'cancelled'::"DeliveryStatus" AND c.status_at_claim <> 'cancelled' THEN c.status
                  WHEN c.success THEN 'succeeded'::"DeliveryStatus"
-                 -- A delivery cancelled while its attempt was in flight stays cancelled.
+                 -- A finished delivery's failed attempt (a manual one) leaves it as it was.
                  WHEN c.status <> 'pending'::"DeliveryStatus" THEN c.status
                  WHEN c.gone THEN 'failed'::"DeliveryStatus"
                  -- Manual and replay attempts are outside the schedule: a pending delivery keeps its next step.
@@ -520,9 +568,10 @@ export class DeliveryStore {
          LIMIT ${options.limit}::int
            FOR UPDATE SKIP LOCKED`;
       const manual = await tx.$queryRaw<
-        Array<{ id: string; webhook_id: string; organization_id: string; manual_requested_at: Date | null; lease_expired: boolean; overdue_ms: number }>
+        Array<{ id: string; webhook_id: string; organization_id: string; manual_requested_at: Date | null; lease_expired: boolean; overdue_ms: number; due_at: Date }>
       >`
         SELECT id, webhook_id, organization_id, manual_requested_at, (lease_until IS NOT NULL) AS lease_expired,
+               COALESCE(manual_requested_at, lease_until) AS due_at,
                (EXTRACT(EPOCH FROM (now() - COALESCE(manual_requested_at, lease_until))) * 1000)::float8 AS overdue_ms
           FROM deliveries
          WHERE ((manual_requested_at IS NOT NULL AND manual_requested_at <= now() - ${options.graceMs}::float8 * interval '1 millisecond'
@@ -552,7 +601,7 @@ export class DeliveryStore {
           manualRequestedAt: r.manual_requested_at,
           leaseExpired: r.lease_expired,
           overdueMs: r.overdue_ms,
-          dueAt: r.manual_requested_at ?? new Date(0),
+          dueAt: r.due_at,
         })),
       ];
     });

@@ -217,4 +217,18 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     expect(ids).not.toContain(fresh);
     expect(dispatched().every((d) => (d as { kind?: string }).kind === 'manual')).toBe(true);
   });
+
+  it('adds at most one job for a waiting manual request, however many sweeps find it while its job backs off at the cap', async () => {
+    // Its API job found the delivery leased and was dropped; the holder re-dispatched it as
+    // <id>-m<ms>-a1, which keeps backing off at the webhook's cap (delayed).
+    const id = await delivery({ status: 'failed', manualAgeMs: 10_000 });
+    const { manualRequestedAt } = await prisma.delivery.findUniqueOrThrow({ where: { id } });
+    states.set(`${manualJobId(id, manualRequestedAt!)}-a1`, 'delayed');
+    dispatcher.dispatch.mockImplementation(async (items: Array<{ deliveryId: string; requestedAt: Date; key?: string }>) => {
+      for (const item of items) states.set(`${manualJobId(item.deliveryId, item.requestedAt)}${item.key ? `-${item.key}` : ''}`, 'delayed');
+    });
+    for (let i = 0; i < 3; i++) await sweeper.sweep();
+    // The holder's re-dispatch, and one sweeper job whose id does not change from sweep to sweep.
+    expect([...states.keys()].filter((jobId) => jobId.startsWith(id)).sort()).toEqual([`${manualJobId(id, manualRequestedAt!)}-a1`, `${manualJobId(id, manualRequestedAt!)}-swept`]);
+  });
 });

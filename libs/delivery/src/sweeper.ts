@@ -121,13 +121,15 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
   private async check(row: LostCandidate, missing: Dispatch[], result: SweepResult): Promise<void> {
     const owner = { deliveryId: row.id, webhookId: row.webhookId, organizationId: row.organizationId };
     if (row.kind === 'manual') {
-      // A manual request still waiting, or a manual attempt whose worker died: a job of its own
-      // (a duplicate is harmless: the request is claimed once).
-      const requestedAt = row.manualRequestedAt ?? new Date(0);
-      const jobId = manualJobId(row.id, requestedAt);
-      const state = row.manualRequestedAt ? await this.queue.getJobState(jobId) : 'unknown';
-      if (state === 'unknown' || state === 'completed' || state === 'failed' || row.leaseExpired) {
-        missing.push({ ...owner, kind: 'manual', requestedAt, key: `swept${Date.now().toString(36)}` });
+      // A manual request still waiting, or a manual attempt whose worker died: a job of its own,
+      // with an id that stays the same from sweep to sweep (adding it again is a no-op, however
+      // long it waits at its webhook's cap), and harmless beside another (a request is claimed once).
+      if (row.manualRequestedAt) {
+        const state = await this.queue.getJobState(manualJobId(row.id, row.manualRequestedAt));
+        if (state !== 'unknown' && state !== 'completed' && state !== 'failed') return;
+        missing.push({ ...owner, kind: 'manual', requestedAt: row.manualRequestedAt, key: 'swept' });
+      } else {
+        missing.push({ ...owner, kind: 'manual', requestedAt: row.dueAt, key: 'lease' });
       }
       return;
     }

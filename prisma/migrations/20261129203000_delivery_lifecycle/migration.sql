@@ -28,10 +28,15 @@ ALTER COLUMN "next_attempt_at" SET DEFAULT CURRENT_TIMESTAMP;
 
 UPDATE "deliveries" SET "scheduled_attempts" = "attempt_count" WHERE "attempt_count" > 0;
 
--- A manual retry that was waiting keeps waiting, now outside the schedule.
+-- A manual retry that was waiting keeps waiting, now outside the schedule. The earlier code had
+-- put its delivery back to pending, which would now also give it automatic attempts: it gets back
+-- the outcome of its last attempt instead (a delivery never attempted stays pending).
 UPDATE "deliveries"
-   SET "manual_requested_at" = COALESCE("next_attempt_at", now()), "manual_trigger" = 'manual'
- WHERE "next_trigger" = 'manual' AND "status" = 'pending';
+   SET "manual_requested_at" = COALESCE("next_attempt_at", now()), "manual_trigger" = 'manual',
+       "status" = CASE WHEN "last_status_code" BETWEEN 200 AND 299 THEN 'succeeded'::"DeliveryStatus" ELSE 'failed'::"DeliveryStatus" END,
+       "completed_at" = COALESCE("completed_at", now()),
+       "next_attempt_at" = NULL
+ WHERE "next_trigger" = 'manual' AND "status" = 'pending' AND "attempt_count" > 0;
 
 ALTER TABLE "deliveries" DROP COLUMN "next_trigger";
 
