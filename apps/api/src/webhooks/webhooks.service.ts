@@ -107,9 +107,11 @@ export class WebhooksService {
   async remove(tenant: TenantScope, id: string, requestId: string): Promise<void> {
     const current = await this.find(tenant, id);
     const now = new Date();
+    // Deliveries before the webhook row: the order in which a worker's recording locks them, so
+    // that a delete and a recording never wait on each other in a circle.
     await this.prisma.$transaction([
-      this.prisma.webhook.update({ where: { id: current.id }, data: { deletedAt: now, enabled: false } }),
       this.deliveries.cancelForWebhook(current.id),
+      this.prisma.webhook.update({ where: { id: current.id }, data: { deletedAt: now, enabled: false } }),
       this.prisma.auditLogEntry.create({
         data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.deleted', target: { type: 'webhook', id } }),
       }),
