@@ -800,4 +800,27 @@ describe('DeliveryService (real Postgres)', () => {
     expect(outcome).not.toBeInstanceOf(Error);
     expect(await attemptRows(f.delivery.id)).toHaveLength(1);
   });
+
+  it('records both when a stale holder and the current one record the same delivery in one batch', async () => {
+    const f = await fixture();
+    const stale = await store.claim({ deliveryId: f.delivery.id, kind: 'scheduled' });
+    await prisma.$executeRaw`UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = ${f.delivery.id}`;
+    const current = await store.claim({ deliveryId: f.delivery.id, kind: 'scheduled' });
+    const result = (claimed: NonNullable<typeof stale>, statusCode: number) => ({
+      claimed,
+      startedAt: new Date(),
+      requestHeaders: {},
+      statusCode,
+      responseHeaders: {},
+      responseBody: '',
+      responseBodyTruncated: false,
+      responseTimeMs: 1,
+      error: null,
+      verdict: { success: statusCode === 200, gone: false, retryInMs: statusCode === 200 ? null : 150 },
+    });
+    const [a, b] = await Promise.all([store.record(result(stale!, 500)), store.record(result(current!, 200))]);
+    expect([a.fenced, b.fenced]).toEqual([false, true]);
+    expect(await deliveryRow(f.delivery.id)).toMatchObject({ status: 'succeeded', attemptCount: 2, scheduledAttempts: 1, lastStatusCode: 200 });
+    expect(await attemptRows(f.delivery.id)).toHaveLength(2);
+  });
 });

@@ -103,7 +103,7 @@ export interface LostCandidate {
   kind: 'scheduled' | 'manual';
   /** Scheduled: the step due. */
   scheduledAttempt: number;
-  /** Manual: when it was asked for. */
+  /** Manual: when the waiting request was made; null for a manual attempt claimed whose holder died. */
   manualRequestedAt: Date | null;
   /** Its lease ran out (a worker died mid-attempt). */
   leaseExpired: boolean;
@@ -248,16 +248,15 @@ export class DeliveryStore {
                lease_token = i.token,
                lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond',
                -- A manual claim first redoes a manual attempt whose holder died (its lease ran out
-               -- unrecorded) and leaves a request made meanwhile waiting; otherwise it takes the request.
+               -- unrecorded) and leaves a request made meanwhile waiting; otherwise it takes the
+               -- waiting request. manual_requested_at stays set until the manual attempt is recorded,
+               -- so that the sweeper finds one whose holder died. (Nothing a claim changes is in an
+               -- index, so that claims are HOT updates.)
                lease_trigger = CASE
                  WHEN i.kind = 'manual' AND d.lease_trigger::text IN ('manual', 'replay') THEN d.lease_trigger
-                 WHEN i.kind = 'manual' THEN d.manual_trigger
+                 WHEN i.kind = 'manual' THEN COALESCE(d.manual_trigger, 'manual'::"AttemptTrigger")
                  WHEN d.test THEN 'test'::"AttemptTrigger"
                  ELSE 'scheduled'::"AttemptTrigger" END,
-               manual_requested_at = CASE
-                 WHEN i.kind = 'manual' AND d.lease_trigger::text IN ('manual', 'replay') THEN d.manual_requested_at
-                 WHEN i.kind = 'manual' THEN NULL
-                 ELSE d.manual_requested_at END,
                manual_trigger = CASE
                  WHEN i.kind = 'manual' AND d.lease_trigger::text IN ('manual', 'replay') THEN d.manual_trigger
                  WHEN i.kind = 'manual' THEN NULL
@@ -267,7 +266,7 @@ export class DeliveryStore {
            AND (d.lease_until IS NULL OR d.lease_until < now())
            AND (SELECT w.deleted_at IS NULL AND (w.enabled OR d.test) FROM webhooks w WHERE w.id = d.webhook_id)
            AND CASE WHEN i.kind = 'manual'
-                 THEN d.manual_requested_at IS NOT NULL OR d.lease_trigger::text IN ('manual', 'replay')
+                 THEN d.manual_requested_at IS NOT NULL
                  ELSE d.status::text = 'pending'
                       -- a manual attempt whose holder died is redone by a manual job first
                       AND (d.lease_trigger IS NULL OR d.lease_trigger::text NOT IN ('manual', 'replay'))
@@ -302,6 +301,7 @@ export class DeliveryStore {
       SELECT d.status::text AS status, d.scheduled_attempts, d.test,
              (d.lease_until IS NOT NULL AND d.lease_until >= now()) AS leased,
              (d.lease_until IS NOT NULL AND d.lease_until < now() AND d.lease_trigger::text IN ('manual', 'replay')) AS lost_manual,
+             -- a manual attempt asked for, or claimed and not yet recorded
              (d.manual_requested_at IS NOT NULL) AS manual_waiting,
              GREATEST(0, COALESCE(EXTRACT(EPOCH FROM (d.next_attempt_at - now())) * 1000, 0))::float8 AS due_in_ms,
              w.enabled, (w.deleted_at IS NOT NULL) AS deleted
@@ -331,6 +331,20 @@ export class DeliveryStore {
   }
 
   private async recordManyRetrying(items: RecordItem[]): Promise<Recorded[]> {
+    // A statement moves each delivery row once: two recordings of one delivery (a stale holder's
+    // and the current one's, in one batch) go in statements one after the other.
+    const ids = new Set(items.map((item) => item.claimed.id));
+    if (ids.size < items.length) {
+      const results = new Map<RecordItem, Recorded>();
+      let rest = items;
+      while (rest.length > 0) {
+        const seen = new Set<string>();
+        const round = rest.filter((item) => !seen.has(item.claimed.id) && (seen.add(item.claimed.id), true));
+        rest = rest.filter((item) => !round.includes(item));
+        (await this.recordManyRetrying(round)).forEach((recorded, i) => results.set(round[i], recorded));
+      }
+      return items.map((item) => results.get(item)!);
+    }
     // Until shortly before the first of their leases runs out: after that another worker may
     // claim the delivery, and the attempt (still recorded later as stale, if Postgres comes back)
     // may be made again.
@@ -351,6 +365,18 @@ export class DeliveryStore {
 
   private async recordMany(items: RecordItem[]): Promise<Recorded[]> {
     const column = <T>(pick: (item: RecordItem) => T) => items.map(pick);
+    // The delivery's next status, from its status now (d) and the attempt (x). Used twice below.
+    const newStatus = Prisma.sql`CASE
+                 -- Cancelled while this attempt was in flight (its webhook deleted or disabled): it stays cancelled.
+                 WHEN d.status = 'cancelled'::"DeliveryStatus" AND x.status_at_claim <> 'cancelled' THEN d.status
+                 WHEN x.success THEN 'succeeded'::"DeliveryStatus"
+                 -- A finished delivery's failed attempt (a manual one) leaves it as it was.
+                 WHEN d.status <> 'pending'::"DeliveryStatus" THEN d.status
+                 WHEN x.gone THEN 'failed'::"DeliveryStatus"
+                 -- Manual and replay attempts are outside the schedule: a pending delivery keeps its next step.
+                 WHEN x.trigger IN ('manual', 'replay') THEN d.status
+                 WHEN x.retry_ms IS NOT NULL THEN 'pending'::"DeliveryStatus"
+                 ELSE 'failed'::"DeliveryStatus" END`;
     const rows = await this.prisma.$queryRaw<RecordRow[]>`
       WITH x AS (
         SELECT * FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],
@@ -362,50 +388,43 @@ export class DeliveryStore {
                AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test, status_at_claim)
          -- A retry of a recording whose commit reply was lost: its attempt row exists, nothing to do.
          WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)
-      ), current AS (
-        -- The row as it is now, locked (in id order, so that concurrent recordings cannot deadlock).
-        SELECT d.id, d.status, COALESCE(d.lease_token = x.token, false) AS fenced, x.attempt_id, x.trigger, x.success, x.gone,
-               x.retry_ms, x.code, x.time_ms, x.started_at, x.test, x.status_at_claim
-          FROM deliveries d JOIN x ON x.id = d.id
-         ORDER BY d.id
-           FOR UPDATE OF d
-      ), next AS (
-        SELECT c.id, c.attempt_id, c.fenced, c.status AS old_status, c.trigger, c.success, c.gone, c.code, c.time_ms,
-               c.started_at, c.test, c.retry_ms,
-               CASE
-                 WHEN NOT c.fenced THEN c.status
-                 -- Cancelled while this attempt was in flight (its webhook deleted or disabled): it stays cancelled.
-                 WHEN c.status = 'cancelled'::"DeliveryStatus" AND c.status_at_claim <> 'cancelled' THEN c.status
-                 WHEN c.success THEN 'succeeded'::"DeliveryStatus"
-                 -- A finished delivery's failed attempt (a manual one) leaves it as it was.
-                 WHEN c.status <> 'pending'::"DeliveryStatus" THEN c.status
-                 WHEN c.gone THEN 'failed'::"DeliveryStatus"
-                 -- Manual and replay attempts are outside the schedule: a pending delivery keeps its next step.
-                 WHEN c.trigger IN ('manual', 'replay') THEN c.status
-                 WHEN c.retry_ms IS NOT NULL THEN 'pending'::"DeliveryStatus"
-                 ELSE 'failed'::"DeliveryStatus" END AS new_status
-          FROM current c
-      ), updated AS (
+      ), fenced AS (
+        -- The lease holder's attempt moves the delivery. (Under a concurrent change of the row the
+        -- token is checked again on the row as it is then.)
         UPDATE deliveries d SET
                attempt_count = d.attempt_count + 1,
-               scheduled_attempts = d.scheduled_attempts + CASE WHEN n.fenced AND n.trigger IN ('scheduled', 'test') THEN 1 ELSE 0 END,
-               status = n.new_status,
+               scheduled_attempts = d.scheduled_attempts + CASE WHEN x.trigger IN ('scheduled', 'test') THEN 1 ELSE 0 END,
+               status = ${newStatus},
                next_attempt_at = CASE
-                 WHEN NOT n.fenced THEN d.next_attempt_at
-                 WHEN n.new_status <> 'pending'::"DeliveryStatus" THEN NULL
-                 WHEN n.trigger IN ('scheduled', 'test') THEN now() + n.retry_ms * interval '1 millisecond'
+                 WHEN ${newStatus} <> 'pending'::"DeliveryStatus" THEN NULL
+                 WHEN x.trigger IN ('scheduled', 'test') THEN now() + x.retry_ms * interval '1 millisecond'
                  ELSE d.next_attempt_at END,
                completed_at = CASE
-                 WHEN n.new_status <> n.old_status AND n.new_status <> 'pending'::"DeliveryStatus" THEN now()
+                 WHEN ${newStatus} <> d.status AND ${newStatus} <> 'pending'::"DeliveryStatus" THEN now()
                  ELSE d.completed_at END,
-               last_status_code = CASE WHEN n.fenced THEN n.code ELSE d.last_status_code END,
-               last_response_time_ms = CASE WHEN n.fenced THEN n.time_ms ELSE d.last_response_time_ms END,
-               lease_token = CASE WHEN n.fenced THEN NULL ELSE d.lease_token END,
-               lease_until = CASE WHEN n.fenced THEN NULL ELSE d.lease_until END,
-               lease_trigger = CASE WHEN n.fenced THEN NULL ELSE d.lease_trigger END
-          FROM next n
-         WHERE d.id = n.id
-        RETURNING d.id, d.attempt_count, d.status, d.scheduled_attempts, d.next_attempt_at, d.manual_requested_at
+               last_status_code = x.code,
+               last_response_time_ms = x.time_ms,
+               -- The manual attempt is made: its request is done, unless another was made meanwhile.
+               manual_requested_at = CASE
+                 WHEN x.trigger IN ('manual', 'replay') AND d.manual_trigger IS NULL THEN NULL
+                 ELSE d.manual_requested_at END,
+               lease_token = NULL, lease_until = NULL, lease_trigger = NULL
+          FROM x
+         WHERE d.id = x.id AND d.lease_token = x.token
+        RETURNING d.id, x.attempt_id, true AS fenced, d.webhook_id, d.attempt_count, d.status, d.scheduled_attempts,
+                  d.next_attempt_at, CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
+                  x.success, x.gone, x.test, x.started_at
+      ), stale AS (
+        -- A holder whose lease passed to another attempt: its request was made, so it is in the
+        -- history, but the delivery's state stays the current holder's.
+        UPDATE deliveries d SET attempt_count = d.attempt_count + 1
+          FROM x
+         WHERE d.id = x.id AND x.attempt_id NOT IN (SELECT f.attempt_id FROM fenced f)
+        RETURNING d.id, x.attempt_id, false AS fenced, d.webhook_id, d.attempt_count, d.status, d.scheduled_attempts,
+                  d.next_attempt_at, CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
+                  x.success, x.gone, x.test, x.started_at
+      ), updated AS (
+        SELECT * FROM fenced UNION ALL SELECT * FROM stale
       ), inserted AS (
         INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers,
                               response_status, response_headers, response_body, response_body_truncated,
@@ -423,18 +442,18 @@ export class DeliveryStore {
                       ${column((i) => (i.error ? withoutNul(i.error.message) : null))}::text[])
                AS a(id, delivery_id, trigger, created_at, url, request_headers, code, response_headers, body,
                     truncated, time_ms, error_code, error_message)
-          JOIN updated u ON u.id = a.delivery_id
+          JOIN updated u ON u.attempt_id = a.id
         RETURNING 1
       ), outcome AS (
         -- One row per webhook, so that each webhook row is updated once by this statement. Only
         -- the lease holder's results move it, and test deliveries never do.
-        SELECT d.webhook_id,
-               bool_or(n.gone) AS gone,
-               bool_or(n.success) AS succeeded,
-               min(n.started_at) FILTER (WHERE NOT n.success AND NOT n.gone) AS first_failure
-          FROM next n JOIN deliveries d ON d.id = n.id
-         WHERE n.fenced AND NOT n.test
-         GROUP BY d.webhook_id
+        SELECT f.webhook_id,
+               bool_or(f.gone) AS gone,
+               bool_or(f.success) AS succeeded,
+               min(f.started_at) FILTER (WHERE NOT f.success AND NOT f.gone) AS first_failure
+          FROM fenced f
+         WHERE NOT f.test
+         GROUP BY f.webhook_id
       ), webhooks_changed AS (
         -- 410 disables the webhook; a success ends its run of failures; a failure starts one.
         -- In the same statement as the attempt, so a crash cannot record one without the other.
@@ -449,12 +468,11 @@ export class DeliveryStore {
           FROM outcome o
          WHERE w.id = o.webhook_id AND w.deleted_at IS NULL
            AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL))
-        RETURNING w.id, (o.gone AND NOT w.enabled) AS disabled
+        RETURNING w.id, o.gone AS disabled
       )
-      SELECT u.id, n.attempt_id, n.fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
-             u.next_attempt_at, u.manual_requested_at,
-             COALESCE((SELECT wc.disabled FROM webhooks_changed wc JOIN deliveries d ON d.webhook_id = wc.id WHERE d.id = u.id), false) AS webhook_disabled
-        FROM updated u JOIN next n ON n.id = u.id`;
+      SELECT u.id, u.attempt_id, u.fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
+             u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND wc.disabled, false) AS webhook_disabled
+        FROM updated u LEFT JOIN webhooks_changed wc ON wc.id = u.webhook_id`;
     const byAttempt = new Map(rows.map((row) => [row.attempt_id, row]));
     const missing = items.filter((item) => !byAttempt.has(item.attemptId));
     if (missing.length > 0) {
@@ -463,7 +481,8 @@ export class DeliveryStore {
       // ours, which at worst dispatches a job that finds nothing to claim.
       const earlier = await this.prisma.$queryRaw<RecordRow[]>`
         SELECT d.id, a.id AS attempt_id, COALESCE(d.lease_token <> x.token, true) AS fenced, a.attempt,
-               d.status::text AS status, d.scheduled_attempts, d.next_attempt_at, d.manual_requested_at, false AS webhook_disabled
+               d.status::text AS status, d.scheduled_attempts, d.next_attempt_at,
+               CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at, false AS webhook_disabled
           FROM unnest(${missing.map((i) => i.attemptId)}::text[], ${missing.map((i) => i.claimed.leaseToken)}::text[]) AS x(attempt_id, token)
           JOIN attempts a ON a.id = x.attempt_id
           JOIN deliveries d ON d.id = a.delivery_id`;
@@ -533,7 +552,7 @@ export class DeliveryStore {
       ), requested AS (
         UPDATE deliveries d SET manual_requested_at = now(), manual_trigger = ${trigger}::text::"AttemptTrigger"
           FROM target t
-         WHERE d.id = t.id AND t.active AND d.manual_requested_at IS NULL
+         WHERE d.id = t.id AND t.active AND d.manual_trigger IS NULL
         RETURNING d.id, d.manual_requested_at
       )
       SELECT t.id, t.webhook_id, t.organization_id, t.active, r.manual_requested_at AS requested_at
@@ -568,16 +587,17 @@ export class DeliveryStore {
          LIMIT ${options.limit}::int
            FOR UPDATE SKIP LOCKED`;
       const manual = await tx.$queryRaw<
-        Array<{ id: string; webhook_id: string; organization_id: string; manual_requested_at: Date | null; lease_expired: boolean; overdue_ms: number; due_at: Date }>
+        Array<{ id: string; webhook_id: string; organization_id: string; manual_requested_at: Date; claimed: boolean; lease_expired: boolean; overdue_ms: number; due_at: Date }>
       >`
-        SELECT id, webhook_id, organization_id, manual_requested_at, (lease_until IS NOT NULL) AS lease_expired,
-               COALESCE(manual_requested_at, lease_until) AS due_at,
-               (EXTRACT(EPOCH FROM (now() - COALESCE(manual_requested_at, lease_until))) * 1000)::float8 AS overdue_ms
+        SELECT id, webhook_id, organization_id, manual_requested_at, manual_trigger IS NULL AS claimed, (lease_until IS NOT NULL) AS lease_expired,
+               COALESCE(lease_until, manual_requested_at) AS due_at,
+               (EXTRACT(EPOCH FROM (now() - COALESCE(lease_until, manual_requested_at))) * 1000)::float8 AS overdue_ms
           FROM deliveries
-         WHERE ((manual_requested_at IS NOT NULL AND manual_requested_at <= now() - ${options.graceMs}::float8 * interval '1 millisecond'
-                 AND (lease_until IS NULL OR lease_until < now()))
-             OR (lease_until < now() - ${options.graceMs}::float8 * interval '1 millisecond' AND lease_trigger::text IN ('manual', 'replay')))
-         ORDER BY COALESCE(manual_requested_at, lease_until), id
+         -- A manual request waiting, or a manual attempt claimed whose lease has run out unrecorded.
+         WHERE manual_requested_at IS NOT NULL
+           AND manual_requested_at <= now() - ${options.graceMs}::float8 * interval '1 millisecond'
+           AND (lease_until IS NULL OR lease_until < now() - ${options.graceMs}::float8 * interval '1 millisecond')
+         ORDER BY manual_requested_at, id
          LIMIT ${options.limit}::int
            FOR UPDATE SKIP LOCKED`;
       return [
@@ -598,7 +618,7 @@ export class DeliveryStore {
           organizationId: r.organization_id,
           kind: 'manual',
           scheduledAttempt: 0,
-          manualRequestedAt: r.manual_requested_at,
+          manualRequestedAt: r.claimed ? null : r.manual_requested_at,
           leaseExpired: r.lease_expired,
           overdueMs: r.overdue_ms,
           dueAt: r.due_at,

@@ -71,6 +71,8 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     leaseMs?: number | null;
     leaseTrigger?: 'scheduled' | 'manual';
     manualAgeMs?: number;
+    /** The manual request was claimed (its attempt in flight, or its holder dead). */
+    manualClaimed?: boolean;
   }) {
     const eventId = newId('event');
     await prisma.event.create({ data: { id: eventId, organizationId, projectId, type: 'baseline.uploaded', body: '{}' } });
@@ -88,7 +90,9 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
         leaseUntil: fields.leaseMs == null ? null : new Date(Date.now() + fields.leaseMs),
         leaseToken: fields.leaseMs == null ? null : 'token',
         leaseTrigger: fields.leaseMs == null ? null : (fields.leaseTrigger ?? 'scheduled'),
-        ...(fields.manualAgeMs === undefined ? {} : { manualRequestedAt: new Date(Date.now() - fields.manualAgeMs), manualTrigger: 'manual' as const }),
+        ...(fields.manualAgeMs === undefined
+          ? {}
+          : { manualRequestedAt: new Date(Date.now() - fields.manualAgeMs), manualTrigger: fields.manualClaimed ? null : ('manual' as const) }),
       },
     });
     return row.id;
@@ -206,7 +210,9 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
   it('re-dispatches a waiting manual attempt that has no job, and a manual attempt whose worker died', async () => {
     const waiting = await delivery({ status: 'failed', manualAgeMs: 60_000 });
     const queued = await delivery({ status: 'succeeded', manualAgeMs: 60_000 });
-    const orphan = await delivery({ status: 'failed', leaseMs: -60_000, leaseTrigger: 'manual' });
+    const orphan = await delivery({ status: 'failed', manualAgeMs: 90_000, manualClaimed: true, leaseMs: -60_000, leaseTrigger: 'manual' });
+    // In flight: its lease still runs.
+    const inFlight = await delivery({ status: 'failed', manualAgeMs: 90_000, manualClaimed: true, leaseMs: 10_000, leaseTrigger: 'manual' });
     const fresh = await delivery({ status: 'failed', manualAgeMs: 0 });
     const row = await prisma.delivery.findUniqueOrThrow({ where: { id: queued } });
     states.set(manualJobId(queued, row.manualRequestedAt!), 'waiting');
@@ -215,6 +221,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     const ids = dispatched().map((d) => d.deliveryId);
     expect(ids.sort()).toEqual([waiting, orphan].sort());
     expect(ids).not.toContain(fresh);
+    expect(ids).not.toContain(inFlight);
     expect(dispatched().every((d) => (d as { kind?: string }).kind === 'manual')).toBe(true);
   });
 

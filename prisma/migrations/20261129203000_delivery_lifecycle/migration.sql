@@ -40,8 +40,10 @@ UPDATE "deliveries"
 
 ALTER TABLE "deliveries" DROP COLUMN "next_trigger";
 
--- The sweeper's look-ups: waiting manual attempts, and leases (few rows at any time: in flight only).
+-- The sweeper's look-ups: manual attempts asked for and not yet recorded, and pending deliveries in
+-- due order with the id as tie-breaker for its keyset pages (this replaces the (status,
+-- next_attempt_at) index). No index names a column that a claim changes (the lease columns,
+-- manual_trigger), so that a claim stays a HOT update.
 CREATE INDEX "deliveries_manual_requested_at_idx" ON "deliveries"("manual_requested_at", "id") WHERE "manual_requested_at" IS NOT NULL;
-CREATE INDEX "deliveries_lease_until_idx" ON "deliveries"("lease_until") WHERE "lease_until" IS NOT NULL;
--- Pending deliveries in due order, with the id as tie-breaker for the sweeper's keyset pages.
 CREATE INDEX "deliveries_pending_due_idx" ON "deliveries"("next_attempt_at", "id") WHERE "status" = 'pending';
+DROP INDEX "deliveries_status_next_attempt_at_idx";
