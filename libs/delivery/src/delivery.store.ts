@@ -234,16 +234,11 @@ export class DeliveryStore {
     // Rows are reached by primary key only. The status is compared as text and the webhook
     // checked in a subquery so that no plan walks the status or webhook indexes instead: their
     // 'pending' entries are mostly dead rows between vacuums.
+    // One request per delivery in a statement (an UPDATE moves a row once): the first of the batch.
+    const seen = new Set<string>();
+    const distinct = items.filter((item) => !seen.has(item.deliveryId) && (seen.add(item.deliveryId), true));
     const rows = await this.prisma.$queryRaw<ClaimRow[]>`
-      WITH input AS (
-        SELECT * FROM unnest(${items.map((i) => i.deliveryId)}::text[], ${items.map((i) => i.kind)}::text[],
-                             ${items.map((i) => (i.kind === 'scheduled' ? (i.scheduledAttempt ?? null) : null))}::int[],
-                             ${items.map((i) => i.token)}::text[])
-                 WITH ORDINALITY AS i(id, kind, scheduled_attempt, token, n)
-      ), claimable AS (
-        -- One request per delivery: the first of the batch.
-        SELECT DISTINCT ON (id) * FROM input ORDER BY id, n
-      ), claimed AS (
+      WITH claimed AS (
         UPDATE deliveries d SET
                lease_token = i.token,
                lease_until = now() + ${this.leaseMs}::float8 * interval '1 millisecond',
@@ -261,7 +256,9 @@ export class DeliveryStore {
                  WHEN i.kind = 'manual' AND d.lease_trigger::text IN ('manual', 'replay') THEN d.manual_trigger
                  WHEN i.kind = 'manual' THEN NULL
                  ELSE d.manual_trigger END
-          FROM claimable i
+          FROM unnest(${distinct.map((i) => i.deliveryId)}::text[], ${distinct.map((i) => i.kind)}::text[],
+                      ${distinct.map((i) => (i.kind === 'scheduled' ? (i.scheduledAttempt ?? null) : null))}::int[],
+                      ${distinct.map((i) => i.token)}::text[]) AS i(id, kind, scheduled_attempt, token)
          WHERE d.id = i.id
            AND (d.lease_until IS NULL OR d.lease_until < now())
            AND (SELECT w.deleted_at IS NULL AND (w.enabled OR d.test) FROM webhooks w WHERE w.id = d.webhook_id)
@@ -363,9 +360,43 @@ export class DeliveryStore {
     }
   }
 
-  private async recordMany(items: RecordItem[]): Promise<Recorded[]> {
+  /**
+   * The attempts as an `x` relation (one row each, with everything the statements below need),
+   * leaving out those whose row exists already: a retry of a recording whose commit reply was lost.
+   */
+  private attemptsRelation(items: RecordItem[]): Prisma.Sql {
     const column = <T>(pick: (item: RecordItem) => T) => items.map(pick);
-    // The delivery's next status, from its status now (d) and the attempt (x). Used twice below.
+    return Prisma.sql`
+        SELECT * FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],
+                             ${column((i) => i.claimed.leaseToken)}::text[], ${column((i) => i.claimed.trigger)}::text[],
+                             ${column((i) => i.verdict.success)}::bool[], ${column((i) => i.verdict.gone)}::bool[],
+                             ${column((i) => i.verdict.retryInMs)}::float8[], ${column((i) => i.statusCode)}::int[],
+                             ${column((i) => i.responseTimeMs)}::int[], ${column((i) => i.startedAt.toISOString())}::timestamptz[],
+                             ${column((i) => i.claimed.test)}::bool[], ${column((i) => i.claimed.statusAtClaim)}::text[],
+                             ${column((i) => i.claimed.url)}::text[], ${column((i) => JSON.stringify(i.requestHeaders))}::text[],
+                             ${column((i) => (i.responseHeaders === null ? null : JSON.stringify(i.responseHeaders)))}::text[],
+                             ${column((i) => (i.responseBody === null ? null : withoutNul(i.responseBody)))}::text[],
+                             ${column((i) => i.responseBodyTruncated)}::bool[],
+                             ${column((i) => i.error?.code ?? null)}::text[],
+                             ${column((i) => (i.error ? withoutNul(i.error.message) : null))}::text[])
+               AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test, status_at_claim,
+                    url, request_headers, response_headers, body, truncated, error_code, error_message)
+         WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)`;
+  }
+
+  /** The attempt rows of the recordings in `u` (their numbers from the delivery's attempt_count). */
+  private static readonly insertAttempts = Prisma.sql`
+        INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers,
+                              response_status, response_headers, response_body, response_body_truncated,
+                              response_time_ms, error_code, error_message)
+        SELECT x.attempt_id, x.id, u.attempt_count, x.trigger::"AttemptTrigger", x.started_at, x.url, x.request_headers::jsonb,
+               x.code, x.response_headers::jsonb, x.body, x.truncated, x.time_ms, x.error_code, x.error_message
+          FROM x JOIN u ON u.attempt_id = x.attempt_id
+        RETURNING 1`;
+
+  private async recordMany(items: RecordItem[]): Promise<Recorded[]> {
+    // The common case in one statement: the lease holders' attempts. (Under a concurrent change of
+    // a row, the token is checked again on the row as it is then.)
     const newStatus = Prisma.sql`CASE
                  -- Cancelled while this attempt was in flight (its webhook deleted or disabled): it stays cancelled.
                  WHEN d.status = 'cancelled'::"DeliveryStatus" AND x.status_at_claim <> 'cancelled' THEN d.status
@@ -378,19 +409,8 @@ export class DeliveryStore {
                  WHEN x.retry_ms IS NOT NULL THEN 'pending'::"DeliveryStatus"
                  ELSE 'failed'::"DeliveryStatus" END`;
     const rows = await this.prisma.$queryRaw<RecordRow[]>`
-      WITH x AS (
-        SELECT * FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],
-                             ${column((i) => i.claimed.leaseToken)}::text[], ${column((i) => i.claimed.trigger)}::text[],
-                             ${column((i) => i.verdict.success)}::bool[], ${column((i) => i.verdict.gone)}::bool[],
-                             ${column((i) => i.verdict.retryInMs)}::float8[], ${column((i) => i.statusCode)}::int[],
-                             ${column((i) => i.responseTimeMs)}::int[], ${column((i) => i.startedAt.toISOString())}::timestamptz[],
-                             ${column((i) => i.claimed.test)}::bool[], ${column((i) => i.claimed.statusAtClaim)}::text[])
-               AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test, status_at_claim)
-         -- A retry of a recording whose commit reply was lost: its attempt row exists, nothing to do.
-         WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)
-      ), fenced AS (
-        -- The lease holder's attempt moves the delivery. (Under a concurrent change of the row the
-        -- token is checked again on the row as it is then.)
+      WITH x AS (${this.attemptsRelation(items)}
+      ), u AS (
         UPDATE deliveries d SET
                attempt_count = d.attempt_count + 1,
                scheduled_attempts = d.scheduled_attempts + CASE WHEN x.trigger IN ('scheduled', 'test') THEN 1 ELSE 0 END,
@@ -411,49 +431,20 @@ export class DeliveryStore {
                lease_token = NULL, lease_until = NULL, lease_trigger = NULL
           FROM x
          WHERE d.id = x.id AND d.lease_token = x.token
-        RETURNING d.id, x.attempt_id, true AS fenced, d.webhook_id, d.attempt_count, d.status, d.scheduled_attempts,
-                  d.next_attempt_at, CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
+        RETURNING d.id, x.attempt_id, d.webhook_id, d.attempt_count, d.status, d.scheduled_attempts, d.next_attempt_at,
+                  CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
                   x.success, x.gone, x.test, x.started_at
-      ), stale AS (
-        -- A holder whose lease passed to another attempt: its request was made, so it is in the
-        -- history, but the delivery's state stays the current holder's.
-        UPDATE deliveries d SET attempt_count = d.attempt_count + 1
-          FROM x
-         WHERE d.id = x.id AND x.attempt_id NOT IN (SELECT f.attempt_id FROM fenced f)
-        RETURNING d.id, x.attempt_id, false AS fenced, d.webhook_id, d.attempt_count, d.status, d.scheduled_attempts,
-                  d.next_attempt_at, CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
-                  x.success, x.gone, x.test, x.started_at
-      ), updated AS (
-        SELECT * FROM fenced UNION ALL SELECT * FROM stale
-      ), inserted AS (
-        INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers,
-                              response_status, response_headers, response_body, response_body_truncated,
-                              response_time_ms, error_code, error_message)
-        SELECT a.id, a.delivery_id, u.attempt_count, a.trigger::"AttemptTrigger", a.created_at, a.url, a.request_headers::jsonb,
-               a.code, a.response_headers::jsonb, a.body, a.truncated, a.time_ms, a.error_code, a.error_message
-          FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],
-                      ${column((i) => i.claimed.trigger)}::text[], ${column((i) => i.startedAt.toISOString())}::timestamptz[],
-                      ${column((i) => i.claimed.url)}::text[], ${column((i) => JSON.stringify(i.requestHeaders))}::text[],
-                      ${column((i) => i.statusCode)}::int[],
-                      ${column((i) => (i.responseHeaders === null ? null : JSON.stringify(i.responseHeaders)))}::text[],
-                      ${column((i) => (i.responseBody === null ? null : withoutNul(i.responseBody)))}::text[],
-                      ${column((i) => i.responseBodyTruncated)}::bool[], ${column((i) => i.responseTimeMs)}::int[],
-                      ${column((i) => i.error?.code ?? null)}::text[],
-                      ${column((i) => (i.error ? withoutNul(i.error.message) : null))}::text[])
-               AS a(id, delivery_id, trigger, created_at, url, request_headers, code, response_headers, body,
-                    truncated, time_ms, error_code, error_message)
-          JOIN updated u ON u.attempt_id = a.id
-        RETURNING 1
+      ), inserted AS (${DeliveryStore.insertAttempts}
       ), outcome AS (
-        -- One row per webhook, so that each webhook row is updated once by this statement. Only
-        -- the lease holder's results move it, and test deliveries never do.
-        SELECT f.webhook_id,
-               bool_or(f.gone) AS gone,
-               bool_or(f.success) AS succeeded,
-               min(f.started_at) FILTER (WHERE NOT f.success AND NOT f.gone) AS first_failure
-          FROM fenced f
-         WHERE NOT f.test
-         GROUP BY f.webhook_id
+        -- One row per webhook, so that each webhook row is updated once by this statement. Test
+        -- deliveries never move it.
+        SELECT u.webhook_id,
+               bool_or(u.gone) AS gone,
+               bool_or(u.success) AS succeeded,
+               min(u.started_at) FILTER (WHERE NOT u.success AND NOT u.gone) AS first_failure
+          FROM u
+         WHERE NOT u.test
+         GROUP BY u.webhook_id
       ), webhooks_changed AS (
         -- 410 disables the webhook; a success ends its run of failures; a failure starts one.
         -- In the same statement as the attempt, so a crash cannot record one without the other.
@@ -470,10 +461,29 @@ export class DeliveryStore {
            AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL))
         RETURNING w.id, o.gone AS disabled
       )
-      SELECT u.id, u.attempt_id, u.fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
+      SELECT u.id, u.attempt_id, true AS fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
              u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND wc.disabled, false) AS webhook_disabled
-        FROM updated u LEFT JOIN webhooks_changed wc ON wc.id = u.webhook_id`;
+        FROM u LEFT JOIN webhooks_changed wc ON wc.id = u.webhook_id`;
     const byAttempt = new Map(rows.map((row) => [row.attempt_id, row]));
+    const others = items.filter((item) => !byAttempt.has(item.attemptId));
+    if (others.length > 0) {
+      // Holders whose lease passed to another attempt: their requests were made, so they are in
+      // the history, but the delivery's state stays the current holder's.
+      const stale = await this.prisma.$queryRaw<RecordRow[]>`
+        WITH x AS (${this.attemptsRelation(others)}
+        ), u AS (
+          UPDATE deliveries d SET attempt_count = d.attempt_count + 1
+            FROM x
+           WHERE d.id = x.id
+          RETURNING d.id, x.attempt_id, d.attempt_count, d.status, d.scheduled_attempts, d.next_attempt_at,
+                    CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at
+        ), inserted AS (${DeliveryStore.insertAttempts}
+        )
+        SELECT u.id, u.attempt_id, false AS fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
+               u.next_attempt_at, u.manual_requested_at, false AS webhook_disabled
+          FROM u`;
+      for (const row of stale) byAttempt.set(row.attempt_id, row);
+    }
     const missing = items.filter((item) => !byAttempt.has(item.attemptId));
     if (missing.length > 0) {
       // Already recorded by an earlier try whose reply was lost (or the delivery is gone). Whether
