@@ -361,10 +361,12 @@ export class DeliveryStore {
   }
 
   /**
-   * The attempts as an `x` relation (one row each, with everything the statements below need),
-   * leaving out those whose row exists already: a retry of a recording whose commit reply was lost.
+   * The attempts as an `x` relation (one row each, with everything the statements below need).
+   * `skipRecorded` leaves out those whose row exists already: a retry of a recording whose commit
+   * reply was lost. (The lease holders' statement needs no such look-up: a recording that did
+   * commit cleared the lease token, so its retry matches no row there and comes to the second.)
    */
-  private attemptsRelation(items: RecordItem[]): Prisma.Sql {
+  private attemptsRelation(items: RecordItem[], skipRecorded: boolean): Prisma.Sql {
     const column = <T>(pick: (item: RecordItem) => T) => items.map(pick);
     return Prisma.sql`
         SELECT * FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],
@@ -381,7 +383,7 @@ export class DeliveryStore {
                              ${column((i) => (i.error ? withoutNul(i.error.message) : null))}::text[])
                AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test, status_at_claim,
                     url, request_headers, response_headers, body, truncated, error_code, error_message)
-         WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)`;
+         ${skipRecorded ? Prisma.sql`WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)` : Prisma.empty}`;
   }
 
   /** The attempt rows of the recordings in `u` (their numbers from the delivery's attempt_count). */
@@ -409,7 +411,7 @@ export class DeliveryStore {
                  WHEN x.retry_ms IS NOT NULL THEN 'pending'::"DeliveryStatus"
                  ELSE 'failed'::"DeliveryStatus" END`;
     const rows = await this.prisma.$queryRaw<RecordRow[]>`
-      WITH x AS (${this.attemptsRelation(items)}
+      WITH x AS (${this.attemptsRelation(items, false)}
       ), u AS (
         UPDATE deliveries d SET
                attempt_count = d.attempt_count + 1,
@@ -468,9 +470,10 @@ export class DeliveryStore {
     const others = items.filter((item) => !byAttempt.has(item.attemptId));
     if (others.length > 0) {
       // Holders whose lease passed to another attempt: their requests were made, so they are in
-      // the history, but the delivery's state stays the current holder's.
+      // the history, but the delivery's state stays the current holder's. (And retries of
+      // recordings that did commit: skipped here, found below.)
       const stale = await this.prisma.$queryRaw<RecordRow[]>`
-        WITH x AS (${this.attemptsRelation(others)}
+        WITH x AS (${this.attemptsRelation(others, true)}
         ), u AS (
           UPDATE deliveries d SET attempt_count = d.attempt_count + 1
             FROM x
