@@ -235,8 +235,12 @@ export class DeliveryStore {
     // checked in a subquery so that no plan walks the status or webhook indexes instead: their
     // 'pending' entries are mostly dead rows between vacuums.
     // One request per delivery in a statement (an UPDATE moves a row once): the first of the batch.
+    // In id order, the order in which every claim and recording locks rows, so that two workers
+    // claiming the same rows cannot deadlock.
     const seen = new Set<string>();
-    const distinct = items.filter((item) => !seen.has(item.deliveryId) && (seen.add(item.deliveryId), true));
+    const distinct = items
+      .filter((item) => !seen.has(item.deliveryId) && (seen.add(item.deliveryId), true))
+      .sort((a, b) => (a.deliveryId < b.deliveryId ? -1 : a.deliveryId > b.deliveryId ? 1 : 0));
     const rows = await this.prisma.$queryRaw<ClaimRow[]>`
       WITH claimed AS (
         UPDATE deliveries d SET
@@ -366,7 +370,9 @@ export class DeliveryStore {
    * reply was lost. (The lease holders' statement needs no such look-up: a recording that did
    * commit cleared the lease token, so its retry matches no row there and comes to the second.)
    */
-  private attemptsRelation(items: RecordItem[], skipRecorded: boolean): Prisma.Sql {
+  private attemptsRelation(unordered: RecordItem[], skipRecorded: boolean): Prisma.Sql {
+    // In delivery id order, the order in which claims and recordings lock rows (no deadlocks).
+    const items = [...unordered].sort((a, b) => (a.claimed.id < b.claimed.id ? -1 : a.claimed.id > b.claimed.id ? 1 : 0));
     const column = <T>(pick: (item: RecordItem) => T) => items.map(pick);
     return Prisma.sql`
         SELECT * FROM unnest(${column((i) => i.attemptId)}::text[], ${column((i) => i.claimed.id)}::text[],

@@ -47,3 +47,7 @@ ALTER TABLE "deliveries" DROP COLUMN "next_trigger";
 CREATE INDEX "deliveries_manual_requested_at_idx" ON "deliveries"("manual_requested_at", "id") WHERE "manual_requested_at" IS NOT NULL;
 CREATE INDEX "deliveries_pending_due_idx" ON "deliveries"("next_attempt_at", "id") WHERE "status" = 'pending';
 DROP INDEX "deliveries_status_next_attempt_at_idx";
+
+-- Room on each page for a row's next version, so that a claim (which changes no indexed column)
+-- can be a HOT update even on rows that a fan-out wrote into full pages.
+ALTER TABLE "deliveries" SET (fillfactor = 85);
