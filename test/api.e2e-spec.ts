@@ -90,8 +90,11 @@ describe('API edges with production destination rules', () => {
     expect(webhook).toEqual({
       id: expect.stringMatching(/^wh_/),
       projectId: tenant.projectId,
+      name: 'hooks.example.com',
       url: 'https://hooks.example.com/bellwether',
       events: ['baseline.uploaded'],
+      headers: {},
+      createdBy: { type: 'user', id: tenant.userId },
       enabled: true,
       description: 'prod',
       disabledReason: null,

@@ -76,7 +76,7 @@ describe('worker app (real Postgres and Redis)', () => {
     await prisma.organization.create({ data: { id: organizationId, name: 'Acme', plan: 'team' } });
     await prisma.project.create({ data: { id: projectId, organizationId, name: 'p' } });
     await prisma.webhook.create({
-      data: {
+      data: { name: 'hook',
         id: webhookId,
         organizationId,
         projectId,

@@ -130,7 +130,7 @@ describe('DeliveryService (real Postgres)', () => {
     const secret = generateWebhookSecret();
     const previous = options.previousSecret ? generateWebhookSecret() : null;
     await prisma.webhook.create({
-      data: {
+      data: { name: 'hook',
         id: webhookId,
         organizationId: org.id,
         projectId: project.id,
@@ -434,7 +434,7 @@ describe('DeliveryService (real Postgres)', () => {
     receiver.answer(otherPath, answerOkAfter(1500));
     const sameTenantWebhook = newId('webhook');
     await prisma.webhook.create({
-      data: {
+      data: { name: 'hook',
         id: sameTenantWebhook,
         organizationId: f.org.id,
         projectId: f.project.id,

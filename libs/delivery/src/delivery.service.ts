@@ -158,16 +158,20 @@ export class DeliveryService {
     let headers: Record<string, string> = {};
     let result: SendResult;
     if (secrets) {
-      headers = signedHeaders({
-        secrets,
-        eventId: claimed.eventId,
-        eventType: claimed.eventType,
-        deliveryId: claimed.id,
-        attempt: claimed.attempt,
-        timestampSeconds: Math.floor(startedAt.getTime() / 1000),
-        body: claimed.body,
-        userAgent: USER_AGENT,
-      });
+      // The webhook's own headers first: Bellhop's (reserved, refused as custom names) are set over them.
+      headers = {
+        ...claimed.headers,
+        ...signedHeaders({
+          secrets,
+          eventId: claimed.eventId,
+          eventType: claimed.eventType,
+          deliveryId: claimed.id,
+          attempt: claimed.attempt,
+          timestampSeconds: Math.floor(startedAt.getTime() / 1000),
+          body: claimed.body,
+          userAgent: USER_AGENT,
+        }),
+      };
       metrics.inFlight.inc();
       try {
         result = await this.sender.send({ url: claimed.url, headers, body: claimed.body });

@@ -66,7 +66,7 @@ describe('DeliveryStore: HOT claims, manual requests, recordings and lock order 
     const project = await prisma.project.create({ data: { id: newId('project'), organizationId: org.id, name: 'p' } });
     const webhookId = newId('webhook');
     await prisma.webhook.create({
-      data: {
+      data: { name: 'hook',
         id: webhookId, organizationId: org.id, projectId: project.id, url, events: ['baseline.uploaded'],
         secretCiphertext: encryptSecret(generateWebhookSecret(), config.secretsKey, webhookId),
       },

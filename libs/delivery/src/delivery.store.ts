@@ -47,6 +47,8 @@ export interface Claimed {
   previousSecrets: unknown;
   /** The webhook's own schedule (ms), or null for the server's. */
   retryScheduleMs: unknown;
+  /** The webhook's custom request headers. */
+  headers: Record<string, string>;
   body: string;
 }
 
@@ -129,6 +131,12 @@ function isDuplicateAttempt(err: unknown): boolean {
   return cause?.originalCode === '23505' && /attempts_pkey/.test(String(cause.originalMessage ?? '') + String(JSON.stringify(cause.constraint ?? '')));
 }
 
+/** The stored custom headers as strings (the API checked them when they were set). */
+function customHeaders(stored: unknown): Record<string, string> {
+  if (typeof stored !== 'object' || stored === null || Array.isArray(stored)) return {};
+  return Object.fromEntries(Object.entries(stored as Record<string, unknown>).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+}
+
 /** Postgres text cannot hold NUL characters; receivers do send them. */
 function withoutNul(text: string): string {
   return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
@@ -150,6 +158,7 @@ interface ClaimRow {
   secret_ciphertext: string;
   previous_secrets: unknown;
   retry_schedule_ms: unknown;
+  headers: unknown;
   body: string;
 }
 
@@ -213,6 +222,7 @@ export class DeliveryStore {
       secretCiphertext: row.secret_ciphertext,
       previousSecrets: row.previous_secrets,
       retryScheduleMs: row.retry_schedule_ms,
+      headers: customHeaders(row.headers),
       body: row.body,
     };
   }
@@ -280,7 +290,7 @@ export class DeliveryStore {
       SELECT c.id, c.webhook_id, c.organization_id, c.event_id, c.event_type, c.test, c.lease_trigger::text AS trigger,
              c.status::text AS status,
              c.attempt_count, c.scheduled_attempts, c.lease_token, w.url, w.secret_ciphertext,
-             w.previous_secrets, w.retry_schedule_ms,
+             w.previous_secrets, w.retry_schedule_ms, w.headers,
              (SELECT e.body FROM events e WHERE e.id = c.event_id) AS body
         FROM claimed c JOIN webhooks w ON w.id = c.webhook_id`;
     const byToken = new Map(rows.map((row) => [row.lease_token, row]));

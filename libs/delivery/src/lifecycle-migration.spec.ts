@@ -43,7 +43,11 @@ describe('migration 20261129203000_delivery_lifecycle (real Postgres)', () => {
     await pg.query(`INSERT INTO events (id, organization_id, project_id, type, body) VALUES ('evt_m', 'org_m', 'prj_m', 'baseline.uploaded', '{}')`);
     await pg.query(`INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, status, attempt_count, next_attempt_at, next_trigger)
                     VALUES ('dlv_m', 'org_m', 'evt_m', 'wh_m', 'baseline.uploaded', 'pending', 3, now() - interval '1 second', 'manual')`);
-    await pg.query(readFileSync(join(migrations, '20261129203000_delivery_lifecycle', 'migration.sql'), 'utf8'));
+    // This migration and every later one, in order, as `npm run db:migrate` applies them.
+    const { readdirSync } = require('node:fs') as typeof import('node:fs');
+    for (const dir of readdirSync(migrations).filter((name) => /^\d+_/.test(name) && name >= '20261129203000').sort()) {
+      await pg.query(readFileSync(join(migrations, dir, 'migration.sql'), 'utf8'));
+    }
     await pg.end();
 
     const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: url.toString(), DATABASE_POOL_SIZE: '3', RETRY_SCHEDULE: '150ms,300ms' });

@@ -36,7 +36,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     await prisma.organization.create({ data: { id: organizationId, name: 'Acme', plan: 'team' } });
     await prisma.project.create({ data: { id: projectId, organizationId, name: 'p' } });
     await prisma.webhook.create({
-      data: { id: webhookId, organizationId, projectId, url: 'https://example.com/hook', events: ['baseline.uploaded'], secretCiphertext: 'v1.x.y.z' },
+      data: { name: 'hook', id: webhookId, organizationId, projectId, url: 'https://example.com/hook', events: ['baseline.uploaded'], secretCiphertext: 'v1.x.y.z' },
     });
   });
 

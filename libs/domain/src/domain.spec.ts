@@ -1,3 +1,4 @@
+import { checkWebhookHeaders, checkWebhookSecret, defaultWebhookName } from './webhook-fields';
 import { checkWebhookUrl, isPrivateAddress } from './destination';
 import { isId, newId } from './ids';
 import { MAX_RETRY_AFTER_MS, attemptOutcomeLabel, decideAttempt, formatDurations, nextRetryDelay, parseRetryAfter } from './retry';
@@ -127,5 +128,42 @@ describe('attemptOutcomeLabel', () => {
     expect(attemptOutcomeLabel(200, null)).toBe('success');
     expect(attemptOutcomeLabel(503, null)).toBe('http_5xx');
     expect(attemptOutcomeLabel(null, 'timeout')).toBe('timeout');
+  });
+});
+
+describe('webhook fields', () => {
+  it('accepts custom headers within the limits and refuses reserved, malformed or too many', () => {
+    expect(checkWebhookHeaders({ Authorization: 'Bearer abc', 'X-Team': 'payments' })).toBeNull();
+    expect(checkWebhookHeaders({})).toBeNull();
+    for (const reserved of ['Host', 'content-type', 'Content-Length', 'User-Agent', 'Connection', 'Transfer-Encoding', 'X-Bellwether-Signature', 'webhook-id']) {
+      expect(checkWebhookHeaders({ [reserved]: 'x' })).toMatch(/reserved/);
+    }
+    expect(checkWebhookHeaders({ 'bad name': 'x' })).toMatch(/letters, digits or dashes/);
+    expect(checkWebhookHeaders({ 'X-A': 'line\nbreak' })).toMatch(/printable ASCII/);
+    expect(checkWebhookHeaders({ 'X-A': 'é' })).toMatch(/printable ASCII/);
+    expect(checkWebhookHeaders({ 'X-A': 'x'.repeat(1025) })).toMatch(/1024/);
+    expect(checkWebhookHeaders({ 'X-A': 1 })).toMatch(/value/);
+    expect(checkWebhookHeaders({ 'X-A': 'a', 'x-a': 'b' })).toMatch(/twice/);
+    expect(checkWebhookHeaders(Object.fromEntries(Array.from({ length: 21 }, (_, i) => [`X-H${i}`, 'v'])))).toMatch(/at most 20/);
+    expect(checkWebhookHeaders(['X-A'])).toMatch(/object/);
+    expect(checkWebhookHeaders(null)).toMatch(/object/);
+  });
+
+  it('accepts a chosen secret of 24 to 64 bytes in standard base64 after whsec_', () => {
+    const secret = (bytes: number) => 'whsec_' + Buffer.alloc(bytes, 7).toString('base64');
+    expect(checkWebhookSecret(secret(24))).toBeNull();
+    expect(checkWebhookSecret(secret(32))).toBeNull();
+    expect(checkWebhookSecret(secret(64))).toBeNull();
+    expect(checkWebhookSecret(secret(23))).not.toBeNull();
+    expect(checkWebhookSecret(secret(65))).not.toBeNull();
+    expect(checkWebhookSecret(secret(32).replace('whsec_', 'whsk_'))).not.toBeNull();
+    expect(checkWebhookSecret('whsec_' + Buffer.alloc(32, 7).toString('base64url'))).not.toBeNull();
+    expect(checkWebhookSecret('whsec_not base64!')).not.toBeNull();
+    expect(checkWebhookSecret(42)).not.toBeNull();
+  });
+
+  it('names a webhook after its URL\'s host by default', () => {
+    expect(defaultWebhookName('https://hooks.example.com/bellwether')).toBe('hooks.example.com');
+    expect(defaultWebhookName('http://127.0.0.1:4000/hooks')).toBe('127.0.0.1');
   });
 });

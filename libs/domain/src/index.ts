@@ -4,3 +4,4 @@ export * from './event-types';
 export * from './envelope';
 export * from './destination';
 export * from './retry';
+export * from './webhook-fields';

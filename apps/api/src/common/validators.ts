@@ -1,7 +1,7 @@
 import { applyDecorators } from '@nestjs/common';
 import { Transform } from 'class-transformer';
 import { IsString, Matches, MaxLength, MinLength, ValidateBy, ValidateIf, isEmail } from 'class-validator';
-import { RETRY_SCHEDULE_LIMITS } from '@bellhop/domain';
+import { RETRY_SCHEDULE_LIMITS, checkWebhookHeaders, checkWebhookSecret } from '@bellhop/domain';
 
 /** A string that Postgres can store: text columns refuse the NUL character. */
 export function IsText() {
@@ -63,4 +63,26 @@ export function IsRetrySchedule() {
       },
     }),
   );
+}
+
+/** A rule of libs/domain that names what is wrong (or null), as a class-validator decorator. */
+function FromDomainRule(name: string, problem: (value: unknown) => string | null) {
+  let last: string | null = null;
+  return ValidateBy({
+    name,
+    validator: {
+      validate: (value: unknown) => (last = problem(value)) === null,
+      defaultMessage: () => last ?? `${name} is not valid`,
+    },
+  });
+}
+
+/** A webhook's custom request headers (see checkWebhookHeaders). */
+export function IsWebhookHeaders() {
+  return FromDomainRule('isWebhookHeaders', checkWebhookHeaders);
+}
+
+/** A caller-chosen webhook secret (see checkWebhookSecret). */
+export function IsWebhookSecret() {
+  return FromDomainRule('isWebhookSecret', checkWebhookSecret);
 }

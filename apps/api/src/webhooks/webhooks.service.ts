@@ -3,7 +3,7 @@ import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Prisma, PrismaService } from '@bellhop/database';
 import { DeliveryStore } from '@bellhop/delivery';
 import type { Webhook } from '@bellhop/database';
-import { AppError, checkWebhookUrl, newId } from '@bellhop/domain';
+import { AppError, checkWebhookUrl, defaultWebhookName, newId } from '@bellhop/domain';
 import { parseRetrySchedule } from '../common/validators';
 import { PREVIOUS_SECRET_GRACE_MS, decryptSecret, encryptSecret, generateWebhookSecret } from '@bellhop/signing';
 import { TenantScope } from '../auth/principal';
@@ -47,15 +47,19 @@ export class WebhooksService {
     if (!project) throw AppError.notFound('Project');
     if (project.organization.plan === 'free') throw new AppError('plan_limit', 'The free plan does not include webhooks: upgrade to create one');
     const id = newId('webhook');
-    const secret = generateWebhookSecret();
+    const secret = dto.secret ?? generateWebhookSecret();
     const [webhook] = await this.prisma.$transaction([
       this.prisma.webhook.create({
         data: {
           id,
           organizationId: tenant.organizationId,
           projectId,
+          name: dto.name ?? defaultWebhookName(dto.url),
           url: dto.url,
           events: dto.events,
+          headers: dto.headers ?? {},
+          createdByType: tenant.principal.type,
+          createdById: tenant.principal.id,
           enabled: dto.enabled ?? true,
           description: dto.description ?? null,
           retryScheduleMs: dto.retrySchedule ? parseRetrySchedule(dto.retrySchedule) : Prisma.DbNull,
@@ -87,8 +91,10 @@ export class WebhooksService {
       this.prisma.webhook.update({
         where: { id: current.id },
         data: {
+          name: dto.name,
           url: dto.url,
           events: dto.events,
+          headers: dto.headers,
           enabled: dto.enabled,
           description: dto.description,
           retryScheduleMs: dto.retrySchedule === undefined ? undefined : dto.retrySchedule === null ? Prisma.DbNull : parseRetrySchedule(dto.retrySchedule),

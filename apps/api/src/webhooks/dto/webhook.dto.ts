@@ -1,8 +1,8 @@
 import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength } from 'class-validator';
-import { IsOptionalNotNull, IsRetrySchedule, IsText } from '../../common/validators';
-import { EVENT_TYPE_NAMES, MAX_URL_LENGTH } from '@bellhop/domain';
+import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength, MinLength } from 'class-validator';
+import { IsOptionalNotNull, IsRetrySchedule, IsText, IsWebhookHeaders, IsWebhookSecret } from '../../common/validators';
+import { EVENT_TYPE_NAMES, MAX_URL_LENGTH, WEBHOOK_LIMITS } from '@bellhop/domain';
 
 /** The webhook's own retry schedule, documented and checked the same way on create and update. */
 const RetrySchedule = () =>
@@ -16,6 +16,27 @@ const RetrySchedule = () =>
     IsRetrySchedule(),
   );
 
+const WebhookName = () =>
+  applyDecorators(
+    ApiPropertyOptional({ maxLength: WEBHOOK_LIMITS.nameMaxLength, description: "Defaults to the URL's host" }),
+    IsOptionalNotNull(),
+    IsText(),
+    MinLength(1, { message: 'name must not be empty' }),
+    MaxLength(WEBHOOK_LIMITS.nameMaxLength),
+  );
+
+const WebhookHeaders = () =>
+  applyDecorators(
+    ApiPropertyOptional({
+      type: 'object',
+      additionalProperties: { type: 'string' },
+      example: { Authorization: 'Bearer 9f3c...' },
+      description: 'Sent with every attempt; at most 20; reserved: host, content-type, content-length, user-agent, connection, transfer-encoding, x-bellwether-*, webhook-*',
+    }),
+    IsOptionalNotNull(),
+    IsWebhookHeaders(),
+  );
+
 const knownEvent = { each: true, message: `each value in events must be one of: ${EVENT_TYPE_NAMES.join(', ')}` };
 
 export class CreateWebhookDto {
@@ -23,6 +44,17 @@ export class CreateWebhookDto {
   @IsText()
   @MaxLength(MAX_URL_LENGTH)
   url: string;
+
+  @WebhookName()
+  name?: string;
+
+  @ApiPropertyOptional({ example: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', description: 'whsec_ + base64 of 24 to 64 bytes; generated when absent' })
+  @IsOptionalNotNull()
+  @IsWebhookSecret()
+  secret?: string;
+
+  @WebhookHeaders()
+  headers?: Record<string, string>;
 
   @ApiProperty({ example: ['baseline.drift_detected'], enum: EVENT_TYPE_NAMES, isArray: true })
   @ArrayMinSize(1, { message: 'events must name at least one event type' })
@@ -52,6 +84,12 @@ export class UpdateWebhookDto {
   @IsText()
   @MaxLength(MAX_URL_LENGTH)
   url?: string;
+
+  @WebhookName()
+  name?: string;
+
+  @WebhookHeaders()
+  headers?: Record<string, string>;
 
   @ApiPropertyOptional({ enum: EVENT_TYPE_NAMES, isArray: true })
   @IsOptionalNotNull()

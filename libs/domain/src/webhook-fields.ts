@@ -1,0 +1,61 @@
+/** Limits of a webhook's own fields (the contract's "Webhooks"). */
+export const WEBHOOK_LIMITS = {
+  nameMaxLength: 100,
+  maxHeaders: 20,
+  headerValueMaxLength: 1024,
+  secretMinBytes: 24,
+  secretMaxBytes: 64,
+} as const;
+
+const HEADER_NAME = /^[A-Za-z0-9-]{1,64}$/;
+const PRINTABLE_ASCII = /^[\x20-\x7E]*$/;
+/** Headers Bellhop sets itself, or that HTTP owns: a webhook may not set them. */
+const RESERVED_HEADERS = new Set(['host', 'content-type', 'content-length', 'user-agent', 'connection', 'transfer-encoding']);
+const RESERVED_PREFIXES = ['x-bellwether-', 'webhook-'];
+
+/**
+ * What is wrong with a webhook's custom request headers, or null when they may be sent with every
+ * attempt: at most 20, names of letters, digits and dashes (1 to 64), values of at most 1,024
+ * printable ASCII characters, none of the reserved names, no name twice in another case.
+ */
+export function checkWebhookHeaders(headers: unknown): string | null {
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) return 'headers must be an object of header names to values';
+  const entries = Object.entries(headers as Record<string, unknown>);
+  if (entries.length > WEBHOOK_LIMITS.maxHeaders) return `headers may hold at most ${WEBHOOK_LIMITS.maxHeaders} headers`;
+  const seen = new Set<string>();
+  for (const [name, value] of entries) {
+    if (!HEADER_NAME.test(name)) return `header name "${name.slice(0, 80)}" must be 1 to 64 letters, digits or dashes`;
+    const lower = name.toLowerCase();
+    if (RESERVED_HEADERS.has(lower) || RESERVED_PREFIXES.some((prefix) => lower.startsWith(prefix))) {
+      return `header "${name}" is reserved: Bellhop sets it (reserved: ${[...RESERVED_HEADERS].join(', ')}, ${RESERVED_PREFIXES.map((p) => `${p}*`).join(', ')})`;
+    }
+    if (seen.has(lower)) return `header "${name}" is given twice`;
+    seen.add(lower);
+    if (typeof value !== 'string' || value.length > WEBHOOK_LIMITS.headerValueMaxLength || !PRINTABLE_ASCII.test(value)) {
+      return `header "${name}" must have a value of at most ${WEBHOOK_LIMITS.headerValueMaxLength} printable ASCII characters`;
+    }
+  }
+  return null;
+}
+
+/**
+ * What is wrong with a caller-chosen webhook secret, or null when it is `whsec_` followed by the
+ * standard base64 of 24 to 64 bytes.
+ */
+export function checkWebhookSecret(secret: unknown): string | null {
+  const message = `secret must be "whsec_" followed by the base64 of ${WEBHOOK_LIMITS.secretMinBytes} to ${WEBHOOK_LIMITS.secretMaxBytes} bytes`;
+  if (typeof secret !== 'string' || !secret.startsWith('whsec_')) return message;
+  const encoded = secret.slice('whsec_'.length);
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(encoded)) return message;
+  const bytes = Buffer.from(encoded, 'base64').length;
+  return bytes >= WEBHOOK_LIMITS.secretMinBytes && bytes <= WEBHOOK_LIMITS.secretMaxBytes ? null : message;
+}
+
+/** A webhook's default name: its URL's host. */
+export function defaultWebhookName(url: string): string {
+  try {
+    return new URL(url).hostname.slice(0, WEBHOOK_LIMITS.nameMaxLength) || url.slice(0, WEBHOOK_LIMITS.nameMaxLength);
+  } catch {
+    return url.slice(0, WEBHOOK_LIMITS.nameMaxLength);
+  }
+}
