@@ -22,6 +22,18 @@ const { performance } = require('node:perf_hooks');
 const { Client } = require('pg');
 const { Pool, request } = require('undici');
 
+/** Payloads that satisfy the documented schemas (the Bellwether documentation's own examples). */
+const DRIFT = {
+  fromVersion: 11,
+  toVersion: 12,
+  severity: 'breaking',
+  changes: { toolsAdded: ['new_tool'], toolsRemoved: [], toolsModified: ['existing_tool'], breakingCount: 1, warningCount: 2 },
+};
+const FINDING = {
+  version: 12,
+  findings: [{ severity: 'high', category: 'injection', tool: 'execute_command', description: 'Potential command injection vulnerability' }],
+};
+
 const root = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -263,7 +275,7 @@ async function burst(ctx) {
   const webhook = await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/burst`, events: ['baseline.drift_detected'] }, token);
   const webhookId = webhook.webhook.id;
   await receiver.reset(false);
-  const data = { severity: 'high', pad: 'x'.repeat(600) };
+  const data = { ...DRIFT, pad: 'x'.repeat(600) };
   const start = now();
   await inParallel(N.burst, 64, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data }, token));
   const publishedAt = now();
@@ -297,7 +309,7 @@ async function paced(ctx, rate) {
     const wait = due - now();
     if (wait > 1) await sleep(wait);
     else if (wait < -50) late += 1;
-    const data = { seq: i, warm: i < warmup, sentAt: now() };
+    const data = { ...DRIFT, seq: i, warm: i < warmup, sentAt: now() };
     inflight.push(call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data }, token));
     if (inflight.length > 2000) await Promise.all(inflight.splice(0, 1000));
   }
@@ -328,7 +340,7 @@ async function ingest(ctx) {
     Array.from({ length: 32 }, async () => {
       while (now() < end) {
         const t0 = now();
-        await call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { n: count } }, token);
+        await call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { ...DRIFT, n: count } }, token);
         latencies.push(now() - t0);
         count += 1;
       }
@@ -349,7 +361,7 @@ async function fanout(ctx) {
   for (let round_ = 0; round_ < N.fanoutRounds; round_++) {
     await receiver.reset(false);
     const t0 = now();
-    const res = await call('POST', `/projects/${projectId}/events`, { event: 'baseline.security_finding', data: { round: round_ } }, token);
+    const res = await call('POST', `/projects/${projectId}/events`, { event: 'baseline.security_finding', data: { ...FINDING, round: round_ } }, token);
     publishMs.push(now() - t0);
     if (res.deliveries !== N.fanout) throw new Error(`fan-out reached ${res.deliveries} webhooks, expected ${N.fanout}`);
     const stats = await waitForReceipts(receiver, N.fanout, 60_000);
@@ -432,7 +444,7 @@ async function soak(ctx, seconds) {
     const due = start + (i * 1000) / rate;
     const wait = due - now();
     if (wait > 1) await sleep(wait);
-    inflight.push(call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { i } }, token));
+    inflight.push(call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { ...DRIFT, i } }, token));
     if (inflight.length > 2000) await Promise.all(inflight.splice(0, 1000));
     i += 1;
     if (now() >= nextSample) {
@@ -544,7 +556,7 @@ async function main() {
 
   // Warm up JIT, pools and caches, then measure.
   await receiver.reset(false);
-  await inParallel(500, 32, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { warm: true } }, token));
+  await inParallel(500, 32, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { ...DRIFT, warm: true } }, token));
   await waitForReceipts(receiver, 500, 30_000);
 
   /** CPU seconds per 1,000 events of each part of the box while `fn` runs. */

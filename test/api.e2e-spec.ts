@@ -1,5 +1,6 @@
 import { Stack, startStack } from './support/stack';
 import { newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
 
 describe('API edges with production destination rules', () => {
   let stack: Stack;
@@ -44,7 +45,7 @@ describe('API edges with production destination rules', () => {
       .http()
       .post(`/projects/${tenant.projectId}/events`)
       .set(tenant.auth)
-      .send({ event: 'baseline.uploaded', data: { blob: 'x'.repeat(70_000) } })
+      .send({ event: 'baseline.uploaded', data: documented('baseline.uploaded', { blob: 'x'.repeat(70_000) }) })
       .expect(413);
     expect(big.body).toEqual(errorShape(413, 'payload_too_large'));
     const unknown = await stack.http().post('/projects').set(tenant.auth).send({ name: 'p', color: 'red' }).expect(422);
@@ -135,7 +136,7 @@ describe('API edges with production destination rules', () => {
       .set(tenant.auth)
       .send({ url: 'https://hooks.example.com/x', events: ['baseline.uploaded'] })
       .expect(201);
-    const event = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.uploaded', data: {} }).expect(202);
+    const event = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.uploaded', data: documented('baseline.uploaded') }).expect(202);
     for (const path of [`/projects/${tenant.projectId}`, `/webhooks/${created.body.webhook.id}`, `/webhooks/${created.body.webhook.id}/secret`, `/events/${event.body.event.id}`]) {
       const res = await stack.http().get(path).set(other.auth).expect(404);
       expect(res.body).toEqual(errorShape(404, 'not_found'));
@@ -144,9 +145,17 @@ describe('API edges with production destination rules', () => {
     expect(list.body.projects.map((p: { id: string }) => p.id)).toEqual([other.projectId]);
   });
 
-  it('serves the event catalog with a schema and an example for each type', async () => {
+  it('serves the event catalog with a category, a schema and an example for each type', async () => {
     const res = await stack.http().get('/event-types').expect(200);
-    expect(res.body.eventTypes.map((t: { type: string }) => t.type)).toEqual(['baseline.uploaded', 'baseline.drift_detected', 'baseline.security_finding']);
-    for (const type of res.body.eventTypes) expect(type).toMatchObject({ description: expect.any(String), schema: expect.objectContaining({ type: 'object' }) });
+    expect(res.body.eventTypes.map((t: { type: string; category: string }) => [t.type, t.category])).toEqual([
+      ['baseline.uploaded', 'baseline'],
+      ['baseline.drift_detected', 'baseline'],
+      ['baseline.security_finding', 'baseline'],
+      ['webhook.disabled', 'operational'],
+      ['delivery.exhausted', 'operational'],
+    ]);
+    for (const type of res.body.eventTypes) {
+      expect(type).toMatchObject({ description: expect.any(String), schema: expect.objectContaining({ type: 'object', $schema: 'https://json-schema.org/draft/2020-12/schema' }) });
+    }
   });
 });

@@ -5,6 +5,7 @@ import { Receiver } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { TEST_REDIS_URL } from './support/env';
 import { createWebhook, eventually, newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
 
 /** Verification exactly as the Bellwether documentation shows it: HMAC-SHA256 of the raw body, hex. */
 function bellwetherVerify(rawBody: Buffer, header: string, secret: string): boolean {
@@ -33,8 +34,8 @@ describe('delivery end to end', () => {
     receiver.responder = () => ({ status: 200, body: 'ok' });
   });
 
-  async function publish(data: Record<string, unknown> = { severity: 'high' }, event = 'baseline.drift_detected') {
-    const res = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event, data }).expect(202);
+  async function publish(extra: Record<string, unknown> = {}, event = 'baseline.drift_detected') {
+    const res = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event, data: documented(event, extra) }).expect(202);
     return res.body as { event: { id: string; event: string; timestamp: string; projectId: string }; deliveries: number };
   }
 
@@ -46,7 +47,7 @@ describe('delivery end to end', () => {
   it('delivers the signed envelope, verifiable by both public verification methods', async () => {
     const { webhook, secret } = await createWebhook(stack, tenant, `${receiver.url}/hook`);
     expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
-    const published = await publish({ severity: 'high', changes: [{ tool: 'search' }] });
+    const published = await publish({ note: 'héllo ✓' });
     expect(published.deliveries).toBe(1);
     expect(published.event.id).toMatch(/^evt_/);
     expect(published.event.timestamp).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
@@ -59,7 +60,7 @@ describe('delivery end to end', () => {
       event: 'baseline.drift_detected',
       timestamp: published.event.timestamp,
       project: { id: tenant.projectId, name: 'my-mcp-server' },
-      data: { severity: 'high', changes: [{ tool: 'search' }] },
+      data: documented('baseline.drift_detected', { note: 'héllo ✓' }),
     });
     expect(req.body.toString('utf8').startsWith('{"event":"baseline.drift_detected","timestamp":')).toBe(true);
     expect(req.headers['content-type']).toBe('application/json');
@@ -206,7 +207,11 @@ describe('delivery end to end', () => {
     expect(res.body.delivery.attempts).toEqual(1);
     const [req] = receiver.requests;
     expect(bellwetherVerify(req.body, String(req.headers['x-bellwether-signature']), secret)).toBe(true);
-    expect(JSON.parse(req.body.toString()).data).toHaveProperty('severity');
+    // The Bellwether documentation's own example, as written there.
+    expect(JSON.parse(req.body.toString()).data).toEqual({
+      version: 12,
+      findings: [{ severity: 'high', category: 'injection', tool: 'execute_command', description: 'Potential command injection vulnerability' }],
+    });
 
     const detail = await stack.http().get(`/deliveries/${res.body.delivery.id}`).set(tenant.auth).expect(200);
     expect(detail.body.delivery.attempts[0].trigger).toBe('test');
@@ -240,7 +245,7 @@ describe('delivery end to end', () => {
   it('answers a replayed Idempotency-Key with the first event and sends nothing twice', async () => {
     await createWebhook(stack, tenant, `${receiver.url}/idem`);
     const send = () =>
-      stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).set('Idempotency-Key', 'order-42').send({ event: 'baseline.drift_detected', data: { a: 1 } });
+      stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).set('Idempotency-Key', 'order-42').send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected', { a: 1 }) });
     const first = await send().expect(202);
     const again = await send().expect(200);
     expect(again.body).toEqual(first.body);
@@ -254,7 +259,7 @@ describe('delivery end to end', () => {
     await createWebhook(stack, tenant, `${receiver.url}/idem-race-2`);
     const answers = await Promise.all(
       Array.from({ length: 20 }, () =>
-        stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).set('Idempotency-Key', 'race-1').send({ event: 'baseline.drift_detected', data: { a: 1 } }),
+        stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).set('Idempotency-Key', 'race-1').send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected', { a: 1 }) }),
       ),
     );
     expect(answers.filter((r) => r.status === 202)).toHaveLength(1);

@@ -8,6 +8,7 @@ import { assertWorkerBuilt, killAllWorkers, metricTotal, startWorkerProcess, wor
 import { Receiver, type ReceivedRequest } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { createWebhook, eventually, newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
 
 /*
  * The delivery engine's guarantees, proved against the built worker running as real child
@@ -167,8 +168,8 @@ describe('delivery engine guarantees with the worker in real processes', () => {
     return res.body.webhook.id as string;
   }
 
-  async function publish(t: Tenant, projectId: string, data: Record<string, unknown> = {}, event = 'baseline.drift_detected'): Promise<string> {
-    const res = await stack.http().post(`/projects/${projectId}/events`).set(t.auth).send({ event, data }).expect(202);
+  async function publish(t: Tenant, projectId: string, extra: Record<string, unknown> = {}, event = 'baseline.drift_detected'): Promise<string> {
+    const res = await stack.http().post(`/projects/${projectId}/events`).set(t.auth).send({ event, data: documented(event, extra) }).expect(202);
     return res.body.event.id as string;
   }
 

@@ -15,6 +15,7 @@ import {
 } from './support/openapi-walk';
 import { Stack, startStack } from './support/stack';
 import { createWebhook, newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
 
 const EVENT_TYPES = ['baseline.uploaded', 'baseline.drift_detected', 'baseline.security_finding'];
 /**
@@ -261,7 +262,7 @@ function validBodies(tenant: Tenant, extra: { memberEmail: string }): Record<str
     'POST /projects/{projectId}/webhooks': { url: 'https://hooks.example.com/fuzz', events: ['baseline.uploaded'], enabled: true, description: 'd' },
     'PATCH /webhooks/{webhookId}': { url: 'https://hooks.example.com/fuzz2', events: ['baseline.drift_detected'], enabled: true, description: 'e' },
     'POST /webhooks/{webhookId}/test': { event: 'baseline.uploaded' },
-    'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: { severity: 'high' } },
+    'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: documented('baseline.drift_detected') },
   };
 }
 
@@ -338,7 +339,7 @@ describe('fuzzing every write route', () => {
     const ledger: Ledger = { orgs: new Set([tenant.organizationId]), projects: new Set([tenant.projectId]), webhooks: new Set(), deletedWebhooks: new Set(), events: new Map(), tokens: new Set() };
     const { webhook } = await createWebhook(stack, tenant, 'https://hooks.example.com/fuzz', EVENT_TYPES);
     ledger.webhooks.add(webhook.id);
-    const published = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.uploaded', data: {} }).expect(202);
+    const published = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.uploaded', data: documented('baseline.uploaded') }).expect(202);
     ledger.events.set(published.body.event.id, published.body.deliveries);
     const deliveries = await stack.http().get(`/webhooks/${webhook.id}/deliveries`).set(tenant.auth).expect(200);
     const member = await signup(stack, 'Member');
@@ -616,7 +617,7 @@ describe('fuzzing every write route', () => {
     const project = `/projects/${f.tenant.projectId}`;
     const events = `${project}/events`;
     const webhooks = `${project}/webhooks`;
-    const validEvent = JSON.stringify({ event: 'baseline.uploaded', data: {} });
+    const validEvent = JSON.stringify({ event: 'baseline.uploaded', data: documented('baseline.uploaded') });
     const validProject = JSON.stringify({ name: 'headers' });
     type Case = { kind: string; path: string; method?: 'post' | 'patch'; headers: Record<string, string>; body: string; expect?: number[] };
     const cases: Case[] = [];
@@ -733,9 +734,9 @@ describe('fuzzing every write route', () => {
 
     it('keeps a NUL character inside event data, where JSON can carry it', async () => {
       const f = await fuzzTenant();
-      const res = await stack.http().post(`/projects/${f.ids.projectId}/events`).set(f.tenant.auth).send({ event: 'baseline.uploaded', data: { note: nul } }).expect(202);
+      const res = await stack.http().post(`/projects/${f.ids.projectId}/events`).set(f.tenant.auth).send({ event: 'baseline.uploaded', data: documented('baseline.uploaded', { note: nul }) }).expect(202);
       const got = await stack.http().get(`/events/${res.body.event.id}`).set(f.tenant.auth).expect(200);
-      expect(got.body.event.payload.data).toEqual({ note: nul });
+      expect(got.body.event.payload.data).toEqual(documented('baseline.uploaded', { note: nul }));
     });
 
     it.each([

@@ -5,6 +5,7 @@ import { assertWorkerBuilt, killAllWorkers, startWorkerProcess, workerEnvFor, ty
 import { Receiver } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { createWebhook, eventually, newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
 
 /*
  * The delivery lifecycle's races, made to happen against the built worker in real processes:
@@ -85,8 +86,8 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
     return { r, answerFirst };
   }
 
-  async function publish(t: Tenant, data: Record<string, unknown> = {}): Promise<string> {
-    const res = await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.drift_detected', data }).expect(202);
+  async function publish(t: Tenant, extra: Record<string, unknown> = {}): Promise<string> {
+    const res = await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected', extra) }).expect(202);
     return res.body.event.id as string;
   }
 
@@ -360,7 +361,7 @@ describe('the test button when its webhook is deleted under it', () => {
     const t = await newTenant(stack, 'Deleted under test');
     const { webhook } = await createWebhook(stack, t, 'http://127.0.0.1:9/hook');
     // Another delivery of the same organization exists: the one the old code answered with.
-    await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.drift_detected', data: {} }).expect(202);
+    await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected') }).expect(202);
     const { WebhooksService } = await import('../apps/api/src/webhooks/webhooks.service');
     const service = stack.api.get(WebhooksService);
     const find = service.find.bind(service);

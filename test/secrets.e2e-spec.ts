@@ -7,6 +7,7 @@ import { assertWorkerBuilt, freePort, startWorkerProcess, WorkerProcess } from '
 import { Receiver } from './support/receiver';
 import { createDatabaseFromTemplate, dropDatabase } from './support/stack';
 import { eventually } from './support/tenant';
+import { documented } from './support/payloads';
 
 const API_MAIN = path.join(__dirname, '..', 'dist', 'apps', 'api', 'src', 'main.js');
 
@@ -91,7 +92,7 @@ describe('secrets stay out of logs, lists and job data', () => {
     expect(revealed.json.secret).toBe(first);
     const rotated = await call('POST', `/webhooks/${webhookId}/secret/rotate`, undefined, token);
     const second = rotated.json.secret as string;
-    await call('POST', `/projects/${project.json.project.id}/events`, { event: 'baseline.uploaded', data: { n: 1 } }, token);
+    await call('POST', `/projects/${project.json.project.id}/events`, { event: 'baseline.uploaded', data: documented('baseline.uploaded', { n: 1 }) }, token);
     await receiver.waitFor(2);
     await call('POST', `/webhooks/${webhookId}/test?wait=true`, {}, token);
     await eventually(async () => ((await call('GET', `/webhooks/${webhookId}/deliveries`, undefined, token)).json.deliveries.every((d: any) => d.status === 'succeeded') ? true : undefined));

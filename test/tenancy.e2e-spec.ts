@@ -19,6 +19,7 @@ import {
 import { Stack, startStack } from './support/stack';
 import { createWebhook, newTenant, Tenant } from './support/tenant';
 import { MEMBER_LIMIT } from '../apps/api/src/organizations/organizations.service';
+import { documented } from './support/payloads';
 
 type Auth = { Authorization: string };
 
@@ -39,7 +40,7 @@ function validBodies(extra: { email: string }): Record<string, unknown> {
     'POST /projects/{projectId}/webhooks': { url: 'https://attacker.example.com/hook', events: ['baseline.uploaded'] },
     'PATCH /webhooks/{webhookId}': { url: 'https://attacker.example.com/hook', enabled: false },
     'POST /webhooks/{webhookId}/test': {},
-    'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: { severity: 'high' } },
+    'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: documented('baseline.drift_detected') },
   };
 }
 
@@ -79,7 +80,7 @@ async function apiToken(stack: Stack, tenant: Tenant, role: 'member' | 'admin' |
 }
 
 async function publish(stack: Stack, tenant: Tenant, auth: Auth = tenant.auth) {
-  const res = await stack.http().post(`/projects/${tenant.projectId}/events`).set(auth).send({ event: 'baseline.drift_detected', data: { severity: 'high' } }).expect(202);
+  const res = await stack.http().post(`/projects/${tenant.projectId}/events`).set(auth).send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected') }).expect(202);
   return res.body.event.id as string;
 }
 

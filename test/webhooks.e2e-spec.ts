@@ -3,6 +3,7 @@ import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Receiver } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
 
 /*
  * A webhook's own fields, end to end: name, a secret the caller chose, custom request headers sent
@@ -57,7 +58,7 @@ describe('webhook fields', () => {
     expect(got.body).toEqual({ webhook: created.body.webhook });
 
     const before = receiver.requests.length;
-    await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.drift_detected', data: { n: 1 } }).expect(202);
+    await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected', { n: 1 }) }).expect(202);
     await receiver.waitFor(before + 1);
     const req = receiver.requests[before];
     expect(req.headers.authorization).toBe('Bearer static-token');

@@ -1,3 +1,5 @@
+import { EVENT_TYPES, findEventType } from './event-types';
+import { validateEventData } from './payload-validation';
 import { checkWebhookHeaders, checkWebhookSecret, defaultWebhookName } from './webhook-fields';
 import { checkWebhookUrl, isPrivateAddress } from './destination';
 import { isId, newId } from './ids';
@@ -165,5 +167,32 @@ describe('webhook fields', () => {
   it('names a webhook after its URL\'s host by default', () => {
     expect(defaultWebhookName('https://hooks.example.com/bellwether')).toBe('hooks.example.com');
     expect(defaultWebhookName('http://127.0.0.1:4000/hooks')).toBe('127.0.0.1');
+  });
+});
+
+describe('the event catalog as documented', () => {
+  it('validates the documentation\'s own examples against their schemas', () => {
+    for (const definition of EVENT_TYPES) expect(validateEventData(definition.type, definition.example)).toEqual([]);
+  });
+
+  it('points at every missing or mistyped required field', () => {
+    expect(validateEventData('baseline.drift_detected', {})).toEqual(
+      expect.arrayContaining([
+        { path: '/fromVersion', message: 'is required' },
+        { path: '/toVersion', message: 'is required' },
+        { path: '/severity', message: 'is required' },
+        { path: '/changes', message: 'is required' },
+      ]),
+    );
+    const drift = findEventType('baseline.drift_detected')!.example as { changes: Record<string, unknown> };
+    expect(validateEventData('baseline.drift_detected', { ...drift, severity: 'medium' })).toEqual([{ path: '/severity', message: 'must be one of: none, info, warning, breaking' }]);
+    expect(validateEventData('baseline.drift_detected', { ...drift, changes: { ...drift.changes, toolsAdded: 'new_tool' } })).toEqual([{ path: '/changes/toolsAdded', message: 'must be array' }]);
+    expect(validateEventData('baseline.uploaded', { version: 0, hash: 'h', toolCount: 1, serverName: 's', cliVersion: '1' })).toEqual([{ path: '/version', message: 'must be >= 1' }]);
+    expect(validateEventData('baseline.security_finding', { version: 1, findings: [] })).toEqual([{ path: '/findings', message: 'must NOT have fewer than 1 items' }]);
+    expect(validateEventData('baseline.security_finding', { version: 1, findings: [{ severity: 'high', category: 'c', tool: 't' }] })).toEqual([{ path: '/findings/0/description', message: 'is required' }]);
+  });
+
+  it('allows extra properties', () => {
+    expect(validateEventData('baseline.uploaded', { ...findEventType('baseline.uploaded')!.example, extra: { anything: true } })).toEqual([]);
   });
 });

@@ -1,93 +1,126 @@
-/** The event catalog served by GET /event-types. Payload `data` is free-form JSON described by `schema`. */
+/**
+ * The built-in event catalog served by GET /event-types. The `baseline.*` payloads are exactly
+ * those of the Bellwether webhook documentation: its required fields, types and severity values,
+ * as JSON Schema (draft 2020-12) with extra properties allowed, and its own examples.
+ */
 export interface EventTypeDefinition {
   type: string;
+  category: string;
   description: string;
   schema: Record<string, unknown>;
   example: Record<string, unknown>;
+  /** Raised by Bellhop itself (operational events): users cannot publish them. */
+  internal?: boolean;
 }
 
-const severity = { type: 'string', enum: ['info', 'low', 'medium', 'high', 'critical'] };
+const SCHEMA_DIALECT = 'https://json-schema.org/draft/2020-12/schema';
+
+const object = (properties: Record<string, unknown>, required: string[] = Object.keys(properties)) => ({
+  type: 'object',
+  properties,
+  required,
+  additionalProperties: true,
+});
+const int = (minimum?: number) => (minimum === undefined ? { type: 'integer' } : { type: 'integer', minimum });
+const text = { type: 'string' };
+const texts = { type: 'array', items: text };
 
 export const EVENT_TYPES: readonly EventTypeDefinition[] = [
   {
     type: 'baseline.uploaded',
-    description: 'A new behavioural baseline of an MCP server was uploaded to the project.',
-    schema: {
-      type: 'object',
-      properties: {
-        baselineId: { type: 'string' },
-        serverName: { type: 'string' },
-        version: { type: 'string' },
-        toolCount: { type: 'integer', minimum: 0 },
-        uploadedBy: { type: 'string' },
-        url: { type: 'string', format: 'uri' },
-      },
-      additionalProperties: true,
-    },
-    example: {
-      baselineId: 'bl_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
-      serverName: 'my-mcp-server',
-      version: '1.4.0',
-      toolCount: 12,
-      uploadedBy: 'ci',
-      url: 'https://bellwether.example/projects/my-mcp-server/baselines/bl_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
-    },
+    category: 'baseline',
+    description: 'A new baseline was uploaded to the project.',
+    schema: { $schema: SCHEMA_DIALECT, ...object({ version: int(1), hash: text, toolCount: int(0), serverName: text, cliVersion: text }) },
+    example: { version: 12, hash: 'a1b2c3d4', toolCount: 5, serverName: 'my-server', cliVersion: '0.6.0' },
   },
   {
     type: 'baseline.drift_detected',
-    description: 'A check found that the server behaves differently from its accepted baseline.',
+    category: 'baseline',
+    description: 'Behavioral drift was detected between baselines.',
     schema: {
-      type: 'object',
-      properties: {
-        baselineId: { type: 'string' },
-        previousBaselineId: { type: 'string' },
-        severity,
-        summary: { type: 'string' },
-        changes: {
-          type: 'array',
-          items: {
-            type: 'object',
-            properties: { tool: { type: 'string' }, change: { type: 'string' }, severity, detail: { type: 'string' } },
-          },
-        },
-      },
-      additionalProperties: true,
+      $schema: SCHEMA_DIALECT,
+      ...object({
+        fromVersion: int(),
+        toVersion: int(),
+        severity: { type: 'string', enum: ['none', 'info', 'warning', 'breaking'] },
+        changes: object({ toolsAdded: texts, toolsRemoved: texts, toolsModified: texts, breakingCount: int(0), warningCount: int(0) }),
+      }),
     },
     example: {
-      baselineId: 'bl_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
-      previousBaselineId: 'bl_01JH2X7YJ5P1VP3L6M7N8Q9R0S',
-      severity: 'medium',
-      summary: '2 tools changed their schema',
-      changes: [
-        { tool: 'search', change: 'schema_changed', severity: 'medium', detail: 'parameter "limit" became required' },
-        { tool: 'fetch', change: 'removed', severity: 'high', detail: 'tool no longer listed' },
-      ],
+      fromVersion: 11,
+      toVersion: 12,
+      severity: 'breaking',
+      changes: { toolsAdded: ['new_tool'], toolsRemoved: [], toolsModified: ['existing_tool'], breakingCount: 1, warningCount: 2 },
     },
   },
   {
     type: 'baseline.security_finding',
-    description: 'A security check raised a finding against the server.',
+    category: 'baseline',
+    description: 'Security issues were found in a baseline.',
     schema: {
-      type: 'object',
-      properties: {
-        baselineId: { type: 'string' },
-        findingId: { type: 'string' },
-        severity,
-        category: { type: 'string' },
-        tool: { type: 'string' },
-        title: { type: 'string' },
-        description: { type: 'string' },
-      },
-      additionalProperties: true,
+      $schema: SCHEMA_DIALECT,
+      ...object({
+        version: int(1),
+        findings: {
+          type: 'array',
+          minItems: 1,
+          items: object({ severity: { type: 'string', enum: ['critical', 'high', 'medium', 'low', 'info'] }, category: text, tool: text, description: text }),
+        },
+      }),
     },
     example: {
-      baselineId: 'bl_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
-      findingId: 'fnd_01JH3YA1B2C3D4E5F6G7H8J9K0',
-      severity: 'high',
-      category: 'prompt_injection',
-      tool: 'fetch',
-      title: 'Tool output is passed to the model unfiltered',
-      description: 'The fetch tool returns remote content verbatim, which can carry instructions.',
+      version: 12,
+      findings: [{ severity: 'high', category: 'injection', tool: 'execute_command', description: 'Potential command injection vulnerability' }],
+    },
+  },
+  {
+    type: 'webhook.disabled',
+    category: 'operational',
+    description: 'Bellhop disabled a webhook of the project: its endpoint answered 410 Gone, or failed for too long.',
+    internal: true,
+    schema: {
+      $schema: SCHEMA_DIALECT,
+      ...object({
+        webhookId: text,
+        name: text,
+        url: text,
+        reason: { type: 'string', enum: ['gone', 'failing'] },
+        failingSince: { type: ['string', 'null'] },
+      }),
+    },
+    example: {
+      webhookId: 'wh_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
+      name: 'hooks.example.com',
+      url: 'https://hooks.example.com/bellwether',
+      reason: 'failing',
+      failingSince: '2026-01-10T08:00:00.000Z',
+    },
+  },
+  {
+    type: 'delivery.exhausted',
+    category: 'operational',
+    description: 'A delivery of the project failed its last scheduled attempt.',
+    internal: true,
+    schema: {
+      $schema: SCHEMA_DIALECT,
+      ...object({
+        deliveryId: text,
+        webhookId: text,
+        eventId: text,
+        event: text,
+        attempts: int(1),
+        lastStatusCode: { type: ['integer', 'null'] },
+        lastError: { oneOf: [{ type: 'null' }, object({ code: text, message: text })] },
+      }),
+    },
+    example: {
+      deliveryId: 'dlv_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
+      webhookId: 'wh_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
+      eventId: 'evt_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T',
+      event: 'baseline.drift_detected',
+      attempts: 5,
+      lastStatusCode: 503,
+      lastError: null,
     },
   },
 ];

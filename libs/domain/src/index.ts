@@ -5,3 +5,4 @@ export * from './envelope';
 export * from './destination';
 export * from './retry';
 export * from './webhook-fields';
+export * from './payload-validation';

@@ -1,7 +1,7 @@
 import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
 import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { AppError, EVENT_TYPES } from '@bellhop/domain';
+import { AppError, EVENT_TYPES, findEventType, validateEventData } from '@bellhop/domain';
 import { Authenticated, Public, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
@@ -17,7 +17,9 @@ export class EventsController {
   @Get('event-types')
   @ApiOperation({ summary: 'The event catalog, with a JSON schema and an example payload for each type' })
   eventTypes() {
-    return { eventTypes: EVENT_TYPES.map((t) => ({ type: t.type, description: t.description, schema: t.schema, example: t.example })) };
+    return {
+      eventTypes: EVENT_TYPES.map((t) => ({ type: t.type, category: t.category, description: t.description, schema: t.schema, example: t.example })),
+    };
   }
 
   @Post('projects/:projectId/events')
@@ -35,6 +37,12 @@ export class EventsController {
     if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)) {
       throw AppError.validation([{ field: 'Idempotency-Key', message: `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters` }]);
     }
+    if (findEventType(dto.event)?.internal) {
+      throw AppError.validation([{ field: 'event', message: `${dto.event} is raised by Bellhop itself and cannot be published` }]);
+    }
+    // Nothing is written for a payload that does not match its type's schema.
+    const problems = validateEventData(dto.event, dto.data);
+    if (problems.length > 0) throw new AppError('validation_failed', `data does not match the schema of ${dto.event}`, problems);
     const result = await this.events.publish(tenant, projectId, { event: dto.event, data: dto.data, idempotencyKey });
     if (result.replayed) res.status(200);
     return { event: result.event, deliveries: result.deliveries };
