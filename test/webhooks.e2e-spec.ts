@@ -93,6 +93,7 @@ describe('webhook fields', () => {
 
   it.each([
     ['a reserved header', { headers: { 'Content-Type': 'text/plain' } }],
+    ['a hop-by-hop header the HTTP client refuses', { headers: { 'Keep-Alive': 'timeout=5' } }],
     ['a Bellwether header', { headers: { 'X-Bellwether-Signature': 'sha256=00' } }],
     ['a Standard Webhooks header', { headers: { 'webhook-id': 'evt_1' } }],
     ['a header name with a space', { headers: { 'X Team': 'a' } }],

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Batcher, Prisma, PrismaService, isTransientDatabaseError } from '@bellhop/database';
-import { type AttemptTrigger, type AttemptVerdict, newId } from '@bellhop/domain';
+import { type AttemptTrigger, type AttemptVerdict, isSendableCustomHeader, newId } from '@bellhop/domain';
 
 /*
  * The one owner of a delivery's state: status, attempt_count, scheduled_attempts,
@@ -131,10 +131,10 @@ function isDuplicateAttempt(err: unknown): boolean {
   return cause?.originalCode === '23505' && /attempts_pkey/.test(String(cause.originalMessage ?? '') + String(JSON.stringify(cause.constraint ?? '')));
 }
 
-/** The stored custom headers as strings (the API checked them when they were set). */
+/** The stored custom headers that may be sent (the API checked them when they were set; checked again). */
 function customHeaders(stored: unknown): Record<string, string> {
   if (typeof stored !== 'object' || stored === null || Array.isArray(stored)) return {};
-  return Object.fromEntries(Object.entries(stored as Record<string, unknown>).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+  return Object.fromEntries(Object.entries(stored as Record<string, unknown>).filter((entry): entry is [string, string] => isSendableCustomHeader(entry[0], entry[1])));
 }
 
 /** Postgres text cannot hold NUL characters; receivers do send them. */

@@ -137,7 +137,7 @@ describe('webhook fields', () => {
   it('accepts custom headers within the limits and refuses reserved, malformed or too many', () => {
     expect(checkWebhookHeaders({ Authorization: 'Bearer abc', 'X-Team': 'payments' })).toBeNull();
     expect(checkWebhookHeaders({})).toBeNull();
-    for (const reserved of ['Host', 'content-type', 'Content-Length', 'User-Agent', 'Connection', 'Transfer-Encoding', 'X-Bellwether-Signature', 'webhook-id']) {
+    for (const reserved of ['Host', 'content-type', 'Content-Length', 'User-Agent', 'Connection', 'Transfer-Encoding', 'X-Bellwether-Signature', 'webhook-id', 'Keep-Alive', 'Upgrade', 'Expect', 'TE', 'Content-Encoding']) {
       expect(checkWebhookHeaders({ [reserved]: 'x' })).toMatch(/reserved/);
     }
     expect(checkWebhookHeaders({ 'bad name': 'x' })).toMatch(/letters, digits or dashes/);
@@ -161,6 +161,8 @@ describe('webhook fields', () => {
     expect(checkWebhookSecret(secret(32).replace('whsec_', 'whsk_'))).not.toBeNull();
     expect(checkWebhookSecret('whsec_' + Buffer.alloc(32, 7).toString('base64url'))).not.toBeNull();
     expect(checkWebhookSecret('whsec_not base64!')).not.toBeNull();
+    // Non-zero padding bits: not the canonical encoding of any key.
+    expect(checkWebhookSecret('whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB==')).not.toBeNull();
     expect(checkWebhookSecret(42)).not.toBeNull();
   });
 
@@ -190,6 +192,10 @@ describe('the event catalog as documented', () => {
     expect(validateEventData('baseline.uploaded', { version: 0, hash: 'h', toolCount: 1, serverName: 's', cliVersion: '1' })).toEqual([{ path: '/version', message: 'must be >= 1' }]);
     expect(validateEventData('baseline.security_finding', { version: 1, findings: [] })).toEqual([{ path: '/findings', message: 'must NOT have fewer than 1 items' }]);
     expect(validateEventData('baseline.security_finding', { version: 1, findings: [{ severity: 'high', category: 'c', tool: 't' }] })).toEqual([{ path: '/findings/0/description', message: 'is required' }]);
+  });
+
+  it('points at the root of data with the empty JSON Pointer', () => {
+    expect(validateEventData('baseline.uploaded', 5)).toEqual([{ path: '', message: 'must be object' }]);
   });
 
   it('allows extra properties', () => {

@@ -34,9 +34,10 @@ function describe(error: ErrorObject): PayloadProblem {
     return { path: `${error.instancePath}/${missing.replaceAll('~', '~0').replaceAll('/', '~1')}`, message: 'is required' };
   }
   if (error.keyword === 'enum') {
-    return { path: error.instancePath || '/', message: `must be one of: ${(error.params as { allowedValues: unknown[] }).allowedValues.join(', ')}` };
+    return { path: error.instancePath, message: `must be one of: ${(error.params as { allowedValues: unknown[] }).allowedValues.join(', ')}` };
   }
-  return { path: error.instancePath || '/', message: error.message ?? 'is not valid' };
+  // The root of `data` is the empty pointer, as JSON Pointer writes it.
+  return { path: error.instancePath, message: error.message ?? 'is not valid' };
 }
 
 /**

@@ -9,8 +9,26 @@ export const WEBHOOK_LIMITS = {
 
 const HEADER_NAME = /^[A-Za-z0-9-]{1,64}$/;
 const PRINTABLE_ASCII = /^[\x20-\x7E]*$/;
-/** Headers Bellhop sets itself, or that HTTP owns: a webhook may not set them. */
-const RESERVED_HEADERS = new Set(['host', 'content-type', 'content-length', 'user-agent', 'connection', 'transfer-encoding']);
+/**
+ * Headers Bellhop sets itself, or that HTTP owns: a webhook may not set them. Beyond the contract's
+ * list, the hop-by-hop and encoding headers that would make the HTTP client refuse every attempt
+ * (keep-alive, upgrade, expect) or change what the body means.
+ */
+const RESERVED_HEADERS = new Set([
+  'host',
+  'content-type',
+  'content-length',
+  'user-agent',
+  'connection',
+  'transfer-encoding',
+  'keep-alive',
+  'upgrade',
+  'expect',
+  'te',
+  'trailer',
+  'proxy-connection',
+  'content-encoding',
+]);
 const RESERVED_PREFIXES = ['x-bellwether-', 'webhook-'];
 
 /**
@@ -26,7 +44,7 @@ export function checkWebhookHeaders(headers: unknown): string | null {
   for (const [name, value] of entries) {
     if (!HEADER_NAME.test(name)) return `header name "${name.slice(0, 80)}" must be 1 to 64 letters, digits or dashes`;
     const lower = name.toLowerCase();
-    if (RESERVED_HEADERS.has(lower) || RESERVED_PREFIXES.some((prefix) => lower.startsWith(prefix))) {
+    if (isReservedHeader(lower)) {
       return `header "${name}" is reserved: Bellhop sets it (reserved: ${[...RESERVED_HEADERS].join(', ')}, ${RESERVED_PREFIXES.map((p) => `${p}*`).join(', ')})`;
     }
     if (seen.has(lower)) return `header "${name}" is given twice`;
@@ -38,6 +56,24 @@ export function checkWebhookHeaders(headers: unknown): string | null {
   return null;
 }
 
+function isReservedHeader(lowerName: string): boolean {
+  return RESERVED_HEADERS.has(lowerName) || RESERVED_PREFIXES.some((prefix) => lowerName.startsWith(prefix));
+}
+
+/**
+ * A stored custom header that may be sent: the worker's own check, so that a row written some other
+ * way than through the API can never replace a signature or break the request.
+ */
+export function isSendableCustomHeader(name: string, value: unknown): value is string {
+  return (
+    HEADER_NAME.test(name) &&
+    !isReservedHeader(name.toLowerCase()) &&
+    typeof value === 'string' &&
+    value.length <= WEBHOOK_LIMITS.headerValueMaxLength &&
+    PRINTABLE_ASCII.test(value)
+  );
+}
+
 /**
  * What is wrong with a caller-chosen webhook secret, or null when it is `whsec_` followed by the
  * standard base64 of 24 to 64 bytes.
@@ -47,8 +83,10 @@ export function checkWebhookSecret(secret: unknown): string | null {
   if (typeof secret !== 'string' || !secret.startsWith('whsec_')) return message;
   const encoded = secret.slice('whsec_'.length);
   if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(encoded)) return message;
-  const bytes = Buffer.from(encoded, 'base64').length;
-  return bytes >= WEBHOOK_LIMITS.secretMinBytes && bytes <= WEBHOOK_LIMITS.secretMaxBytes ? null : message;
+  const decoded = Buffer.from(encoded, 'base64');
+  // Canonical only (zero padding bits): strict Standard Webhooks verifiers refuse anything else.
+  if (decoded.toString('base64') !== encoded) return message;
+  return decoded.length >= WEBHOOK_LIMITS.secretMinBytes && decoded.length <= WEBHOOK_LIMITS.secretMaxBytes ? null : message;
 }
 
 /** A webhook's default name: its URL's host. */

@@ -1,5 +1,6 @@
 import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Transform } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength, MinLength } from 'class-validator';
 import { IsOptionalNotNull, IsRetrySchedule, IsText, IsWebhookHeaders, IsWebhookSecret } from '../../common/validators';
 import { EVENT_TYPE_NAMES, MAX_URL_LENGTH, WEBHOOK_LIMITS } from '@bellhop/domain';
@@ -19,6 +20,7 @@ const RetrySchedule = () =>
 const WebhookName = () =>
   applyDecorators(
     ApiPropertyOptional({ maxLength: WEBHOOK_LIMITS.nameMaxLength, description: "Defaults to the URL's host" }),
+    Transform(({ value }: { value: unknown }) => (typeof value === 'string' ? value.trim() : value)),
     IsOptionalNotNull(),
     IsText(),
     MinLength(1, { message: 'name must not be empty' }),
