@@ -96,4 +96,40 @@ describe('event catalog as documented', () => {
     const res = await publish(type, { anything: true }).expect(422);
     expect(res.body.code).toBe('validation_failed');
   });
+
+  it('delivers to "*" every type, to "<category>.*" its category\'s types, and refuses unknown wildcards', async () => {
+    const t = await newTenant(stack, 'Wildcards');
+    const r = await new Receiver().start();
+    try {
+      const subscribe = (path: string, events: string[]) =>
+        stack.http().post(`/projects/${t.projectId}/webhooks`).set(t.auth).send({ url: `${r.url}/${path}`, events });
+      await subscribe('all', ['*']).expect(201);
+      await subscribe('baseline', ['baseline.*']).expect(201);
+      await subscribe('operational', ['operational.*']).expect(201);
+      await subscribe('drift', ['baseline.drift_detected']).expect(201);
+      for (const bad of [['nope.*'], ['baseline.**'], ['*.*'], ['baseline.uploaded.*']]) {
+        const res = await subscribe('bad', bad).expect(422);
+        expect(res.body.code).toBe('validation_failed');
+      }
+      const uploaded = await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.uploaded', data: DOCUMENTED['baseline.uploaded'] }).expect(202);
+      expect(uploaded.body.deliveries).toBe(2);
+      const drift = await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.drift_detected', data: DOCUMENTED['baseline.drift_detected'] }).expect(202);
+      expect(drift.body.deliveries).toBe(3);
+      await r.waitFor(5);
+      const byPath = (path: string) => r.requests.filter((req) => req.url === `/${path}`).map((req) => req.headers['x-bellwether-event']);
+      expect(byPath('all').sort()).toEqual(['baseline.drift_detected', 'baseline.uploaded']);
+      expect(byPath('baseline').sort()).toEqual(['baseline.drift_detected', 'baseline.uploaded']);
+      expect(byPath('drift')).toEqual(['baseline.drift_detected']);
+      expect(byPath('operational')).toEqual([]);
+    } finally {
+      await r.stop();
+    }
+  });
+
+  it('sends the first type a wildcard subscription receives from the test button', async () => {
+    const t = await newTenant(stack, 'Wildcard test');
+    const { webhook } = await createWebhook(stack, t, `${receiver.url}/wild-test`, ['baseline.*']);
+    const res = await stack.http().post(`/webhooks/${webhook.id}/test?wait=true`).set(t.auth).send({}).expect(200);
+    expect(res.body.delivery).toMatchObject({ event: 'baseline.uploaded', test: true, status: 'succeeded' });
+  });
 });

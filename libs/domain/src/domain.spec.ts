@@ -1,4 +1,4 @@
-import { EVENT_TYPES, findEventType } from './event-types';
+import { EVENT_TYPES, SUBSCRIPTION_NAMES, findEventType, firstSubscribedType, subscriptionsOf } from './event-types';
 import { validateEventData } from './payload-validation';
 import { checkWebhookHeaders, checkWebhookSecret, defaultWebhookName } from './webhook-fields';
 import { checkWebhookUrl, isPrivateAddress } from './destination';
@@ -200,5 +200,19 @@ describe('the event catalog as documented', () => {
 
   it('allows extra properties', () => {
     expect(validateEventData('baseline.uploaded', { ...findEventType('baseline.uploaded')!.example, extra: { anything: true } })).toEqual([]);
+  });
+});
+
+describe('subscriptions', () => {
+  it('lets a type reach its own name, "*" and its category\'s wildcard', () => {
+    expect(subscriptionsOf('baseline.uploaded')).toEqual(['baseline.uploaded', '*', 'baseline.*']);
+    expect(subscriptionsOf('webhook.disabled')).toEqual(['webhook.disabled', '*', 'operational.*']);
+    expect(SUBSCRIPTION_NAMES).toEqual(expect.arrayContaining(['*', 'baseline.*', 'operational.*', 'baseline.uploaded']));
+  });
+
+  it('picks the first built-in type a webhook receives for its test button', () => {
+    expect(firstSubscribedType(['baseline.security_finding'])).toBe('baseline.security_finding');
+    expect(firstSubscribedType(['*'])).toBe('baseline.uploaded');
+    expect(firstSubscribedType(['operational.*'])).toBe('webhook.disabled');
   });
 });

@@ -130,3 +130,28 @@ export const EVENT_TYPE_NAMES: readonly string[] = EVENT_TYPES.map((t) => t.type
 export function findEventType(type: string): EventTypeDefinition | undefined {
   return EVENT_TYPES.find((t) => t.type === type);
 }
+
+/** Every category of the built-in catalog. */
+export const EVENT_CATEGORIES: readonly string[] = [...new Set(EVENT_TYPES.map((t) => t.category))];
+
+/**
+ * What a webhook's `events` may hold: a type of the catalog, `*` (every type, present and future)
+ * or `<category>.*` (every type of a category, present and future).
+ */
+export const SUBSCRIPTION_NAMES: readonly string[] = [...EVENT_TYPE_NAMES, '*', ...EVENT_CATEGORIES.map((c) => `${c}.*`)];
+
+/** The subscriptions that receive an event of this type: its name, `*` and its category's wildcard. */
+export function subscriptionsOf(type: string): string[] {
+  const category = findEventType(type)?.category ?? type.split('.')[0];
+  return [type, '*', `${category}.*`];
+}
+
+/** The first built-in type that a webhook's subscriptions receive (what its test button sends by default). */
+export function firstSubscribedType(subscriptions: readonly string[]): string | undefined {
+  for (const subscription of subscriptions) {
+    if (findEventType(subscription)) return subscription;
+    const match = EVENT_TYPES.find((t) => !t.internal && subscriptionsOf(t.type).includes(subscription)) ?? EVENT_TYPES.find((t) => subscriptionsOf(t.type).includes(subscription));
+    if (match) return match.type;
+  }
+  return undefined;
+}

@@ -1,7 +1,7 @@
 import { BeforeApplicationShutdown, Injectable, Logger } from '@nestjs/common';
 import { Batcher, PrismaService } from '@bellhop/database';
 import { DeliveryDispatcher, type Dispatch } from '@bellhop/delivery';
-import { AppError, buildEnvelope, newId } from '@bellhop/domain';
+import { AppError, buildEnvelope, newId, subscriptionsOf } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { TenantScope } from '../auth/principal';
 import { PageQuery, page, pageArgs } from '../common/pagination';
@@ -107,11 +107,13 @@ export class EventsService implements BeforeApplicationShutdown {
     const found = distinct.length === 0 ? [] : await this.prisma.$queryRaw<Array<{ k: number; name: string; webhook_ids: string[] }>>`
       SELECT x.k::int AS k, p.name, COALESCE(array_agg(w.id ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS webhook_ids
         FROM unnest(${distinct.map((t) => t.organizationId)}::text[], ${distinct.map((t) => t.projectId)}::text[],
-                    ${distinct.map((t) => t.event)}::text[], ${distinct.map((t) => t.webhookId)}::text[])
-             WITH ORDINALITY AS x(organization_id, project_id, type, webhook_id, k)
+                    ${distinct.map((t) => t.event)}::text[], ${distinct.map((t) => t.webhookId)}::text[],
+                    ${distinct.map((t) => `{${subscriptionsOf(t.event).map((name) => JSON.stringify(name)).join(',')}}`)}::text[])
+             WITH ORDINALITY AS x(organization_id, project_id, type, webhook_id, subscriptions, k)
         JOIN projects p ON p.id = x.project_id AND p.organization_id = x.organization_id
         LEFT JOIN webhooks w ON w.project_id = p.id AND w.deleted_at IS NULL
-             AND CASE WHEN x.webhook_id IS NULL THEN w.enabled AND x.type = ANY (w.events) ELSE w.id = x.webhook_id END
+             -- The type's name, "*" or its category's "<category>.*": one array overlap.
+             AND CASE WHEN x.webhook_id IS NULL THEN w.enabled AND w.events && x.subscriptions::text[] ELSE w.id = x.webhook_id END
        GROUP BY x.k, p.name`;
     const targets = new Map(found.map((row) => [targetKey(distinct[row.k - 1]), row]));
 

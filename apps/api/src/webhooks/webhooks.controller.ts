@@ -1,7 +1,7 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Res } from '@nestjs/common';
 import { ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { AppError, findEventType } from '@bellhop/domain';
+import { AppError, findEventType, firstSubscribedType } from '@bellhop/domain';
 import { Authenticated, RequestId, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
@@ -80,8 +80,9 @@ export class WebhooksController {
     @Res({ passthrough: true }) res: Response,
   ) {
     const webhook = await this.webhooks.find(tenant, webhookId);
-    const type = dto.event ?? webhook.events[0];
-    const definition = findEventType(type)!;
+    const type = dto.event ?? firstSubscribedType(webhook.events);
+    const definition = type === undefined ? undefined : findEventType(type);
+    if (!type || !definition) throw AppError.validation([{ field: 'event', message: 'name the event type to send: the webhook subscribes to no built-in type' }]);
     const published = await this.events.publish(tenant, webhook.projectId, { event: type, data: definition.example, test: true, webhookId: webhook.id });
     const [deliveryId] = published.deliveryIds;
     // Deleted between the look-up and the publish: nothing was sent, and there is nothing to show.

@@ -3,7 +3,7 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength, MinLength } from 'class-validator';
 import { IsOptionalNotNull, IsRetrySchedule, IsText, IsWebhookHeaders, IsWebhookSecret } from '../../common/validators';
-import { EVENT_TYPE_NAMES, MAX_URL_LENGTH, WEBHOOK_LIMITS } from '@bellhop/domain';
+import { EVENT_TYPE_NAMES, MAX_URL_LENGTH, SUBSCRIPTION_NAMES, WEBHOOK_LIMITS } from '@bellhop/domain';
 
 /** The webhook's own retry schedule, documented and checked the same way on create and update. */
 const RetrySchedule = () =>
@@ -39,7 +39,7 @@ const WebhookHeaders = () =>
     IsWebhookHeaders(),
   );
 
-const knownEvent = { each: true, message: `each value in events must be one of: ${EVENT_TYPE_NAMES.join(', ')}` };
+const knownEvent = { each: true, message: `each value in events must be one of: ${SUBSCRIPTION_NAMES.join(', ')}` };
 
 export class CreateWebhookDto {
   @ApiProperty({ example: 'https://example.com/webhooks/bellwether', maxLength: MAX_URL_LENGTH })
@@ -58,11 +58,11 @@ export class CreateWebhookDto {
   @WebhookHeaders()
   headers?: Record<string, string>;
 
-  @ApiProperty({ example: ['baseline.drift_detected'], enum: EVENT_TYPE_NAMES, isArray: true })
+  @ApiProperty({ example: ['baseline.drift_detected'], enum: SUBSCRIPTION_NAMES, isArray: true, description: 'Event types, or "*" (every type), or "<category>.*"' })
   @ArrayMinSize(1, { message: 'events must name at least one event type' })
-  @ArrayMaxSize(EVENT_TYPE_NAMES.length)
+  @ArrayMaxSize(SUBSCRIPTION_NAMES.length)
   @ArrayUnique()
-  @IsIn(EVENT_TYPE_NAMES as string[], knownEvent)
+  @IsIn(SUBSCRIPTION_NAMES as string[], knownEvent)
   events: string[];
 
   @ApiPropertyOptional({ default: true })
@@ -93,12 +93,12 @@ export class UpdateWebhookDto {
   @WebhookHeaders()
   headers?: Record<string, string>;
 
-  @ApiPropertyOptional({ enum: EVENT_TYPE_NAMES, isArray: true })
+  @ApiPropertyOptional({ enum: SUBSCRIPTION_NAMES, isArray: true })
   @IsOptionalNotNull()
   @ArrayMinSize(1, { message: 'events must name at least one event type' })
-  @ArrayMaxSize(EVENT_TYPE_NAMES.length)
+  @ArrayMaxSize(SUBSCRIPTION_NAMES.length)
   @ArrayUnique()
-  @IsIn(EVENT_TYPE_NAMES as string[], knownEvent)
+  @IsIn(SUBSCRIPTION_NAMES as string[], knownEvent)
   events?: string[];
 
   @ApiPropertyOptional()
