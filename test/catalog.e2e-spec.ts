@@ -132,4 +132,69 @@ describe('event catalog as documented', () => {
     const res = await stack.http().post(`/webhooks/${webhook.id}/test?wait=true`).set(t.auth).send({}).expect(200);
     expect(res.body.delivery).toMatchObject({ event: 'baseline.uploaded', test: true, status: 'succeeded' });
   });
+
+  describe('batch publish', () => {
+    const batch = (t: Tenant, events: unknown[]) => stack.http().post(`/projects/${t.projectId}/events/batch`).set(t.auth).send({ events });
+    const item = (type: string, extra: Record<string, unknown> = {}, idempotencyKey?: string) => ({
+      event: type,
+      data: { ...DOCUMENTED[type], ...extra },
+      ...(idempotencyKey ? { idempotencyKey } : {}),
+    });
+
+    it('publishes in order, answers each item, and replays items whose key was seen', async () => {
+      const t = await newTenant(stack, 'Batch');
+      const r = await new Receiver().start();
+      try {
+        await createWebhook(stack, t, `${r.url}/batch`, ['*']);
+        const first = await batch(t, [
+          item('baseline.uploaded', { n: 0 }, 'k-0'),
+          item('baseline.drift_detected', { n: 1 }),
+          item('baseline.security_finding', { n: 2 }, 'k-2'),
+        ]).expect(202);
+        expect(first.body.events.map((e: { event: string; deliveries: number; replayed: boolean }) => [e.event, e.deliveries, e.replayed])).toEqual([
+          ['baseline.uploaded', 1, false],
+          ['baseline.drift_detected', 1, false],
+          ['baseline.security_finding', 1, false],
+        ]);
+        for (const e of first.body.events) expect(e).toMatchObject({ id: expect.stringMatching(/^evt_/), projectId: t.projectId, timestamp: expect.any(String) });
+        await r.waitFor(3);
+
+        const again = await batch(t, [item('baseline.uploaded', { n: 0 }, 'k-0'), item('baseline.uploaded', { n: 3 }, 'k-3'), item('baseline.security_finding', { n: 2 }, 'k-2')]).expect(202);
+        expect(again.body.events.map((e: { id: string; replayed: boolean }) => e.replayed)).toEqual([true, false, true]);
+        expect(again.body.events[0].id).toBe(first.body.events[0].id);
+        expect(again.body.events[2].id).toBe(first.body.events[2].id);
+        await r.waitFor(4);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(r.requests).toHaveLength(4);
+        const events = await stack.http().get(`/projects/${t.projectId}/events`).set(t.auth).expect(200);
+        expect(events.body.events).toHaveLength(4);
+      } finally {
+        await r.stop();
+      }
+    });
+
+    it('refuses the whole batch when one item is invalid, pointing at it, and writes nothing', async () => {
+      const t = await newTenant(stack, 'Batch invalid');
+      const res = await batch(t, [item('baseline.uploaded'), item('baseline.drift_detected', { severity: 'medium' }), item('baseline.uploaded')]).expect(422);
+      expect(res.body).toMatchObject({ code: 'validation_failed' });
+      expect(res.body.details).toEqual([{ path: '/events/1/data/severity', message: expect.any(String) }]);
+      const internal = await batch(t, [item('baseline.uploaded'), { event: 'webhook.disabled', data: {} }]).expect(422);
+      expect(internal.body.details).toEqual([{ path: '/events/1/event', message: expect.any(String) }]);
+      const events = await stack.http().get(`/projects/${t.projectId}/events`).set(t.auth).expect(200);
+      expect(events.body.events).toHaveLength(0);
+    });
+
+    it('refuses an empty batch and one of more than 100 events', async () => {
+      const t = await newTenant(stack, 'Batch size');
+      await batch(t, []).expect(422);
+      await batch(t, Array.from({ length: 101 }, () => item('baseline.uploaded'))).expect(422);
+      await batch(t, Array.from({ length: 100 }, () => item('baseline.uploaded'))).expect(202);
+    });
+
+    it('answers 404 for another tenant\'s project', async () => {
+      const t = await newTenant(stack, 'Batch owner');
+      const other = await newTenant(stack, 'Batch other');
+      await stack.http().post(`/projects/${t.projectId}/events/batch`).set(other.auth).send({ events: [item('baseline.uploaded')] }).expect(404);
+    });
+  });
 });

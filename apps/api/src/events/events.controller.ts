@@ -1,11 +1,11 @@
 import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
 import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { AppError, EVENT_TYPES, findEventType, validateEventData } from '@bellhop/domain';
+import { AppError, EVENT_TYPES } from '@bellhop/domain';
 import { Authenticated, Public, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
-import { PublishEventDto } from './dto/publish-event.dto';
+import { PublishBatchDto, PublishEventDto } from './dto/publish-event.dto';
 import { EventsService, MAX_IDEMPOTENCY_KEY_LENGTH } from './events.service';
 
 @ApiTags('events')
@@ -37,15 +37,20 @@ export class EventsController {
     if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)) {
       throw AppError.validation([{ field: 'Idempotency-Key', message: `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters` }]);
     }
-    if (findEventType(dto.event)?.internal) {
-      throw AppError.validation([{ field: 'event', message: `${dto.event} is raised by Bellhop itself and cannot be published` }]);
-    }
-    // Nothing is written for a payload that does not match its type's schema.
-    const problems = validateEventData(dto.event, dto.data);
+    // Nothing is written for a payload that cannot be published (paths are JSON Pointers into `data`).
+    const problems = EventsService.problemsOf(dto.event, dto.data).map((p) => ({ ...p, path: p.path.replace(/^\/data/, '') }));
     if (problems.length > 0) throw new AppError('validation_failed', `data does not match the schema of ${dto.event}`, problems);
     const result = await this.events.publish(tenant, projectId, { event: dto.event, data: dto.data, idempotencyKey });
     if (result.replayed) res.status(200);
     return { event: result.event, deliveries: result.deliveries };
+  }
+
+  @Post('projects/:projectId/events/batch')
+  @HttpCode(202)
+  @Authenticated()
+  @ApiOperation({ summary: 'Publish 1 to 100 events in order, all or none, each with its own idempotency key' })
+  publishBatch(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: PublishBatchDto) {
+    return this.events.publishBatch(tenant, projectId, dto.events);
   }
 
   @Get('projects/:projectId/events')

@@ -1,7 +1,7 @@
 import { BeforeApplicationShutdown, Injectable, Logger } from '@nestjs/common';
 import { Batcher, PrismaService } from '@bellhop/database';
 import { DeliveryDispatcher, type Dispatch } from '@bellhop/delivery';
-import { AppError, buildEnvelope, newId, subscriptionsOf } from '@bellhop/domain';
+import { AppError, type PayloadProblem, buildEnvelope, findEventType, newId, subscriptionsOf, validateEventData } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { TenantScope } from '../auth/principal';
 import { PageQuery, page, pageArgs } from '../common/pagination';
@@ -62,6 +62,51 @@ export class EventsService implements BeforeApplicationShutdown {
     private readonly prisma: PrismaService,
     private readonly dispatcher: DeliveryDispatcher,
   ) {}
+
+  /**
+   * What keeps a payload from being published, as JSON Pointers under `at` (the body's place of
+   * the item): an operational type (Bellhop raises those itself), or `data` that does not match
+   * the type's schema.
+   */
+  static problemsOf(event: string, data: unknown, at = ''): PayloadProblem[] {
+    if (findEventType(event)?.internal) return [{ path: `${at}/event`, message: `${event} is raised by Bellhop itself and cannot be published` }];
+    return validateEventData(event, data).map((problem) => ({ path: `${at}/data${problem.path}`, message: problem.message }));
+  }
+
+  /**
+   * Publishes 1 to 100 events in order, all in one statement (every event and its deliveries
+   * committed together, or none), after all of them were checked. An item whose idempotency key
+   * was seen before answers with the first event, `replayed: true`.
+   */
+  async publishBatch(tenant: TenantScope, projectId: string, inputs: Array<{ event: string; data: unknown; idempotencyKey?: string }>) {
+    const problems = inputs.flatMap((input, i) => EventsService.problemsOf(input.event, input.data, `/events/${i}`));
+    if (problems.length > 0) throw new AppError('validation_failed', 'Some events of the batch do not match their schema; none was published', problems.slice(0, 50));
+    const createdAt = new Date();
+    const items: PublishItem[] = inputs.map((input) => ({
+      organizationId: tenant.organizationId,
+      projectId,
+      event: input.event,
+      data: input.data,
+      idempotencyKey: input.idempotencyKey ?? null,
+      test: false,
+      webhookId: null,
+      createdAt,
+      eventId: newId('event'),
+    }));
+    const outcomes = await this.publishMany(items);
+    if (outcomes.some((outcome) => outcome.kind === 'project_not_found')) throw AppError.notFound('Project');
+    const events = [];
+    for (const [i, outcome] of outcomes.entries()) {
+      const item = items[i];
+      if (outcome.kind === 'published') {
+        events.push({ ...present.event({ id: outcome.eventId, type: item.event, createdAt, projectId }), deliveries: outcome.deliveryIds.length, replayed: false });
+      } else {
+        const first = await this.replay(projectId, item.idempotencyKey!);
+        events.push({ ...first.event, deliveries: first.deliveries, replayed: true });
+      }
+    }
+    return { events };
+  }
 
   /**
    * Stores the event and one delivery per subscribed, enabled webhook in one statement, then

@@ -1,5 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
-import { IsIn, IsObject } from 'class-validator';
+import { Type } from 'class-transformer';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsIn, IsObject, IsOptional, IsString, Length, ValidateNested } from 'class-validator';
 import { EVENT_TYPE_NAMES } from '@bellhop/domain';
 
 export class PublishEventDto {
@@ -10,4 +11,25 @@ export class PublishEventDto {
   @ApiProperty({ type: 'object', additionalProperties: true, description: 'The event payload, sent to receivers as `data`' })
   @IsObject({ message: 'data must be a JSON object' })
   data: Record<string, unknown>;
+}
+
+/** Most events one batch publish may carry. */
+export const MAX_BATCH_EVENTS = 100;
+
+export class BatchEventDto extends PublishEventDto {
+  @ApiProperty({ required: false, description: 'Like the Idempotency-Key header, for this item: seen before, it answers with the first event' })
+  @IsOptional()
+  @IsString()
+  @Length(1, 255)
+  idempotencyKey?: string;
+}
+
+export class PublishBatchDto {
+  @ApiProperty({ type: [BatchEventDto], minItems: 1, maxItems: MAX_BATCH_EVENTS })
+  @IsArray()
+  @ArrayMinSize(1, { message: 'events must hold at least one event' })
+  @ArrayMaxSize(MAX_BATCH_EVENTS, { message: `events may hold at most ${MAX_BATCH_EVENTS} events` })
+  @ValidateNested({ each: true })
+  @Type(() => BatchEventDto)
+  events: BatchEventDto[];
 }
