@@ -142,8 +142,7 @@ export const SUBSCRIPTION_NAMES: readonly string[] = [...EVENT_TYPE_NAMES, '*', 
 
 /** The subscriptions that receive an event of this type: its name, `*` and its category's wildcard. */
 export function subscriptionsOf(type: string): string[] {
-  const category = findEventType(type)?.category ?? type.split('.')[0];
-  return [type, '*', `${category}.*`];
+  return subscriptionsFor(type, findEventType(type)?.category ?? defaultCategoryOf(type));
 }
 
 /** The first built-in type that a webhook's subscriptions receive (what its test button sends by default). */
@@ -154,4 +153,35 @@ export function firstSubscribedType(subscriptions: readonly string[]): string | 
     if (match) return match.type;
   }
   return undefined;
+}
+
+/** Limits and rules of a project's own event types (the contract's "Event types and publishing"). */
+export const CUSTOM_EVENT_TYPE_LIMITS = {
+  typeMaxLength: 64,
+  categoryMaxLength: 64,
+  descriptionMaxLength: 500,
+  schemaMaxBytes: 64 * 1024,
+  /** A project's own types: enough for any real catalog, and a bound on what one tenant stores. */
+  maxPerProject: 500,
+} as const;
+
+export const CUSTOM_EVENT_TYPE_PATTERN = /^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$/;
+export const CATEGORY_PATTERN = /^[a-z][a-z0-9_-]*$/;
+
+/** Families of types raised by inbound sources (`github.<event>`, `gitlab.<event>`): built in, never a project's own. */
+export const SOURCE_TYPE_PREFIXES: readonly string[] = ['github.', 'gitlab.'];
+
+/** A name a project cannot take for its own type: a built-in type, or one of a built-in family. */
+export function isBuiltInTypeName(type: string): boolean {
+  return EVENT_TYPE_NAMES.includes(type) || SOURCE_TYPE_PREFIXES.some((prefix) => type.startsWith(prefix));
+}
+
+/** The category a project's own type gets when none is given: the part before the first dot. */
+export function defaultCategoryOf(type: string): string {
+  return type.split('.')[0];
+}
+
+/** The subscriptions that receive an event of a type of this category: its name, `*` and `<category>.*`. */
+export function subscriptionsFor(type: string, category: string): string[] {
+  return [type, '*', `${category}.*`];
 }

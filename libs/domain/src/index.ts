@@ -6,3 +6,4 @@ export * from './destination';
 export * from './retry';
 export * from './webhook-fields';
 export * from './payload-validation';
+export * from './formats';

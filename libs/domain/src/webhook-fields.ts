@@ -97,3 +97,30 @@ export function defaultWebhookName(url: string): string {
     return url.slice(0, WEBHOOK_LIMITS.nameMaxLength);
   }
 }
+
+/** A webhook's health as the contract shows it; test deliveries never move it. */
+export interface WebhookHealthView {
+  status: 'healthy' | 'failing' | 'disabled';
+  failingSince: string | null;
+  lastSuccessAt: string | null;
+  lastFailureAt: string | null;
+  lastDeliveryAt: string | null;
+  /** When a failing webhook will be disabled if nothing succeeds before; null otherwise. */
+  autoDisableAt: string | null;
+}
+
+export function webhookHealth(
+  webhook: { enabled: boolean; failingSince: Date | null; lastSuccessAt: Date | null; lastFailureAt: Date | null; lastDeliveryAt: Date | null },
+  autoDisableAfterMs: number,
+): WebhookHealthView {
+  const iso = (date: Date | null) => (date ? date.toISOString() : null);
+  const status = !webhook.enabled ? 'disabled' : webhook.failingSince ? 'failing' : 'healthy';
+  return {
+    status,
+    failingSince: iso(webhook.failingSince),
+    lastSuccessAt: iso(webhook.lastSuccessAt),
+    lastFailureAt: iso(webhook.lastFailureAt),
+    lastDeliveryAt: iso(webhook.lastDeliveryAt),
+    autoDisableAt: status === 'failing' && webhook.failingSince ? new Date(webhook.failingSince.getTime() + autoDisableAfterMs).toISOString() : null,
+  };
+}

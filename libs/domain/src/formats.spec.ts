@@ -1,0 +1,67 @@
+import { envelopeOf } from './envelope';
+import { checkTemplate, renderBody, renderTemplate, summaryOf } from './formats';
+import { checkCustomSchema, customValidator } from './payload-validation';
+
+const envelope = envelopeOf({
+  event: 'baseline.drift_detected',
+  timestamp: new Date('2026-01-15T10:30:00.000Z'),
+  project: { id: 'proj_1', name: 'my-mcp-server' },
+  data: { fromVersion: 11, toVersion: 12, severity: 'breaking', changes: { toolsAdded: ['a'], toolsRemoved: [], toolsModified: ['b'], breakingCount: 1, warningCount: 2 }, note: null },
+});
+
+describe('webhook formats', () => {
+  it('renders placeholders as values or as text, never splicing text into JSON', () => {
+    const body = renderTemplate(
+      { whole: '{{data.toVersion}}', text: 'v{{data.toVersion}} "{{event}}"', obj: 'x {{data.changes.toolsAdded}}', none: '{{data.missing}}', empty: '[{{data.missing}}]', nul: '{{data.note}}', key: { '{{event}}': 1 } },
+      envelope,
+    );
+    expect(JSON.parse(body)).toEqual({ whole: 12, text: 'v12 "baseline.drift_detected"', obj: 'x ["a"]', none: null, empty: '[]', nul: null, key: { '{{event}}': 1 } });
+  });
+
+  it('keeps a key named __proto__ as an ordinary key', () => {
+    const template = JSON.parse('{"__proto__": "{{event}}", "a": 1}') as object;
+    expect(JSON.parse(renderTemplate(template, envelope))).toEqual(JSON.parse('{"__proto__": "baseline.drift_detected", "a": 1}'));
+  });
+
+  it('does not walk into inherited properties of the envelope', () => {
+    expect(JSON.parse(renderTemplate({ a: '{{data.constructor}}', b: '{{event.length}}' }, envelope))).toEqual({ a: null, b: null });
+  });
+
+  it('checks templates: an object, placeholders under the envelope, bounded', () => {
+    expect(checkTemplate({ a: '{{event}}' })).toBeNull();
+    expect(checkTemplate('x')).toMatch(/JSON object/);
+    expect(checkTemplate({ a: '{{secret}}' })).toMatch(/must start with/);
+    expect(checkTemplate({ a: '{{data.x}}'.repeat(65) })).toMatch(/at most 64 placeholders/);
+  });
+
+  it('writes summaries; slack escapes its markup characters', () => {
+    expect(summaryOf(envelope)).toBe('[my-mcp-server] Drift detected (breaking): v11 → v12, 1 added, 1 modified');
+    expect(summaryOf({ ...envelope, event: 'deploy.finished' })).toBe('[my-mcp-server] deploy.finished');
+    expect(renderBody('slack', null, { ...envelope, project: { id: 'p', name: '<!channel> & co' }, event: 'x.y' })).toBe('{"text":"[&lt;!channel&gt; &amp; co] x.y"}');
+    expect(renderBody('bellwether', null, envelope)).toBeNull();
+  });
+});
+
+describe("projects' own schemas", () => {
+  it('accepts draft 2020-12 schemas and refuses invalid ones, remote references and non-RE2 patterns', () => {
+    expect(checkCustomSchema({ type: 'object', properties: { a: { type: 'string', pattern: '^[a-z]+$' } } })).toBeNull();
+    expect(checkCustomSchema({ type: 'wrong' })).toMatch(/not a valid JSON Schema/);
+    expect(checkCustomSchema({ $ref: 'https://example.com/s.json' })).toMatch(/does not compile/);
+    expect(checkCustomSchema({ properties: { a: { pattern: '(?<=x)y' } } })).toMatch(/does not compile/);
+    expect(checkCustomSchema([])).toMatch(/object/);
+  });
+
+  it('runs patterns in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
+    const validate = customValidator({ projectId: 'p', type: 't.redos', version: 1 }, { type: 'object', properties: { a: { type: 'string', pattern: '^(a+)+$' } } });
+    const started = Date.now();
+    expect(validate({ a: `${'a'.repeat(5000)}!` })).toEqual([{ path: '/a', message: expect.stringContaining('pattern') }]);
+    expect(Date.now() - started).toBeLessThan(500);
+  });
+
+  it("does not let one schema's $id collide with another's", () => {
+    const one = customValidator({ projectId: 'p1', type: 't.a', version: 1 }, { $id: 'https://x/s', type: 'object', required: ['a'] });
+    const two = customValidator({ projectId: 'p2', type: 't.a', version: 1 }, { $id: 'https://x/s', type: 'object', required: ['b'] });
+    expect(one({ a: 1 })).toEqual([]);
+    expect(two({ a: 1 })).toEqual([{ path: '/b', message: 'is required' }]);
+  });
+});
