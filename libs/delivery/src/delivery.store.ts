@@ -285,13 +285,14 @@ export class DeliveryStore {
                       AND (i.scheduled_attempt IS NULL OR d.scheduled_attempts < i.scheduled_attempt)
                END
         RETURNING d.id, d.webhook_id, d.organization_id, d.event_id, d.event_type, d.test, d.lease_trigger,
-                  d.attempt_count, d.scheduled_attempts, d.lease_token, d.status
+                  d.attempt_count, d.scheduled_attempts, d.lease_token, d.status, d.body
       )
       SELECT c.id, c.webhook_id, c.organization_id, c.event_id, c.event_type, c.test, c.lease_trigger::text AS trigger,
              c.status::text AS status,
              c.attempt_count, c.scheduled_attempts, c.lease_token, w.url, w.secret_ciphertext,
              w.previous_secrets, w.retry_schedule_ms, w.headers,
-             (SELECT e.body FROM events e WHERE e.id = c.event_id) AS body
+             -- The body rendered for the webhook's format, or else the event's envelope.
+             COALESCE(c.body, (SELECT e.body FROM events e WHERE e.id = c.event_id)) AS body
         FROM claimed c JOIN webhooks w ON w.id = c.webhook_id`;
     const byToken = new Map(rows.map((row) => [row.lease_token, row]));
     return items.map((item) => byToken.get(item.token) ?? null);
@@ -459,25 +460,44 @@ export class DeliveryStore {
         SELECT u.webhook_id,
                bool_or(u.gone) AS gone,
                bool_or(u.success) AS succeeded,
-               min(u.started_at) FILTER (WHERE NOT u.success AND NOT u.gone) AS first_failure
+               min(u.started_at) FILTER (WHERE NOT u.success AND NOT u.gone) AS first_failure,
+               max(u.started_at) FILTER (WHERE u.success) AS last_success,
+               max(u.started_at) FILTER (WHERE NOT u.success) AS last_failure,
+               max(u.started_at) AS last_attempt
           FROM u
          WHERE NOT u.test
          GROUP BY u.webhook_id
+      ), webhooks_locked AS (
+        -- The webhooks this recording changes, locked in id order and read as they are now (after
+        -- any concurrent change commits): 410 disables the webhook; a success ends its run of
+        -- failures; a failure starts one. In the same statement as the attempt, so a crash cannot
+        -- record one without the other. The times of the last attempts are kept to within a second:
+        -- a webhook receiving a thousand deliveries a second has its row written about once a
+        -- second, not once per recording. Webhooks with nothing to change are neither locked nor written.
+        SELECT w.id, w.enabled AS was_enabled
+          FROM webhooks w JOIN outcome o ON o.webhook_id = w.id
+         WHERE w.deleted_at IS NULL
+           AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL)
+                OR o.last_success >= COALESCE(w.last_success_at, '-infinity') + interval '1 second'
+                OR o.last_failure >= COALESCE(w.last_failure_at, '-infinity') + interval '1 second')
+         ORDER BY w.id
+           FOR UPDATE OF w
       ), webhooks_changed AS (
-        -- 410 disables the webhook; a success ends its run of failures; a failure starts one.
-        -- In the same statement as the attempt, so a crash cannot record one without the other.
         UPDATE webhooks w SET
+               last_success_at = GREATEST(w.last_success_at, o.last_success),
+               last_failure_at = GREATEST(w.last_failure_at, o.last_failure),
+               last_delivery_at = GREATEST(w.last_delivery_at, o.last_attempt),
                enabled = CASE WHEN o.gone THEN false ELSE w.enabled END,
-               disabled_reason = CASE WHEN o.gone AND w.enabled THEN 'gone' ELSE w.disabled_reason END,
-               updated_at = CASE WHEN o.gone AND w.enabled THEN now() ELSE w.updated_at END,
+               disabled_reason = CASE WHEN o.gone AND l.was_enabled THEN 'gone' ELSE w.disabled_reason END,
+               updated_at = CASE WHEN o.gone AND l.was_enabled THEN now() ELSE w.updated_at END,
                failing_since = CASE
                  WHEN o.succeeded THEN NULL
                  WHEN o.first_failure IS NOT NULL THEN COALESCE(w.failing_since, o.first_failure)
                  ELSE w.failing_since END
-          FROM outcome o
-         WHERE w.id = o.webhook_id AND w.deleted_at IS NULL
-           AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL))
-        RETURNING w.id, o.gone AS disabled
+          FROM webhooks_locked l JOIN outcome o ON o.webhook_id = l.id
+         WHERE w.id = l.id
+        -- Disabled by this recording: it was enabled when locked, and the lock is held since.
+        RETURNING w.id, (o.gone AND l.was_enabled) AS disabled
       )
       SELECT u.id, u.attempt_id, true AS fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
              u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND wc.disabled, false) AS webhook_disabled
