@@ -54,9 +54,12 @@ describe('API edges with production destination rules', () => {
   });
 
   it('lists each failing field of a webhook', async () => {
-    const res = await stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(tenant.auth).send({ url: 42, events: ['nope.unknown'] }).expect(422);
+    const res = await stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(tenant.auth).send({ url: 42, events: ['Not A Type'] }).expect(422);
     const fields = res.body.details.map((d: { field: string }) => d.field);
     expect(fields).toEqual(expect.arrayContaining(['url', 'events']));
+    // A well-formed name the project does not know is refused once the rest is valid.
+    const unknown = await stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(tenant.auth).send({ url: 'https://example.com/h', events: ['nope.unknown'] }).expect(422);
+    expect(unknown.body.details).toEqual([{ field: 'events', message: expect.stringContaining('nope.unknown') }]);
     const empty = await stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(tenant.auth).send({ url: 'https://example.com/h', events: [] }).expect(422);
     expect(empty.body.details[0].field).toBe('events');
   });
@@ -100,8 +103,11 @@ describe('API edges with production destination rules', () => {
       description: 'prod',
       disabledReason: null,
       retrySchedule: ['100ms', '200ms', '300ms', '400ms'],
+      format: 'bellwether',
+      template: null,
       createdAt: expect.any(String),
       updatedAt: expect.any(String),
+      health: { status: 'healthy', failingSince: null, lastSuccessAt: null, lastFailureAt: null, lastDeliveryAt: null, autoDisableAt: null },
     });
     const got = await stack.http().get(`/webhooks/${webhook.id}`).set(tenant.auth).expect(200);
     expect(got.body).toEqual({ webhook });

@@ -263,6 +263,8 @@ function validBodies(tenant: Tenant, extra: { memberEmail: string }): Record<str
     'PATCH /webhooks/{webhookId}': { url: 'https://hooks.example.com/fuzz2', events: ['baseline.drift_detected'], enabled: true, description: 'e' },
     'POST /webhooks/{webhookId}/test': { event: 'baseline.uploaded' },
     'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: documented('baseline.drift_detected') },
+    'POST /projects/{projectId}/event-types': { type: `fuzz.t${randomBytes(4).toString('hex')}`, description: 'd', category: 'fuzz', schema: { type: 'object' } },
+    'PATCH /projects/{projectId}/event-types/{type}': { description: 'e', schema: { type: 'object', properties: { a: { type: 'string' } } } },
   };
 }
 
@@ -342,6 +344,7 @@ describe('fuzzing every write route', () => {
     const published = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.uploaded', data: documented('baseline.uploaded') }).expect(202);
     ledger.events.set(published.body.event.id, published.body.deliveries);
     const deliveries = await stack.http().get(`/webhooks/${webhook.id}/deliveries`).set(tenant.auth).expect(200);
+    await stack.http().post(`/projects/${tenant.projectId}/event-types`).set(tenant.auth).send({ type: 'fuzz.thing' }).expect(201);
     const member = await signup(stack, 'Member');
     await stack.http().post(`/organizations/${tenant.organizationId}/members`).set(tenant.auth).send({ email: member.email, role: 'member' }).expect(201);
     const spareMember = await signup(stack, 'Spare');
@@ -351,6 +354,11 @@ describe('fuzzing every write route', () => {
         const res = await stack.http().post('/projects').set(tenant.auth).send({ name: 'spare', organizationId: tenant.organizationId }).expect(201);
         ledger.projects.add(res.body.project.id);
         return res.body.project.id as string;
+      },
+      eventType: async () => {
+        const type = `fuzz.spare${randomBytes(4).toString('hex')}`;
+        await stack.http().post(`/projects/${tenant.projectId}/event-types`).set(tenant.auth).send({ type }).expect(201);
+        return type;
       },
       webhook: async () => {
         const res = await createWebhook(stack, tenant, 'https://hooks.example.com/spare');
@@ -380,13 +388,14 @@ describe('fuzzing every write route', () => {
       deliveryId: deliveries.body.deliveries[0].id,
       tokenId: '',
       userId: member.userId,
+      type: 'fuzz.thing',
     };
     return { tenant, ledger, ids, spares, memberEmail: member.email };
   }
 
   type Fuzz = Awaited<ReturnType<typeof fuzzTenant>>;
 
-  type Spare = 'project' | 'webhook' | 'token' | 'member' | 'session';
+  type Spare = 'project' | 'webhook' | 'token' | 'member' | 'session' | 'eventType';
 
   /**
    * The ids and credential a request of `op` uses. Routes that delete what they are given get a
@@ -409,6 +418,9 @@ describe('fuzzing every write route', () => {
         } else if (op.key === 'DELETE /organizations/{orgId}/members/{userId}') {
           ids.userId = await spare('member');
           spares.push('member');
+        } else if (op.key === 'DELETE /projects/{projectId}/event-types/{type}') {
+          ids.type = await spare('eventType');
+          spares.push('eventType');
         } else if (op.key === 'POST /auth/logout') {
           auth = await spare('session');
           spares.push('session');

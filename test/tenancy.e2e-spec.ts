@@ -41,6 +41,9 @@ function validBodies(extra: { email: string }): Record<string, unknown> {
     'PATCH /webhooks/{webhookId}': { url: 'https://attacker.example.com/hook', enabled: false },
     'POST /webhooks/{webhookId}/test': {},
     'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: documented('baseline.drift_detected') },
+    'POST /projects/{projectId}/events/batch': { events: [{ event: 'baseline.drift_detected', data: documented('baseline.drift_detected') }] },
+    'POST /projects/{projectId}/event-types': { type: 'deploy.stolen' },
+    'PATCH /projects/{projectId}/event-types/{type}': { description: 'hijacked', schema: null },
   };
 }
 
@@ -103,6 +106,7 @@ async function snapshot(stack: Stack, tenant: Tenant, ids: Ids) {
     event: await get(`/events/${ids.eventId}`),
     deliveries: await get(`/webhooks/${ids.webhookId}/deliveries`),
     delivery: await get(`/deliveries/${ids.deliveryId}`),
+    eventTypes: await get(`/projects/${ids.projectId}/event-types`),
   };
 }
 
@@ -122,6 +126,7 @@ describe('tenancy', () => {
   async function fullTenant() {
     const a = await newTenant(stack, 'Alice');
     await upgrade(stack, a);
+    await stack.http().post(`/projects/${a.projectId}/event-types`).set(a.auth).send({ type: 'deploy.finished', schema: { type: 'object' } }).expect(201);
     const { webhook, secret } = await createWebhook(stack, a, 'https://hooks.example.com/alice', ['baseline.drift_detected']);
     const eventId = await publish(stack, a);
     const deliveries = await stack.http().get(`/webhooks/${webhook.id}/deliveries`).set(a.auth).expect(200);
@@ -137,6 +142,7 @@ describe('tenancy', () => {
       deliveryId: deliveries.body.deliveries[0].id,
       tokenId: token.id,
       userId: colleague.userId,
+      type: 'deploy.finished',
     };
     return { a, ids, secret, token, colleague };
   }

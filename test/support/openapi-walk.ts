@@ -2,7 +2,7 @@ import type { Response, Test } from 'supertest';
 import type { Stack } from './stack';
 
 /** The id-carrying path parameters the tests know how to fill with real ids. */
-export const KNOWN_PATH_PARAMS = ['orgId', 'projectId', 'webhookId', 'eventId', 'deliveryId', 'tokenId', 'userId'] as const;
+export const KNOWN_PATH_PARAMS = ['orgId', 'projectId', 'webhookId', 'eventId', 'deliveryId', 'tokenId', 'userId', 'type'] as const;
 export type PathParam = (typeof KNOWN_PATH_PARAMS)[number];
 export type Ids = Record<PathParam, string>;
 

@@ -16,6 +16,8 @@ import { AuditService } from './common/audit.service';
 import { RateLimitGuard, rateLimitModule } from './common/rate-limit';
 import { DeliveriesController } from './deliveries/deliveries.controller';
 import { DeliveriesService } from './deliveries/deliveries.service';
+import { EventTypesController } from './event-types/event-types.controller';
+import { EventTypesService } from './event-types/event-types.service';
 import { EventsController } from './events/events.controller';
 import { EventsService } from './events/events.service';
 import { OrganizationsController } from './organizations/organizations.controller';
@@ -37,7 +39,7 @@ import { WebhooksService } from './webhooks/webhooks.service';
     JwtModule.register({}),
     rateLimitModule,
   ],
-  controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventsController, DeliveriesController],
+  controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventTypesController, EventsController, DeliveriesController],
   providers: [
     // Rate limits first, so that floods of bad credentials are limited too.
     { provide: APP_GUARD, useClass: RateLimitGuard },
@@ -50,6 +52,7 @@ import { WebhooksService } from './webhooks/webhooks.service';
     AuditService,
     OrganizationsService,
     WebhooksService,
+    EventTypesService,
     EventsService,
     DeliveriesService,
   ],

@@ -14,7 +14,10 @@ export type AuditAction =
   | 'member.removed'
   | 'api_token.created'
   | 'api_token.revoked'
-  | 'organization.updated';
+  | 'organization.updated'
+  | 'event_type.created'
+  | 'event_type.updated'
+  | 'event_type.deleted';
 
 export interface AuditInput {
   organizationId: string;

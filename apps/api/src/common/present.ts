@@ -1,6 +1,6 @@
 import type { ApiToken, Attempt, AuditLogEntry, Delivery, Event, Organization, Project, User, Webhook } from '@bellhop/database';
 
-import { formatDurations } from '@bellhop/domain';
+import { formatDurations, webhookHealth } from '@bellhop/domain';
 
 const iso = (date: Date | null | undefined): string | null => (date ? date.toISOString() : null);
 
@@ -16,7 +16,7 @@ export const present = {
    * Never includes a secret: only the routes that reveal one add it beside the webhook.
    * `retrySchedule` is the effective one: the webhook's own, else the server's (`defaultScheduleMs`).
    */
-  webhook: (w: Webhook, defaultScheduleMs: readonly number[]) => ({
+  webhook: (w: Webhook, defaultScheduleMs: readonly number[], autoDisableAfterMs: number) => ({
     id: w.id,
     projectId: w.projectId,
     name: w.name,
@@ -27,9 +27,12 @@ export const present = {
     description: w.description,
     disabledReason: w.disabledReason,
     retrySchedule: formatDurations(Array.isArray(w.retryScheduleMs) ? (w.retryScheduleMs as number[]) : defaultScheduleMs),
+    format: w.format,
+    template: w.format === 'template' ? w.template : null,
     createdBy: w.createdByType && w.createdById ? { type: w.createdByType, id: w.createdById } : null,
     createdAt: iso(w.createdAt),
     updatedAt: iso(w.updatedAt),
+    health: webhookHealth(w, autoDisableAfterMs),
   }),
 
   event: (e: Pick<Event, 'id' | 'type' | 'createdAt' | 'projectId'>) => ({

@@ -1,12 +1,12 @@
 import { applyDecorators } from '@nestjs/common';
 import { Transform } from 'class-transformer';
-import { IsString, Matches, MaxLength, MinLength, ValidateBy, ValidateIf, isEmail } from 'class-validator';
+import { IsString, Matches, MaxLength, MinLength, ValidateBy, ValidateIf, type ValidationOptions, isEmail } from 'class-validator';
 import { RETRY_SCHEDULE_LIMITS, checkWebhookHeaders, checkWebhookSecret } from '@bellhop/domain';
 
 /** A string that Postgres can store: text columns refuse the NUL character. */
-export function IsText() {
+export function IsText(options: ValidationOptions = {}) {
   // eslint-disable-next-line no-control-regex -- the NUL character is exactly what is refused
-  return applyDecorators(IsString(), Matches(/^[^\u0000]*$/, { message: '$property must not contain NUL characters' }));
+  return applyDecorators(IsString(options), Matches(/^[^\u0000]*$/, { message: '$property must not contain NUL characters', ...options }));
 }
 
 /** Optional, but not null: leaving a field out keeps it, null is refused (its column cannot be empty). */

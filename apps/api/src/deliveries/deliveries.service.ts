@@ -42,7 +42,9 @@ export class DeliveriesService {
     });
     if (!delivery) throw AppError.notFound('Delivery');
     const { attempts, event, ...row } = delivery;
-    return { delivery: { ...present.delivery(row), attempts: attempts.map((a) => present.attempt(a, event.body)) } };
+    // The body as sent: the one rendered for the webhook's format, else the event's envelope.
+    const body = row.body ?? event.body;
+    return { delivery: { ...present.delivery(row), attempts: attempts.map((a) => present.attempt(a, body)) } };
   }
 
   /** The delivery as lists show it (attempts as a count). */

@@ -1,10 +1,11 @@
 import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
-import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiAcceptedResponse, ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { AppError, EVENT_TYPES } from '@bellhop/domain';
 import { Authenticated, Public, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
+import { BatchPublished, EventDetailEnvelope, EventList, EventTypeList, PublishedEvent } from '../common/responses';
 import { PublishBatchDto, PublishEventDto } from './dto/publish-event.dto';
 import { EventsService, MAX_IDEMPOTENCY_KEY_LENGTH } from './events.service';
 
@@ -16,6 +17,7 @@ export class EventsController {
   @Public()
   @Get('event-types')
   @ApiOperation({ summary: 'The event catalog, with a JSON schema and an example payload for each type' })
+  @ApiOkResponse({ type: EventTypeList })
   eventTypes() {
     return {
       eventTypes: EVENT_TYPES.map((t) => ({ type: t.type, category: t.category, description: t.description, schema: t.schema, example: t.example })),
@@ -27,6 +29,8 @@ export class EventsController {
   @Authenticated()
   @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'The same key again for the same project answers 200 with the first event' })
   @ApiOperation({ summary: 'Publish an event to every subscribed webhook of the project' })
+  @ApiAcceptedResponse({ type: PublishedEvent })
+  @ApiOkResponse({ type: PublishedEvent, description: 'The Idempotency-Key was seen before: the first event' })
   async publish(
     @Tenant() tenant: TenantScope,
     @Param('projectId') projectId: string,
@@ -37,10 +41,7 @@ export class EventsController {
     if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)) {
       throw AppError.validation([{ field: 'Idempotency-Key', message: `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters` }]);
     }
-    // Nothing is written for a payload that cannot be published (paths are JSON Pointers into `data`).
-    const problems = EventsService.problemsOf(dto.event, dto.data).map((p) => ({ ...p, path: p.path.replace(/^\/data/, '') }));
-    if (problems.length > 0) throw new AppError('validation_failed', `data does not match the schema of ${dto.event}`, problems);
-    const result = await this.events.publish(tenant, projectId, { event: dto.event, data: dto.data, idempotencyKey });
+    const result = await this.events.publishChecked(tenant, projectId, { event: dto.event, data: dto.data, idempotencyKey });
     if (result.replayed) res.status(200);
     return { event: result.event, deliveries: result.deliveries };
   }
@@ -49,18 +50,21 @@ export class EventsController {
   @HttpCode(202)
   @Authenticated()
   @ApiOperation({ summary: 'Publish 1 to 100 events in order, all or none, each with its own idempotency key' })
+  @ApiAcceptedResponse({ type: BatchPublished })
   publishBatch(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: PublishBatchDto) {
     return this.events.publishBatch(tenant, projectId, dto.events);
   }
 
   @Get('projects/:projectId/events')
   @Authenticated()
+  @ApiOkResponse({ type: EventList })
   list(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Query() query: PageQuery) {
     return this.events.list(tenant, projectId, query);
   }
 
   @Get('events/:eventId')
   @Authenticated()
+  @ApiOkResponse({ type: EventDetailEnvelope })
   get(@Tenant() tenant: TenantScope, @Param('eventId') eventId: string) {
     return this.events.get(tenant, eventId);
   }

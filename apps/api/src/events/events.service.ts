@@ -1,11 +1,12 @@
 import { BeforeApplicationShutdown, Injectable, Logger } from '@nestjs/common';
 import { Batcher, PrismaService } from '@bellhop/database';
 import { DeliveryDispatcher, type Dispatch } from '@bellhop/delivery';
-import { AppError, type PayloadProblem, buildEnvelope, findEventType, newId, subscriptionsOf, validateEventData } from '@bellhop/domain';
+import { AppError, envelopeOf, newId, renderBody, subscriptionsFor } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { TenantScope } from '../auth/principal';
 import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
+import { EventTypesService } from '../event-types/event-types.service';
 
 export interface PublishResult {
   replayed: boolean;
@@ -20,6 +21,8 @@ interface PublishItem {
   organizationId: string;
   projectId: string;
   event: string;
+  /** The type's category: subscribers are found by the type's name, "*" and "<category>.*". */
+  category: string;
   data: unknown;
   idempotencyKey: string | null;
   test: boolean;
@@ -28,14 +31,19 @@ interface PublishItem {
   createdAt: Date;
   /** Chosen once, so that a batch retried item by item can tell its own committed rows. */
   eventId: string;
-  /** The envelope and deliveries, fixed at the first attempt to write the event. */
-  prepared?: { body: string; webhookIds: string[]; deliveryIds: string[] };
+  /**
+   * The envelope, deliveries and the body each sends (null: the envelope), fixed at the first
+   * attempt to write the event.
+   */
+  prepared?: { body: string; webhookIds: string[]; deliveryIds: string[]; deliveryBodies: Array<string | null> };
 }
 
 type PublishOutcome =
   | { kind: 'published'; eventId: string; deliveryIds: string[] }
   | { kind: 'already_published' }
   | { kind: 'project_not_found' };
+
+const parseTemplate = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
 
 /** Most events written by one statement; concurrent publishes beyond it go in the next. */
 const PUBLISH_BATCH = 64;
@@ -61,16 +69,21 @@ export class EventsService implements BeforeApplicationShutdown {
   constructor(
     private readonly prisma: PrismaService,
     private readonly dispatcher: DeliveryDispatcher,
+    private readonly eventTypes: EventTypesService,
   ) {}
 
   /**
-   * What keeps a payload from being published, as JSON Pointers under `at` (the body's place of
-   * the item): an operational type (Bellhop raises those itself), or `data` that does not match
-   * the type's schema.
+   * Publishes one event after checking it (nothing is written for a payload that cannot be
+   * published: 422 with JSON Pointers into `data`).
    */
-  static problemsOf(event: string, data: unknown, at = ''): PayloadProblem[] {
-    if (findEventType(event)?.internal) return [{ path: `${at}/event`, message: `${event} is raised by Bellhop itself and cannot be published` }];
-    return validateEventData(event, data).map((problem) => ({ path: `${at}/data${problem.path}`, message: problem.message }));
+  async publishChecked(tenant: TenantScope, projectId: string, input: { event: string; data: unknown; idempotencyKey?: string }): Promise<PublishResult> {
+    const { problems, categories } = await this.eventTypes.checkPublish(tenant, projectId, [input], () => '');
+    if (problems.length > 0) {
+      const paths = problems.map((p) => ({ ...p, path: p.path.startsWith('/data') ? p.path.slice('/data'.length) : p.path }));
+      const message = problems.some((p) => p.path === '/event') ? problems[0].message : `data does not match the schema of ${input.event}`;
+      throw new AppError('validation_failed', message, paths);
+    }
+    return this.publish(tenant, projectId, { ...input, category: categories[0]! });
   }
 
   /**
@@ -79,13 +92,14 @@ export class EventsService implements BeforeApplicationShutdown {
    * was seen before answers with the first event, `replayed: true`.
    */
   async publishBatch(tenant: TenantScope, projectId: string, inputs: Array<{ event: string; data: unknown; idempotencyKey?: string }>) {
-    const problems = inputs.flatMap((input, i) => EventsService.problemsOf(input.event, input.data, `/events/${i}`));
-    if (problems.length > 0) throw new AppError('validation_failed', 'Some events of the batch do not match their schema; none was published', problems.slice(0, 50));
+    const { problems, categories } = await this.eventTypes.checkPublish(tenant, projectId, inputs, (i) => `/events/${i}`);
+    if (problems.length > 0) throw new AppError('validation_failed', 'Some events of the batch cannot be published; none was', problems.slice(0, 50));
     const createdAt = new Date();
-    const items: PublishItem[] = inputs.map((input) => ({
+    const items: PublishItem[] = inputs.map((input, i) => ({
       organizationId: tenant.organizationId,
       projectId,
       event: input.event,
+      category: categories[i]!,
       data: input.data,
       idempotencyKey: input.idempotencyKey ?? null,
       test: false,
@@ -116,13 +130,14 @@ export class EventsService implements BeforeApplicationShutdown {
   async publish(
     tenant: TenantScope,
     projectId: string,
-    input: { event: string; data: unknown; idempotencyKey?: string; test?: boolean; webhookId?: string },
+    input: { event: string; category: string; data: unknown; idempotencyKey?: string; test?: boolean; webhookId?: string },
   ): Promise<PublishResult> {
     const createdAt = new Date();
     const outcome = await this.publisher.run({
       organizationId: tenant.organizationId,
       projectId,
       event: input.event,
+      category: input.category,
       data: input.data,
       idempotencyKey: input.idempotencyKey ?? null,
       test: input.test ?? false,
@@ -149,11 +164,14 @@ export class EventsService implements BeforeApplicationShutdown {
     // distinct (project, event type, webhook) of the batch, scoped by organization.
     const targetKey = (item: PublishItem) => `${item.organizationId}\n${item.projectId}\n${item.event}\n${item.webhookId ?? ''}`;
     const distinct = [...new Map(items.filter((item) => !item.prepared).map((item) => [targetKey(item), item])).values()];
-    const found = distinct.length === 0 ? [] : await this.prisma.$queryRaw<Array<{ k: number; name: string; webhook_ids: string[] }>>`
-      SELECT x.k::int AS k, p.name, COALESCE(array_agg(w.id ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS webhook_ids
+    const found = distinct.length === 0 ? [] : await this.prisma.$queryRaw<Array<{ k: number; name: string; webhook_ids: string[]; formats: string[]; templates: Array<string | null> }>>`
+      SELECT x.k::int AS k, p.name,
+             COALESCE(array_agg(w.id ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS webhook_ids,
+             COALESCE(array_agg(w.format ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS formats,
+             COALESCE(array_agg(w.template::text ORDER BY w.id) FILTER (WHERE w.id IS NOT NULL), '{}') AS templates
         FROM unnest(${distinct.map((t) => t.organizationId)}::text[], ${distinct.map((t) => t.projectId)}::text[],
                     ${distinct.map((t) => t.event)}::text[], ${distinct.map((t) => t.webhookId)}::text[],
-                    ${distinct.map((t) => `{${subscriptionsOf(t.event).map((name) => JSON.stringify(name)).join(',')}}`)}::text[])
+                    ${distinct.map((t) => `{${subscriptionsFor(t.event, t.category).map((name) => JSON.stringify(name)).join(',')}}`)}::text[])
              WITH ORDINALITY AS x(organization_id, project_id, type, webhook_id, subscriptions, k)
         JOIN projects p ON p.id = x.project_id AND p.organization_id = x.organization_id
         LEFT JOIN webhooks w ON w.project_id = p.id AND w.deleted_at IS NULL
@@ -162,22 +180,26 @@ export class EventsService implements BeforeApplicationShutdown {
        GROUP BY x.k, p.name`;
     const targets = new Map(found.map((row) => [targetKey(distinct[row.k - 1]), row]));
 
-    const events: Array<{ item: PublishItem; eventId: string; body: string; deliveryIds: string[]; webhookIds: string[] }> = [];
+    const events: Array<{ item: PublishItem; eventId: string; body: string; deliveryIds: string[]; webhookIds: string[]; deliveryBodies: Array<string | null> }> = [];
     for (const item of items) {
       if (!item.prepared) {
         const target = targets.get(targetKey(item));
         if (!target) continue;
+        const envelope = envelopeOf({ event: item.event, timestamp: item.createdAt, project: { id: item.projectId, name: target.name }, data: item.data });
         item.prepared = {
-          body: buildEnvelope({ event: item.event, timestamp: item.createdAt, project: { id: item.projectId, name: target.name }, data: item.data }),
+          body: JSON.stringify(envelope),
           webhookIds: target.webhook_ids,
           deliveryIds: target.webhook_ids.map(() => newId('delivery')),
+          // A webhook of another format gets its own body, rendered once here: every attempt sends
+          // (and signs) the same bytes, and the history shows them.
+          deliveryBodies: target.webhook_ids.map((_id, i) => renderBody(target.formats[i], parseTemplate(target.templates[i]), envelope)),
         };
       }
       events.push({ item, eventId: item.eventId, ...item.prepared });
     }
     const inserted = new Set<string>();
     if (events.length > 0) {
-      const deliveries = events.flatMap((e) => e.deliveryIds.map((id, i) => ({ id, eventId: e.eventId, webhookId: e.webhookIds[i] })));
+      const deliveries = events.flatMap((e) => e.deliveryIds.map((id, i) => ({ id, eventId: e.eventId, webhookId: e.webhookIds[i], body: e.deliveryBodies[i] })));
       // All events and their deliveries in one statement, so each is committed with its deliveries
       // or not at all. A repeated Idempotency-Key (or event id) inserts nothing, even when the first
       // request is still committing or in this same batch, and neither do its deliveries.
@@ -196,10 +218,11 @@ export class EventsService implements BeforeApplicationShutdown {
         ), d AS (
           -- The delivery's state starts from the column defaults (pending, due now): after this
           -- insert only DeliveryStore changes it.
-          INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, created_at)
-          SELECT y.id, i.organization_id, e.id, y.webhook_id, i.type, i.test, i.created_at
-            FROM unnest(${deliveries.map((d) => d.id)}::text[], ${deliveries.map((d) => d.eventId)}::text[], ${deliveries.map((d) => d.webhookId)}::text[])
-                 AS y(id, event_id, webhook_id)
+          INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, created_at, body)
+          SELECT y.id, i.organization_id, e.id, y.webhook_id, i.type, i.test, i.created_at, y.body
+            FROM unnest(${deliveries.map((d) => d.id)}::text[], ${deliveries.map((d) => d.eventId)}::text[], ${deliveries.map((d) => d.webhookId)}::text[],
+                        ${deliveries.map((d) => d.body)}::text[])
+                 AS y(id, event_id, webhook_id, body)
             JOIN e ON e.id = y.event_id
             JOIN input i ON i.id = y.event_id
           RETURNING 1

@@ -1,11 +1,13 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Res } from '@nestjs/common';
-import { ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { ApiAcceptedResponse, ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { AppError, findEventType, firstSubscribedType } from '@bellhop/domain';
 import { Authenticated, RequestId, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
+import { DeliveryEnvelope, RotatedSecretResponse, SecretResponse, WebhookEnvelope, WebhookList, WebhookWithSecret } from '../common/responses';
 import { DeliveriesService } from '../deliveries/deliveries.service';
+import { EventTypesService } from '../event-types/event-types.service';
 import { EventsService } from '../events/events.service';
 import { CreateWebhookDto, TestWebhookDto, UpdateWebhookDto } from './dto/webhook.dto';
 import { WebhooksService } from './webhooks.service';
@@ -17,29 +19,34 @@ export class WebhooksController {
     private readonly webhooks: WebhooksService,
     private readonly events: EventsService,
     private readonly deliveries: DeliveriesService,
+    private readonly eventTypes: EventTypesService,
   ) {}
 
   @Post('projects/:projectId/webhooks')
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Subscribe a URL; the whsec_ secret is returned in full here' })
+  @ApiCreatedResponse({ type: WebhookWithSecret })
   create(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: CreateWebhookDto, @RequestId() requestId: string) {
     return this.webhooks.create(tenant, projectId, dto, requestId);
   }
 
   @Get('projects/:projectId/webhooks')
   @Authenticated()
+  @ApiOkResponse({ type: WebhookList })
   list(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Query() query: PageQuery) {
     return this.webhooks.list(tenant, projectId, query);
   }
 
   @Get('webhooks/:webhookId')
   @Authenticated()
+  @ApiOkResponse({ type: WebhookEnvelope })
   async get(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string) {
     return { webhook: this.webhooks.present(await this.webhooks.find(tenant, webhookId)) };
   }
 
   @Patch('webhooks/:webhookId')
   @Authenticated({ role: 'admin' })
+  @ApiOkResponse({ type: WebhookEnvelope })
   update(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Body() dto: UpdateWebhookDto, @RequestId() requestId: string) {
     return this.webhooks.update(tenant, webhookId, dto, requestId);
   }
@@ -55,6 +62,7 @@ export class WebhooksController {
   @Get('webhooks/:webhookId/secret')
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Reveal the signing secret (owner/admin; audited)' })
+  @ApiOkResponse({ type: SecretResponse })
   secret(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string) {
     return this.webhooks.revealSecret(tenant, webhookId, requestId);
   }
@@ -63,6 +71,7 @@ export class WebhooksController {
   @HttpCode(200)
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'New secret; the previous one keeps signing for 24 hours' })
+  @ApiOkResponse({ type: RotatedSecretResponse })
   rotate(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string) {
     return this.webhooks.rotateSecret(tenant, webhookId, requestId);
   }
@@ -72,6 +81,8 @@ export class WebhooksController {
   @Authenticated()
   @ApiQuery({ name: 'wait', required: false, type: Boolean, description: 'Answer 200 once the first attempt has finished' })
   @ApiOperation({ summary: 'Send an example event through the normal pipeline, marked test: true' })
+  @ApiAcceptedResponse({ type: DeliveryEnvelope })
+  @ApiOkResponse({ type: DeliveryEnvelope, description: 'With wait=true, once the first attempt has finished' })
   async test(
     @Tenant() tenant: TenantScope,
     @Param('webhookId') webhookId: string,
@@ -80,10 +91,13 @@ export class WebhooksController {
     @Res({ passthrough: true }) res: Response,
   ) {
     const webhook = await this.webhooks.find(tenant, webhookId);
-    const type = dto.event ?? firstSubscribedType(webhook.events);
-    const definition = type === undefined ? undefined : findEventType(type);
-    if (!type || !definition) throw AppError.validation([{ field: 'event', message: 'name the event type to send: the webhook subscribes to no built-in type' }]);
-    const published = await this.events.publish(tenant, webhook.projectId, { event: type, data: definition.example, test: true, webhookId: webhook.id });
+    // By default the first built-in type it receives, else the first of its own types it names.
+    const type = dto.event ?? firstSubscribedType(webhook.events) ?? webhook.events.find((name) => !name.endsWith('*'));
+    if (!type) throw AppError.validation([{ field: 'event', message: 'name the event type to send: the webhook subscribes to no type by name' }]);
+    const builtIn = findEventType(type);
+    const sent = builtIn ? { category: builtIn.category, data: builtIn.example } : await this.eventTypes.testEventFor(tenant, webhook.projectId, type);
+    if (!sent) throw AppError.validation([{ field: 'event', message: `${type} is neither a built-in event type nor one of the project's own` }]);
+    const published = await this.events.publish(tenant, webhook.projectId, { event: type, category: sent.category, data: sent.data, test: true, webhookId: webhook.id });
     const [deliveryId] = published.deliveryIds;
     // Deleted between the look-up and the publish: nothing was sent, and there is nothing to show.
     if (deliveryId === undefined) throw AppError.notFound('Webhook');

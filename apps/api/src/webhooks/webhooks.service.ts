@@ -3,13 +3,14 @@ import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Prisma, PrismaService } from '@bellhop/database';
 import { DeliveryStore } from '@bellhop/delivery';
 import type { Webhook } from '@bellhop/database';
-import { AppError, checkWebhookUrl, defaultWebhookName, newId } from '@bellhop/domain';
+import { AppError, checkTemplate, checkWebhookUrl, defaultWebhookName, newId } from '@bellhop/domain';
 import { parseRetrySchedule } from '../common/validators';
 import { PREVIOUS_SECRET_GRACE_MS, decryptSecret, encryptSecret, generateWebhookSecret } from '@bellhop/signing';
 import { TenantScope } from '../auth/principal';
 import { AuditService } from '../common/audit.service';
 import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
+import { EventTypesService } from '../event-types/event-types.service';
 import { CreateWebhookDto, UpdateWebhookDto } from './dto/webhook.dto';
 
 @Injectable()
@@ -18,8 +19,26 @@ export class WebhooksService {
     private readonly prisma: PrismaService,
     private readonly audit: AuditService,
     private readonly deliveries: DeliveryStore,
+    private readonly eventTypes: EventTypesService,
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
   ) {}
+
+  /**
+   * The format and template a webhook ends up with: `template` goes with format "template" (and
+   * only with it); a webhook moved to another format drops its template.
+   */
+  private static formatOf(dto: { format?: string; template?: Record<string, unknown> | null }, current?: { format: string; template: unknown }) {
+    const format = dto.format ?? current?.format ?? 'bellwether';
+    const template = dto.template !== undefined ? dto.template : format === 'template' ? (current?.template ?? null) : null;
+    if (format === 'template') {
+      if (template === null || template === undefined) throw AppError.validation([{ field: 'template', message: 'format "template" needs a template: a JSON object' }]);
+      const problem = checkTemplate(template);
+      if (problem) throw AppError.validation([{ field: 'template', message: problem }]);
+    } else if (template !== null) {
+      throw AppError.validation([{ field: 'template', message: `template is used only with format "template" (this webhook's format is "${format}")` }]);
+    }
+    return { format, template: template === null ? Prisma.DbNull : (template as Prisma.InputJsonValue) };
+  }
 
   private checkUrl(url: string): void {
     const problem = checkWebhookUrl(url, { allowHttp: this.config.allowHttpDestinations, allowPrivate: this.config.allowPrivateDestinations });
@@ -28,7 +47,7 @@ export class WebhooksService {
 
   /** The contract's webhook, with the effective retry schedule. */
   present(webhook: Webhook) {
-    return present.webhook(webhook, this.config.retryScheduleMs);
+    return present.webhook(webhook, this.config.retryScheduleMs, this.config.autoDisableAfterMs);
   }
 
   /** Tenant first: a webhook of another organization (or a deleted one) is simply not found. */
@@ -48,8 +67,11 @@ export class WebhooksService {
     if (project.organization.plan === 'free') throw new AppError('plan_limit', 'The free plan does not include webhooks: upgrade to create one');
     const id = newId('webhook');
     const secret = dto.secret ?? generateWebhookSecret();
-    const [webhook] = await this.prisma.$transaction([
-      this.prisma.webhook.create({
+    const { format, template } = WebhooksService.formatOf(dto);
+    const webhook = await this.prisma.$transaction(async (tx) => {
+      // The project's own types it subscribes to stay until this commits (see EventTypesService.remove).
+      await this.eventTypes.assertSubscribable(tx, tenant, projectId, dto.events);
+      const created = await tx.webhook.create({
         data: {
           id,
           organizationId: tenant.organizationId,
@@ -58,6 +80,8 @@ export class WebhooksService {
           url: dto.url,
           events: dto.events,
           headers: dto.headers ?? {},
+          format,
+          template,
           createdByType: tenant.principal.type,
           createdById: tenant.principal.id,
           enabled: dto.enabled ?? true,
@@ -65,11 +89,12 @@ export class WebhooksService {
           retryScheduleMs: dto.retrySchedule ? parseRetrySchedule(dto.retrySchedule) : Prisma.DbNull,
           secretCiphertext: encryptSecret(secret, this.config.secretsKey, id),
         },
-      }),
-      this.prisma.auditLogEntry.create({
+      });
+      await tx.auditLogEntry.create({
         data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.created', target: { type: 'webhook', id } }),
-      }),
-    ]);
+      });
+      return created;
+    });
     return { webhook: this.present(webhook), secret };
   }
 
@@ -87,25 +112,31 @@ export class WebhooksService {
     const current = await this.find(tenant, id);
     if (dto.url !== undefined) this.checkUrl(dto.url);
     const reEnabled = dto.enabled === true && !current.enabled;
-    const [webhook] = await this.prisma.$transaction([
-      this.prisma.webhook.update({
+    const formatChanged = dto.format !== undefined || dto.template !== undefined;
+    const { format, template } = formatChanged ? WebhooksService.formatOf(dto, current) : { format: undefined, template: undefined };
+    const webhook = await this.prisma.$transaction(async (tx) => {
+      if (dto.events !== undefined) await this.eventTypes.assertSubscribable(tx, tenant, current.projectId, dto.events);
+      const updated = await tx.webhook.update({
         where: { id: current.id },
         data: {
           name: dto.name,
           url: dto.url,
           events: dto.events,
           headers: dto.headers,
+          format,
+          template,
           enabled: dto.enabled,
           description: dto.description,
           retryScheduleMs: dto.retrySchedule === undefined ? undefined : dto.retrySchedule === null ? Prisma.DbNull : parseRetrySchedule(dto.retrySchedule),
           // Re-enabling clears the reason and starts the failure clock afresh.
           ...(reEnabled ? { disabledReason: null, failingSince: null } : {}),
         },
-      }),
-      this.prisma.auditLogEntry.create({
+      });
+      await tx.auditLogEntry.create({
         data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.updated', target: { type: 'webhook', id } }),
-      }),
-    ]);
+      });
+      return updated;
+    });
     return { webhook: this.present(webhook) };
   }
 

@@ -1,11 +1,13 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { ArrayMaxSize, ArrayMinSize, IsArray, IsIn, IsObject, IsOptional, IsString, Length, ValidateNested } from 'class-validator';
-import { EVENT_TYPE_NAMES } from '@bellhop/domain';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsObject, IsOptional, IsString, Length, Matches, MaxLength, ValidateNested } from 'class-validator';
+import { CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, EVENT_TYPE_NAMES } from '@bellhop/domain';
 
 export class PublishEventDto {
-  @ApiProperty({ enum: EVENT_TYPE_NAMES, example: 'baseline.drift_detected' })
-  @IsIn(EVENT_TYPE_NAMES as string[], { message: `event must be one of: ${EVENT_TYPE_NAMES.join(', ')}` })
+  @ApiProperty({ example: 'baseline.drift_detected', description: `A built-in type (${EVENT_TYPE_NAMES.join(', ')}) or one of the project's own` })
+  @IsString()
+  @MaxLength(CUSTOM_EVENT_TYPE_LIMITS.typeMaxLength)
+  @Matches(CUSTOM_EVENT_TYPE_PATTERN, { message: 'event must be an event type name, such as baseline.drift_detected' })
   event: string;
 
   @ApiProperty({ type: 'object', additionalProperties: true, description: 'The event payload, sent to receivers as `data`' })

@@ -1,9 +1,9 @@
 import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsOptional, MaxLength, MinLength } from 'class-validator';
+import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsObject, IsOptional, Matches, MaxLength, MinLength } from 'class-validator';
 import { IsOptionalNotNull, IsRetrySchedule, IsText, IsWebhookHeaders, IsWebhookSecret } from '../../common/validators';
-import { EVENT_TYPE_NAMES, MAX_URL_LENGTH, SUBSCRIPTION_NAMES, WEBHOOK_LIMITS } from '@bellhop/domain';
+import { CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, MAX_URL_LENGTH, SUBSCRIPTION_NAMES, TEMPLATE_LIMITS, WEBHOOK_FORMATS, WEBHOOK_LIMITS } from '@bellhop/domain';
 
 /** The webhook's own retry schedule, documented and checked the same way on create and update. */
 const RetrySchedule = () =>
@@ -39,7 +39,47 @@ const WebhookHeaders = () =>
     IsWebhookHeaders(),
   );
 
-const knownEvent = { each: true, message: `each value in events must be one of: ${SUBSCRIPTION_NAMES.join(', ')}` };
+/** Most subscriptions one webhook may hold. */
+const MAX_SUBSCRIPTIONS = 100;
+const SUBSCRIPTION = /^(\*|[a-z][a-z0-9_-]*\.\*|[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+)$/;
+
+/** The shape of each subscription; whether the project knows it is checked by the service. */
+const Subscriptions = (required: boolean) =>
+  applyDecorators(
+    (required ? ApiProperty : ApiPropertyOptional)({
+      example: ['baseline.drift_detected'],
+      type: [String],
+      maxItems: MAX_SUBSCRIPTIONS,
+      description: `Event types (built in: ${SUBSCRIPTION_NAMES.join(', ')}; or the project's own), "*" (every type) or "<category>.*"`,
+    }),
+    ...(required ? [] : [IsOptionalNotNull()]),
+    ArrayMinSize(1, { message: 'events must name at least one event type' }),
+    ArrayMaxSize(MAX_SUBSCRIPTIONS),
+    ArrayUnique(),
+    IsText({ each: true }),
+    MaxLength(CUSTOM_EVENT_TYPE_LIMITS.typeMaxLength, { each: true }),
+    Matches(SUBSCRIPTION, { each: true, message: 'each value in events must be an event type name, "*" or "<category>.*"' }),
+  );
+
+const Format = () =>
+  applyDecorators(
+    ApiPropertyOptional({ enum: WEBHOOK_FORMATS, default: 'bellwether', description: 'bellwether: the event envelope; slack/discord: a one-line summary; template: the template below, rendered' }),
+    IsOptionalNotNull(),
+    IsIn(WEBHOOK_FORMATS as unknown as string[], { message: `format must be one of: ${WEBHOOK_FORMATS.join(', ')}` }),
+  );
+
+const Template = () =>
+  applyDecorators(
+    ApiPropertyOptional({
+      type: 'object',
+      additionalProperties: true,
+      nullable: true,
+      example: { text: '{{event}} in {{project.name}}', breaking: '{{data.changes.breakingCount}}' },
+      description: `With format "template": a JSON object (at most ${TEMPLATE_LIMITS.maxBytes / 1024} KiB) whose strings may hold {{path}} placeholders into the envelope`,
+    }),
+    IsOptional(),
+    IsObject({ message: 'template must be a JSON object' }),
+  );
 
 export class CreateWebhookDto {
   @ApiProperty({ example: 'https://example.com/webhooks/bellwether', maxLength: MAX_URL_LENGTH })
@@ -58,12 +98,14 @@ export class CreateWebhookDto {
   @WebhookHeaders()
   headers?: Record<string, string>;
 
-  @ApiProperty({ example: ['baseline.drift_detected'], enum: SUBSCRIPTION_NAMES, isArray: true, description: 'Event types, or "*" (every type), or "<category>.*"' })
-  @ArrayMinSize(1, { message: 'events must name at least one event type' })
-  @ArrayMaxSize(SUBSCRIPTION_NAMES.length)
-  @ArrayUnique()
-  @IsIn(SUBSCRIPTION_NAMES as string[], knownEvent)
+  @Subscriptions(true)
   events: string[];
+
+  @Format()
+  format?: string;
+
+  @Template()
+  template?: Record<string, unknown> | null;
 
   @ApiPropertyOptional({ default: true })
   @IsOptionalNotNull()
@@ -93,13 +135,14 @@ export class UpdateWebhookDto {
   @WebhookHeaders()
   headers?: Record<string, string>;
 
-  @ApiPropertyOptional({ enum: SUBSCRIPTION_NAMES, isArray: true })
-  @IsOptionalNotNull()
-  @ArrayMinSize(1, { message: 'events must name at least one event type' })
-  @ArrayMaxSize(SUBSCRIPTION_NAMES.length)
-  @ArrayUnique()
-  @IsIn(SUBSCRIPTION_NAMES as string[], knownEvent)
+  @Subscriptions(false)
   events?: string[];
+
+  @Format()
+  format?: string;
+
+  @Template()
+  template?: Record<string, unknown> | null;
 
   @ApiPropertyOptional()
   @IsOptionalNotNull()
@@ -117,8 +160,9 @@ export class UpdateWebhookDto {
 }
 
 export class TestWebhookDto {
-  @ApiPropertyOptional({ enum: EVENT_TYPE_NAMES, description: "Defaults to the webhook's first event type" })
+  @ApiPropertyOptional({ example: 'baseline.drift_detected', description: "Defaults to the first type the webhook receives; the project's own types send their schema's first example, else {}" })
   @IsOptionalNotNull()
-  @IsIn(EVENT_TYPE_NAMES as string[], { message: `event must be one of: ${EVENT_TYPE_NAMES.join(', ')}` })
+  @IsText()
+  @Matches(CUSTOM_EVENT_TYPE_PATTERN, { message: 'event must be an event type name, such as baseline.drift_detected' })
   event?: string;
 }

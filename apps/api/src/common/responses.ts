@@ -1,0 +1,204 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { WEBHOOK_FORMATS } from '@bellhop/domain';
+
+/*
+ * Response shapes of the contract for OpenAPI, so that a client generator gets typed answers. The
+ * answers themselves are built by `present`; these classes only describe them.
+ */
+
+const dateTime = { type: String, format: 'date-time' } as const;
+const nullableDateTime = { ...dateTime, nullable: true } as const;
+
+export class WebhookHealthResponse {
+  @ApiProperty({ enum: ['healthy', 'failing', 'disabled'] })
+  status: string;
+  @ApiProperty({ ...nullableDateTime, description: 'Start of the current run of failures' })
+  failingSince: string | null;
+  @ApiProperty(nullableDateTime)
+  lastSuccessAt: string | null;
+  @ApiProperty(nullableDateTime)
+  lastFailureAt: string | null;
+  @ApiProperty(nullableDateTime)
+  lastDeliveryAt: string | null;
+  @ApiProperty({ ...nullableDateTime, description: 'When a failing webhook will be disabled if nothing succeeds before; null otherwise' })
+  autoDisableAt: string | null;
+}
+
+export class CreatedByResponse {
+  @ApiProperty({ enum: ['user', 'api_token'] })
+  type: string;
+  @ApiProperty()
+  id: string;
+}
+
+export class WebhookResponse {
+  @ApiProperty({ example: 'wh_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T' })
+  id: string;
+  @ApiProperty()
+  projectId: string;
+  @ApiProperty()
+  name: string;
+  @ApiProperty()
+  url: string;
+  @ApiProperty({ type: [String], example: ['baseline.drift_detected'] })
+  events: string[];
+  @ApiProperty()
+  enabled: boolean;
+  @ApiProperty({ type: String, nullable: true })
+  description: string | null;
+  @ApiProperty({ type: String, nullable: true, enum: ['gone', 'failing', null] })
+  disabledReason: string | null;
+  @ApiProperty({ type: 'object', additionalProperties: { type: 'string' } })
+  headers: Record<string, string>;
+  @ApiProperty({ type: [String], example: ['1m', '5m', '30m', '2h'], description: 'The effective schedule' })
+  retrySchedule: string[];
+  @ApiProperty({ enum: WEBHOOK_FORMATS })
+  format: string;
+  @ApiProperty({ type: 'object', additionalProperties: true, nullable: true })
+  template: Record<string, unknown> | null;
+  @ApiProperty({ type: CreatedByResponse, nullable: true })
+  createdBy: CreatedByResponse | null;
+  @ApiProperty(dateTime)
+  createdAt: string;
+  @ApiProperty(dateTime)
+  updatedAt: string;
+  @ApiProperty({ type: WebhookHealthResponse })
+  health: WebhookHealthResponse;
+}
+
+export class WebhookEnvelope {
+  @ApiProperty({ type: WebhookResponse })
+  webhook: WebhookResponse;
+}
+
+export class WebhookWithSecret extends WebhookEnvelope {
+  @ApiProperty({ example: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' })
+  secret: string;
+}
+
+export class WebhookList {
+  @ApiProperty({ type: [WebhookResponse] })
+  webhooks: WebhookResponse[];
+  @ApiProperty({ type: String, nullable: true })
+  nextCursor: string | null;
+}
+
+export class SecretResponse {
+  @ApiProperty({ example: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' })
+  secret: string;
+}
+
+export class RotatedSecretResponse extends SecretResponse {
+  @ApiProperty(dateTime)
+  previousSecretExpiresAt: string;
+}
+
+export class DeliveryResponse {
+  @ApiProperty({ example: 'dlv_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T' })
+  id: string;
+  @ApiProperty()
+  webhookId: string;
+  @ApiProperty()
+  eventId: string;
+  @ApiProperty({ example: 'baseline.drift_detected' })
+  event: string;
+  @ApiProperty({ enum: ['pending', 'succeeded', 'failed', 'cancelled'] })
+  status: string;
+  @ApiProperty()
+  test: boolean;
+  @ApiProperty({ description: 'Attempts made' })
+  attempts: number;
+  @ApiProperty({ type: Number, nullable: true })
+  lastStatusCode: number | null;
+  @ApiProperty({ type: Number, nullable: true })
+  lastResponseTimeMs: number | null;
+  @ApiProperty(dateTime)
+  createdAt: string;
+  @ApiProperty(nullableDateTime)
+  nextAttemptAt: string | null;
+  @ApiProperty(nullableDateTime)
+  completedAt: string | null;
+}
+
+export class DeliveryEnvelope {
+  @ApiProperty({ type: DeliveryResponse })
+  delivery: DeliveryResponse;
+}
+
+export class EventTypeResponse {
+  @ApiProperty({ example: 'baseline.drift_detected' })
+  type: string;
+  @ApiProperty({ example: 'baseline' })
+  category: string;
+  @ApiProperty({ type: String, nullable: true })
+  description: string | null;
+  @ApiProperty({ type: 'object', additionalProperties: true, nullable: true, description: 'JSON Schema (draft 2020-12) of `data`' })
+  schema: Record<string, unknown> | null;
+  @ApiProperty({ enum: ['builtin', 'custom'] })
+  source: string;
+  @ApiPropertyOptional({ type: 'object', additionalProperties: true, description: 'Built-in types: the documented example `data`' })
+  example?: Record<string, unknown>;
+  @ApiPropertyOptional({ ...dateTime, description: "The project's own types" })
+  createdAt?: string;
+  @ApiPropertyOptional({ ...dateTime, description: "The project's own types" })
+  updatedAt?: string;
+}
+
+export class EventTypeEnvelope {
+  @ApiProperty({ type: EventTypeResponse })
+  eventType: EventTypeResponse;
+}
+
+export class EventTypeList {
+  @ApiProperty({ type: [EventTypeResponse] })
+  eventTypes: EventTypeResponse[];
+}
+
+export class EventResponse {
+  @ApiProperty({ example: 'evt_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T' })
+  id: string;
+  @ApiProperty({ example: 'baseline.drift_detected' })
+  event: string;
+  @ApiProperty(dateTime)
+  timestamp: string;
+  @ApiProperty()
+  projectId: string;
+}
+
+export class PublishedEvent {
+  @ApiProperty({ type: EventResponse })
+  event: EventResponse;
+  @ApiProperty({ description: 'Webhooks it fans out to' })
+  deliveries: number;
+}
+
+export class BatchPublishedEvent extends EventResponse {
+  @ApiProperty({ description: 'Webhooks it fans out to' })
+  deliveries: number;
+  @ApiProperty({ description: 'Its idempotencyKey was seen before: this is the first event' })
+  replayed: boolean;
+}
+
+export class BatchPublished {
+  @ApiProperty({ type: [BatchPublishedEvent], description: 'In the order of the request' })
+  events: BatchPublishedEvent[];
+}
+
+export class EventList {
+  @ApiProperty({ type: [EventResponse] })
+  events: EventResponse[];
+  @ApiProperty({ type: String, nullable: true })
+  nextCursor: string | null;
+}
+
+export class EventDetail extends EventResponse {
+  @ApiProperty({ type: 'object', additionalProperties: true, description: 'The envelope: {event, timestamp, project, data}' })
+  payload: Record<string, unknown>;
+  @ApiProperty({ type: [DeliveryResponse] })
+  deliveries: DeliveryResponse[];
+}
+
+export class EventDetailEnvelope {
+  @ApiProperty({ type: EventDetail })
+  event: EventDetail;
+}

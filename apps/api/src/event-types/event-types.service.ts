@@ -1,0 +1,266 @@
+import { Injectable } from '@nestjs/common';
+import { Prisma, PrismaService } from '@bellhop/database';
+import type { EventType } from '@bellhop/database';
+import {
+  AppError,
+  CUSTOM_EVENT_TYPE_LIMITS,
+  EVENT_TYPES,
+  type PayloadProblem,
+  SUBSCRIPTION_NAMES,
+  checkCustomSchema,
+  defaultCategoryOf,
+  findEventType,
+  isBuiltInTypeName,
+  type PayloadValidator,
+  cachedCustomValidator,
+  customValidator,
+  validateEventData,
+} from '@bellhop/domain';
+import { TenantScope } from '../auth/principal';
+import { AuditService } from '../common/audit.service';
+import { CreateEventTypeDto, UpdateEventTypeDto } from './dto/event-type.dto';
+
+/** A transaction, or the client itself: the checks below run inside the caller's transaction. */
+type Db = Prisma.TransactionClient | PrismaService;
+
+/** What publishing needs of each payload: where it is wrong, or the category its subscribers are found by. */
+export interface PublishCheck {
+  problems: PayloadProblem[];
+  /** The category of each item's type (by index); undefined for an item with problems. */
+  categories: Array<string | undefined>;
+}
+
+const iso = (date: Date) => date.toISOString();
+
+/**
+ * The event types a project can publish and subscribe to: the built-in catalog and the project's
+ * own types (name, category, optional JSON Schema). Every query is scoped by organization.
+ */
+@Injectable()
+export class EventTypesService {
+  constructor(
+    private readonly prisma: PrismaService,
+    private readonly audit: AuditService,
+  ) {}
+
+  static presentBuiltIn(t: (typeof EVENT_TYPES)[number]) {
+    return { type: t.type, category: t.category, description: t.description, schema: t.schema, example: t.example, source: 'builtin' as const };
+  }
+
+  static presentCustom(t: EventType) {
+    return {
+      type: t.type,
+      category: t.category,
+      description: t.description,
+      schema: t.schema,
+      source: 'custom' as const,
+      createdAt: iso(t.createdAt),
+      updatedAt: iso(t.updatedAt),
+    };
+  }
+
+  private async assertProject(tenant: TenantScope, projectId: string): Promise<void> {
+    const project = await this.prisma.project.findFirst({ where: { id: projectId, organizationId: tenant.organizationId }, select: { id: true } });
+    if (!project) throw AppError.notFound('Project');
+  }
+
+  async list(tenant: TenantScope, projectId: string, category?: string) {
+    await this.assertProject(tenant, projectId);
+    const own = await this.prisma.eventType.findMany({
+      where: { projectId, organizationId: tenant.organizationId, ...(category ? { category } : {}) },
+      orderBy: { type: 'asc' },
+    });
+    const builtIn = EVENT_TYPES.filter((t) => !category || t.category === category).map(EventTypesService.presentBuiltIn);
+    return { eventTypes: [...builtIn, ...own.map(EventTypesService.presentCustom)] };
+  }
+
+  async get(tenant: TenantScope, projectId: string, type: string): Promise<EventType> {
+    const row = await this.prisma.eventType.findFirst({ where: { projectId, type, organizationId: tenant.organizationId } });
+    if (!row) throw AppError.notFound('Event type');
+    return row;
+  }
+
+  private static checkSchema(schema: unknown): void {
+    if (schema === undefined || schema === null) return;
+    const problem = checkCustomSchema(schema);
+    if (problem) throw AppError.validation([{ field: 'schema', message: problem }]);
+  }
+
+  async create(tenant: TenantScope, projectId: string, dto: CreateEventTypeDto, requestId: string) {
+    if (isBuiltInTypeName(dto.type)) throw new AppError('conflict', `${dto.type} is a built-in event type name`);
+    EventTypesService.checkSchema(dto.schema);
+    await this.assertProject(tenant, projectId);
+    const category = dto.category ?? defaultCategoryOf(dto.type);
+    const schema = dto.schema ?? null;
+    const row = await this.prisma.$transaction(async (tx) => {
+      // The name is taken once: the primary key decides between concurrent creates.
+      const [created] = await tx.$queryRaw<Array<{ type: string }>>`
+        INSERT INTO event_types (project_id, type, organization_id, category, description, schema)
+        SELECT ${projectId}, ${dto.type}, ${tenant.organizationId}, ${category}, ${dto.description ?? null},
+               ${schema === null ? null : JSON.stringify(schema)}::jsonb
+         WHERE (SELECT count(*) FROM event_types WHERE project_id = ${projectId}) < ${CUSTOM_EVENT_TYPE_LIMITS.maxPerProject}::int
+        ON CONFLICT DO NOTHING
+        RETURNING type`;
+      if (!created) {
+        const exists = await tx.eventType.findFirst({ where: { projectId, type: dto.type }, select: { type: true } });
+        if (exists) throw new AppError('conflict', `The project already has an event type ${dto.type}`);
+        throw AppError.validation([{ field: 'type', message: `a project may have at most ${CUSTOM_EVENT_TYPE_LIMITS.maxPerProject} event types of its own` }]);
+      }
+      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'event_type.created', target: { type: 'event_type', id: `${projectId}/${dto.type}` } }) });
+      return tx.eventType.findFirstOrThrow({ where: { projectId, type: dto.type } });
+    });
+    return { eventType: EventTypesService.presentCustom(row) };
+  }
+
+  async update(tenant: TenantScope, projectId: string, type: string, dto: UpdateEventTypeDto, requestId: string) {
+    EventTypesService.checkSchema(dto.schema);
+    const schemaChanged = dto.schema !== undefined;
+    const row = await this.prisma.$transaction(async (tx) => {
+      const [updated] = await tx.$queryRaw<Array<{ type: string }>>`
+        UPDATE event_types SET
+               description = CASE WHEN ${dto.description !== undefined} THEN ${dto.description ?? null} ELSE description END,
+               schema = CASE WHEN ${schemaChanged} THEN ${dto.schema ? JSON.stringify(dto.schema) : null}::jsonb ELSE schema END,
+               -- Validators are cached by version: a new schema is compiled on its next use, in every process.
+               version = version + CASE WHEN ${schemaChanged} THEN 1 ELSE 0 END,
+               updated_at = now()
+         WHERE project_id = ${projectId} AND type = ${type} AND organization_id = ${tenant.organizationId}
+        RETURNING type`;
+      if (!updated) throw AppError.notFound('Event type');
+      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'event_type.updated', target: { type: 'event_type', id: `${projectId}/${type}` } }) });
+      return tx.eventType.findFirstOrThrow({ where: { projectId, type } });
+    });
+    return { eventType: EventTypesService.presentCustom(row) };
+  }
+
+  /**
+   * Deletes a project's own type unless a webhook subscribes to it by name (409). The row is locked
+   * first, so a webhook subscribing to it concurrently (which takes a share lock on it) either
+   * commits before the check and is seen, or waits and then finds the type gone.
+   */
+  async remove(tenant: TenantScope, projectId: string, type: string, requestId: string): Promise<void> {
+    await this.prisma.$transaction(async (tx) => {
+      const [locked] = await tx.$queryRaw<Array<{ type: string }>>`
+        SELECT type FROM event_types WHERE project_id = ${projectId} AND type = ${type} AND organization_id = ${tenant.organizationId} FOR UPDATE`;
+      if (!locked) throw AppError.notFound('Event type');
+      const subscribers = await tx.$queryRaw<Array<{ id: string }>>`
+        SELECT id FROM webhooks WHERE project_id = ${projectId} AND deleted_at IS NULL AND events @> ARRAY[${type}]::text[] ORDER BY id LIMIT 5`;
+      if (subscribers.length > 0) {
+        throw new AppError('conflict', `Webhooks subscribe to ${type} by name (${subscribers.map((w) => w.id).join(', ')}): change their events first`);
+      }
+      await tx.$executeRaw`DELETE FROM event_types WHERE project_id = ${projectId} AND type = ${type}`;
+      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'event_type.deleted', target: { type: 'event_type', id: `${projectId}/${type}` } }) });
+    });
+  }
+
+  /**
+   * Checks payloads before anything is written: a built-in type against its schema (no query), a
+   * project's own type against its schema (one query for the batch; schemas compiled once per
+   * version), an operational type or an unknown one refused. Problems are JSON Pointers under
+   * `at(i)`, the place of item i in the request body. Throws 404 when the project is not the tenant's.
+   */
+  async checkPublish(tenant: TenantScope, projectId: string, items: Array<{ event: string; data: unknown }>, at: (i: number) => string): Promise<PublishCheck> {
+    const problems: PayloadProblem[] = [];
+    const categories: Array<string | undefined> = new Array(items.length);
+    const custom = [...new Set(items.filter((item) => !findEventType(item.event)).map((item) => item.event))];
+    const own = custom.length > 0 ? await this.ownTypes(tenant, projectId, custom) : new Map<string, OwnType>();
+    items.forEach((item, i) => {
+      const builtIn = findEventType(item.event);
+      let found: PayloadProblem[];
+      if (builtIn?.internal) {
+        found = [{ path: `${at(i)}/event`, message: `${item.event} is raised by Bellhop itself and cannot be published` }];
+      } else if (builtIn) {
+        found = validateEventData(item.event, item.data).map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message }));
+        if (found.length === 0) categories[i] = builtIn.category;
+      } else {
+        const type = own.get(item.event);
+        if (!type) {
+          found = [{ path: `${at(i)}/event`, message: `${item.event} is neither a built-in event type nor one of the project's own (see GET /projects/${projectId}/event-types)` }];
+        } else {
+          found = type.validate ? type.validate(item.data).map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message })) : [];
+          if (found.length === 0) categories[i] = type.category;
+        }
+      }
+      problems.push(...found);
+    });
+    return { problems, categories };
+  }
+
+  /** The project's own types of these names, with the schemas not compiled yet in this process. */
+  private async ownTypes(tenant: TenantScope, projectId: string, types: string[]): Promise<Map<string, OwnType>> {
+    const rows = await this.prisma.$queryRaw<Array<{ project_id: string; type: string | null; category: string; version: number; has_schema: boolean }>>`
+      SELECT p.id AS project_id, t.type, t.category, t.version, t.schema IS NOT NULL AS has_schema
+        FROM projects p LEFT JOIN event_types t ON t.project_id = p.id AND t.type = ANY (${types}::text[])
+       WHERE p.id = ${projectId} AND p.organization_id = ${tenant.organizationId}`;
+    if (rows.length === 0) throw AppError.notFound('Project');
+    const found = new Map<string, OwnType>();
+    const toFetch: string[] = [];
+    for (const row of rows) {
+      if (row.type === null) continue;
+      const validate = row.has_schema ? cachedCustomValidator({ projectId, type: row.type, version: row.version }) : undefined;
+      found.set(row.type, { category: row.category, validate });
+      if (row.has_schema && !validate) toFetch.push(row.type);
+    }
+    if (toFetch.length > 0) {
+      // Only schemas this process has not compiled in their current version are read.
+      const schemas = await this.prisma.eventType.findMany({
+        where: { projectId, organizationId: tenant.organizationId, type: { in: toFetch } },
+        select: { type: true, version: true, schema: true, category: true },
+      });
+      // A type deleted between the two reads is unknown.
+      for (const type of toFetch) found.delete(type);
+      for (const row of schemas) {
+        const schema = row.schema as object | null;
+        found.set(row.type, { category: row.category, validate: schema ? customValidator({ projectId, type: row.type, version: row.version }, schema) : undefined });
+      }
+    }
+    return found;
+  }
+
+  /**
+   * Refuses (422) subscriptions the project does not know: names that are neither built in nor
+   * the project's own, `<category>.*` of a category it has no type in. The project's own types named
+   * are share-locked until the caller's transaction ends, so none is deleted under a new subscriber.
+   */
+  async assertSubscribable(db: Db, tenant: TenantScope, projectId: string, names: readonly string[]): Promise<void> {
+    const unknown = names.filter((name) => !SUBSCRIPTION_NAMES.includes(name));
+    if (unknown.length === 0) return;
+    const types = unknown.filter((name) => !name.endsWith('.*'));
+    const categories = unknown.filter((name) => name.endsWith('.*')).map((name) => name.slice(0, -2));
+    const rows = await db.$queryRaw<Array<{ type: string; category: string }>>`
+      SELECT type, category FROM event_types
+       WHERE project_id = ${projectId} AND organization_id = ${tenant.organizationId}
+         AND (type = ANY (${types}::text[]) OR category = ANY (${categories}::text[]))
+       ORDER BY type
+         FOR SHARE`;
+    const knownTypes = new Set(rows.map((row) => row.type));
+    const knownCategories = new Set(rows.map((row) => row.category));
+    const missing = [...types.filter((type) => !knownTypes.has(type)), ...categories.filter((c) => !knownCategories.has(c)).map((c) => `${c}.*`)];
+    if (missing.length > 0) {
+      throw AppError.validation([
+        { field: 'events', message: `unknown event types: ${missing.join(', ')} (built in: ${SUBSCRIPTION_NAMES.join(', ')}; or one of the project's own types, or "<category>.*" of one of their categories)` },
+      ]);
+    }
+  }
+
+  /**
+   * What a test send of a project's own type carries: the first of its schema's `examples`, else
+   * an empty object, and the type's category. Null when the project has no such type.
+   */
+  async testEventFor(tenant: TenantScope, projectId: string, type: string): Promise<{ category: string; data: Record<string, unknown> } | null> {
+    const row = await this.prisma.eventType.findFirst({ where: { projectId, type, organizationId: tenant.organizationId }, select: { schema: true, category: true } });
+    if (!row) return null;
+    const examples = (row.schema as { examples?: unknown } | null)?.examples;
+    const first = Array.isArray(examples) ? examples[0] : undefined;
+    return { category: row.category, data: typeof first === 'object' && first !== null && !Array.isArray(first) ? (first as Record<string, unknown>) : {} };
+  }
+
+  private auditBase(tenant: TenantScope, requestId: string) {
+    return { organizationId: tenant.organizationId, principal: tenant.principal, requestId };
+  }
+}
+
+interface OwnType {
+  category: string;
+  /** The compiled schema; none when the type has no schema (any object is accepted). */
+  validate: PayloadValidator | undefined;
+}
