@@ -1,3 +1,5 @@
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import { Stack, startStack } from './support/stack';
 import { newTenant, Tenant } from './support/tenant';
 import { documented } from './support/payloads';
@@ -27,6 +29,50 @@ describe('API edges with production destination rules', () => {
     const doc = await stack.http().get('/docs-json').expect(200);
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/projects/{projectId}/webhooks', '/deliveries/{deliveryId}/retry']));
     await stack.http().get('/docs').expect(200);
+  });
+
+  it('describes the answers of the webhook, event type and publish routes in OpenAPI, as they really are', async () => {
+    const doc = (await stack.http().get('/docs-json').expect(200)).body;
+    const ajv = new Ajv({ strict: false, allErrors: true });
+    addFormats(ajv);
+    ajv.addSchema({ $id: 'doc', components: doc.components });
+    /** Checks a real answer against the document's schema for it, and that the schema names every field the answer has. */
+    const check = (path: string, method: string, status: number, body: unknown) => {
+      const schema = doc.paths[path]?.[method]?.responses?.[String(status)]?.content?.['application/json']?.schema;
+      expect({ route: `${method} ${path} ${status}`, described: Boolean(schema) }).toEqual({ route: `${method} ${path} ${status}`, described: true });
+      const validate = ajv.compile({ $ref: `doc${schema.$ref}` });
+      expect({ route: `${method} ${path}`, errors: validate(body) ? null : validate.errors }).toEqual({ route: `${method} ${path}`, errors: null });
+      const undescribed: string[] = [];
+      const walk = (node: any, value: unknown, at: string) => {
+        if (node?.$ref) node = doc.components.schemas[node.$ref.replace('#/components/schemas/', '')];
+        if (node?.allOf) node = { properties: Object.assign({}, ...node.allOf.map((part: any) => (part.$ref ? doc.components.schemas[part.$ref.replace('#/components/schemas/', '')] : part).properties ?? {})) };
+        if (Array.isArray(value)) return value.forEach((item, i) => walk(node?.items, item, `${at}/${i}`));
+        if (typeof value !== 'object' || value === null || !node?.properties) return;
+        for (const [key, item] of Object.entries(value)) {
+          if (!(key in node.properties)) undescribed.push(`${at}/${key}`);
+          else walk(node.properties[key], item, `${at}/${key}`);
+        }
+      };
+      walk(schema, body, '');
+      expect({ route: `${method} ${path}`, undescribed }).toEqual({ route: `${method} ${path}`, undescribed: [] });
+    };
+    const t = tenant;
+    const created = await stack.http().post(`/projects/${t.projectId}/webhooks`).set(t.auth).send({ url: 'https://example.com/openapi', events: ['baseline.uploaded'] }).expect(201);
+    check('/projects/{projectId}/webhooks', 'post', 201, created.body);
+    check('/projects/{projectId}/webhooks', 'get', 200, (await stack.http().get(`/projects/${t.projectId}/webhooks`).set(t.auth).expect(200)).body);
+    check('/webhooks/{webhookId}', 'get', 200, (await stack.http().get(`/webhooks/${created.body.webhook.id}`).set(t.auth).expect(200)).body);
+    check('/webhooks/{webhookId}/secret/rotate', 'post', 200, (await stack.http().post(`/webhooks/${created.body.webhook.id}/secret/rotate`).set(t.auth).expect(200)).body);
+    const type = await stack.http().post(`/projects/${t.projectId}/event-types`).set(t.auth).send({ type: 'openapi.checked', schema: { type: 'object' } }).expect(201);
+    check('/projects/{projectId}/event-types', 'post', 201, type.body);
+    check('/projects/{projectId}/event-types', 'get', 200, (await stack.http().get(`/projects/${t.projectId}/event-types`).set(t.auth).expect(200)).body);
+    check('/event-types', 'get', 200, (await stack.http().get('/event-types').expect(200)).body);
+    const published = await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.uploaded', data: documented('baseline.uploaded') }).expect(202);
+    check('/projects/{projectId}/events', 'post', 202, published.body);
+    const batch = await stack.http().post(`/projects/${t.projectId}/events/batch`).set(t.auth).send({ events: [{ event: 'openapi.checked', data: {} }] }).expect(202);
+    check('/projects/{projectId}/events/batch', 'post', 202, batch.body);
+    check('/events/{eventId}', 'get', 200, (await stack.http().get(`/events/${published.body.event.id}`).set(t.auth).expect(200)).body);
+    check('/projects/{projectId}/events', 'get', 200, (await stack.http().get(`/projects/${t.projectId}/events`).set(t.auth).expect(200)).body);
+    check('/webhooks/{webhookId}/test', 'post', 202, (await stack.http().post(`/webhooks/${created.body.webhook.id}/test`).set(t.auth).send({}).expect(202)).body);
   });
 
   it('gives every response an X-Request-Id and every error the contract shape', async () => {

@@ -7,6 +7,7 @@ import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
 import { BatchPublished, EventDetailEnvelope, EventList, EventTypeList, PublishedEvent } from '../common/responses';
 import { PublishBatchDto, PublishEventDto } from './dto/publish-event.dto';
+import { EventTypesService } from '../event-types/event-types.service';
 import { EventsService, MAX_IDEMPOTENCY_KEY_LENGTH } from './events.service';
 
 @ApiTags('events')
@@ -20,7 +21,7 @@ export class EventsController {
   @ApiOkResponse({ type: EventTypeList })
   eventTypes() {
     return {
-      eventTypes: EVENT_TYPES.map((t) => ({ type: t.type, category: t.category, description: t.description, schema: t.schema, example: t.example })),
+      eventTypes: EVENT_TYPES.map(EventTypesService.presentBuiltIn),
     };
   }
 
