@@ -27,6 +27,17 @@ describe('webhook formats', () => {
     expect(JSON.parse(renderTemplate({ a: '{{data.constructor}}', b: '{{event.length}}' }, envelope))).toEqual({ a: null, b: null });
   });
 
+  it('bounds what placeholders insert into one body', () => {
+    const big = envelopeOf({ event: 'x.y', timestamp: new Date(0), project: { id: 'p', name: 'n' }, data: { blob: 'b'.repeat(400 * 1024) } });
+    const body = renderTemplate({ a: '{{data.blob}}', b: '{{data.blob}}', c: '{{data}}', d: 'x{{data.blob}}y', e: '{{event}}' }, big);
+    expect(body.length).toBeLessThan(1024 * 1024 + 1000);
+    expect(JSON.parse(body)).toEqual({ a: 'b'.repeat(400 * 1024), b: 'b'.repeat(400 * 1024), c: null, d: 'xy', e: null });
+  });
+
+  it('keeps text from a payload from pinging a whole Discord channel', () => {
+    expect(renderBody('discord', null, { ...envelope, project: { id: 'p', name: '@everyone' }, event: 'x.y' })).toBe(JSON.stringify({ content: '[@\u200beveryone] x.y' }));
+  });
+
   it('checks templates: an object, placeholders under the envelope, bounded', () => {
     expect(checkTemplate({ a: '{{event}}' })).toBeNull();
     expect(checkTemplate('x')).toMatch(/JSON object/);

@@ -11,6 +11,12 @@ export const TEMPLATE_LIMITS = {
   maxBytes: 16 * 1024,
   /** Each placeholder can copy the whole payload into the body: their number bounds the body's size. */
   maxPlaceholders: 64,
+  /**
+   * What all placeholders of one rendering may insert, in characters: a template that copies a
+   * large payload many times cannot make one publish hold hundreds of megabytes. Beyond it, a
+   * placeholder renders as if its path were missing.
+   */
+  maxInsertedChars: 1024 * 1024,
 } as const;
 
 /** `{{path}}`: dot-separated names (array items by index) into the envelope; spaces inside the braces allowed. */
@@ -59,18 +65,36 @@ function asText(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);
 }
 
-function renderValue(value: unknown, envelope: Envelope): unknown {
+/** Characters placeholders may still insert in this rendering. */
+interface Budget {
+  left: number;
+}
+
+function sizeOf(value: unknown): number {
+  if (value === undefined || value === null) return 0;
+  return typeof value === 'string' ? value.length : JSON.stringify(value).length;
+}
+
+function renderValue(value: unknown, envelope: Envelope, budget: Budget): unknown {
   if (typeof value === 'string') {
     const whole = WHOLE_PLACEHOLDER.exec(value);
     // Exactly one placeholder: the value as it is (a number stays a number); a missing path is null.
-    if (whole) return lookup(envelope, whole[1]) ?? null;
-    return value.replace(PLACEHOLDER, (_match, path: string) => asText(lookup(envelope, path)));
+    if (whole) {
+      const found = lookup(envelope, whole[1]);
+      budget.left -= sizeOf(found);
+      return budget.left < 0 ? null : (found ?? null);
+    }
+    return value.replace(PLACEHOLDER, (_match, path: string) => {
+      const text = asText(lookup(envelope, path));
+      budget.left -= text.length;
+      return budget.left < 0 ? '' : text;
+    });
   }
-  if (Array.isArray(value)) return value.map((item) => renderValue(item, envelope));
+  if (Array.isArray(value)) return value.map((item) => renderValue(item, envelope, budget));
   if (typeof value === 'object' && value !== null) {
     // No prototype: a key named "__proto__" is an ordinary key here, as it was in the JSON.
     const out = Object.create(null) as Record<string, unknown>;
-    for (const [key, item] of Object.entries(value)) out[key] = renderValue(item, envelope);
+    for (const [key, item] of Object.entries(value)) out[key] = renderValue(item, envelope, budget);
     return out;
   }
   return value;
@@ -81,7 +105,7 @@ function renderValue(value: unknown, envelope: Envelope): unknown {
  * the payload holds (no text is ever spliced into JSON).
  */
 export function renderTemplate(template: object, envelope: Envelope): string {
-  return JSON.stringify(renderValue(template, envelope));
+  return JSON.stringify(renderValue(template, envelope, { left: TEMPLATE_LIMITS.maxInsertedChars }));
 }
 
 const count = (value: unknown): number => (Array.isArray(value) ? value.length : 0);
@@ -120,6 +144,14 @@ export function summaryOf(envelope: Envelope): string {
   }
 }
 
+/**
+ * Text from a payload must not ping a whole Discord channel: "@everyone" and "@here" get a
+ * zero-width space after the "@", which Discord shows as the same text without the mention.
+ */
+function discordSafe(text: string): string {
+  return text.replace(/@(everyone|here)/g, '@\u200b$1');
+}
+
 /** Slack's mrkdwn treats &, < and > as markup: they are escaped as Slack asks. */
 function slackEscape(text: string): string {
   return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
@@ -134,7 +166,7 @@ export function renderBody(format: string, template: unknown, envelope: Envelope
     case 'slack':
       return JSON.stringify({ text: slackEscape(summaryOf(envelope)) });
     case 'discord':
-      return JSON.stringify({ content: summaryOf(envelope) });
+      return JSON.stringify({ content: discordSafe(summaryOf(envelope)) });
     case 'template':
       return renderTemplate((template ?? {}) as object, envelope);
     default:
