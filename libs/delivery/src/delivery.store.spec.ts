@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Logger } from '@nestjs/common';
+import { Client } from 'pg';
 import { BellhopConfig, loadConfig } from '@bellhop/config';
 import { PrismaService } from '@bellhop/database';
 import { buildEnvelope, newId } from '@bellhop/domain';
@@ -274,6 +275,29 @@ describe('DeliveryStore: HOT claims, manual requests, recordings and lock order 
     };
     return errors;
   }
+
+  it('lock order: a recording that moves the webhook\'s health does not wait for a publish inserting deliveries of that webhook', async () => {
+    const f = await fixture();
+    const claimed = await store.claim({ deliveryId: f.delivery.id, kind: 'scheduled' });
+    // A publish in progress: its delivery insert holds the key-share lock the foreign key takes on the webhook.
+    const publishing = new Client({ connectionString: db.url });
+    await publishing.connect();
+    try {
+      await publishing.query('BEGIN');
+      await publishing.query('SELECT 1 FROM webhooks WHERE id = $1 FOR KEY SHARE', [f.webhookId]);
+      const started = Date.now();
+      // The first success moves last_success_at (and a failure run's end): the webhook row is written.
+      const recorded = await Promise.race([store.record(result(claimed!, 200)), sleep(3_000).then(() => 'waited')]);
+      expect(recorded).toMatchObject({ fenced: true, attempt: 1 });
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      await publishing.query('ROLLBACK');
+      await publishing.end();
+    }
+    const webhook = await prisma.webhook.findUniqueOrThrow({ where: { id: f.webhookId } });
+    expect(webhook.lastSuccessAt).not.toBeNull();
+    expect(webhook.lastDeliveryAt).toEqual(webhook.lastSuccessAt);
+  });
 
   it('lock order: two workers claiming the same two deliveries in opposite batch order do not deadlock', async () => {
     const f = await fixture();

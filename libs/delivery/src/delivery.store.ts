@@ -481,7 +481,9 @@ export class DeliveryStore {
                 OR o.last_success >= COALESCE(w.last_success_at, '-infinity') + interval '1 second'
                 OR o.last_failure >= COALESCE(w.last_failure_at, '-infinity') + interval '1 second')
          ORDER BY w.id
-           FOR UPDATE OF w
+           -- NO KEY: publishes inserting deliveries hold key-share locks on their webhooks (the
+           -- foreign key); this lock must not wait for them, nor they for it.
+           FOR NO KEY UPDATE OF w
       ), webhooks_changed AS (
         UPDATE webhooks w SET
                last_success_at = GREATEST(w.last_success_at, o.last_success),
@@ -500,7 +502,7 @@ export class DeliveryStore {
         RETURNING w.id, (o.gone AND l.was_enabled) AS disabled
       )
       SELECT u.id, u.attempt_id, true AS fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
-             u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND wc.disabled, false) AS webhook_disabled
+             u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND NOT u.test AND wc.disabled, false) AS webhook_disabled
         FROM u LEFT JOIN webhooks_changed wc ON wc.id = u.webhook_id`;
     const byAttempt = new Map(rows.map((row) => [row.attempt_id, row]));
     const others = items.filter((item) => !byAttempt.has(item.attemptId));
