@@ -1,6 +1,7 @@
 import { envelopeOf } from './envelope';
 import { checkTemplate, renderBody, renderTemplate, summaryOf } from './formats';
-import { checkCustomSchema, customValidator } from './payload-validation';
+import { checkCustomSchema } from './payload-validation';
+import { validateInSandbox } from './schema-sandbox';
 
 const envelope = envelopeOf({
   event: 'baseline.drift_detected',
@@ -28,10 +29,14 @@ describe('webhook formats', () => {
   });
 
   it('bounds what placeholders insert into one body', () => {
-    const big = envelopeOf({ event: 'x.y', timestamp: new Date(0), project: { id: 'p', name: 'n' }, data: { blob: 'b'.repeat(400 * 1024) } });
+    const big = envelopeOf({ event: 'x.y', timestamp: new Date(0), project: { id: 'p', name: 'n' }, data: { blob: 'b'.repeat(100 * 1024) } });
     const body = renderTemplate({ a: '{{data.blob}}', b: '{{data.blob}}', c: '{{data}}', d: 'x{{data.blob}}y', e: '{{event}}' }, big);
-    expect(body.length).toBeLessThan(1024 * 1024 + 1000);
-    expect(JSON.parse(body)).toEqual({ a: 'b'.repeat(400 * 1024), b: 'b'.repeat(400 * 1024), c: null, d: 'xy', e: null });
+    expect(body.length).toBeLessThan(256 * 1024 + 1000);
+    expect(JSON.parse(body)).toEqual({ a: 'b'.repeat(100 * 1024), b: 'b'.repeat(100 * 1024), c: null, d: 'xy', e: null });
+  });
+
+  it('keeps summaries on one line', () => {
+    expect(summaryOf({ ...envelope, project: { id: 'p', name: 'two\nlines\r\n here' }, event: 'x.y' })).toBe('[two lines here] x.y');
   });
 
   it('keeps text from a payload from pinging a whole Discord channel', () => {
@@ -53,26 +58,50 @@ describe('webhook formats', () => {
   });
 });
 
-describe("projects' own schemas", () => {
-  it('accepts draft 2020-12 schemas and refuses invalid ones, remote references and non-RE2 patterns', () => {
-    expect(checkCustomSchema({ type: 'object', properties: { a: { type: 'string', pattern: '^[a-z]+$' } } })).toBeNull();
-    expect(checkCustomSchema({ type: 'wrong' })).toMatch(/not a valid JSON Schema/);
-    expect(checkCustomSchema({ $ref: 'https://example.com/s.json' })).toMatch(/does not compile/);
-    expect(checkCustomSchema({ properties: { a: { pattern: '(?<=x)y' } } })).toMatch(/does not compile/);
-    expect(checkCustomSchema([])).toMatch(/object/);
+describe("projects' own schemas, in the sandbox", () => {
+  const key = (name: string) => `p\n${name}\n1`;
+  const load = (schema: object) => () => Promise.resolve(schema);
+
+  it('accepts draft 2020-12 schemas and refuses invalid ones, remote references and non-RE2 patterns', async () => {
+    expect(await checkCustomSchema({ type: 'object', properties: { a: { type: 'string', pattern: '^[a-z]+$' } } })).toBeNull();
+    expect(await checkCustomSchema({ type: 'wrong' })).toMatch(/not a valid JSON Schema/);
+    expect(await checkCustomSchema({ $ref: 'https://example.com/s.json' })).toMatch(/does not compile/);
+    expect(await checkCustomSchema({ properties: { a: { pattern: '(?<=x)y' } } })).toMatch(/does not compile/);
+    expect(await checkCustomSchema({ description: 'a\u0000b' })).toMatch(/NUL/);
+    expect(await checkCustomSchema([])).toMatch(/object/);
   });
 
-  it('runs patterns in linear time: a catastrophic pattern for backtracking engines answers at once', () => {
-    const validate = customValidator({ projectId: 'p', type: 't.redos', version: 1 }, { type: 'object', properties: { a: { type: 'string', pattern: '^(a+)+$' } } });
+  it('runs patterns in linear time: a catastrophic pattern for backtracking engines answers at once', async () => {
+    const schema = { type: 'object', properties: { a: { type: 'string', pattern: '^(a+)+$' } } };
     const started = Date.now();
-    expect(validate({ a: `${'a'.repeat(5000)}!` })).toEqual([{ path: '/a', message: expect.stringContaining('pattern') }]);
-    expect(Date.now() - started).toBeLessThan(500);
+    expect(await validateInSandbox(key('redos'), { a: `${'a'.repeat(5000)}!` }, load(schema))).toEqual([{ path: '/a', message: expect.stringContaining('pattern') }]);
+    expect(Date.now() - started).toBeLessThan(900);
   });
 
-  it("does not let one schema's $id collide with another's", () => {
-    const one = customValidator({ projectId: 'p1', type: 't.a', version: 1 }, { $id: 'https://x/s', type: 'object', required: ['a'] });
-    const two = customValidator({ projectId: 'p2', type: 't.a', version: 1 }, { $id: 'https://x/s', type: 'object', required: ['b'] });
-    expect(one({ a: 1 })).toEqual([]);
-    expect(two({ a: 1 })).toEqual([{ path: '/b', message: 'is required' }]);
+  it("does not let one schema's $id collide with another's", async () => {
+    expect(await validateInSandbox('p1\nt.a\n1', { a: 1 }, load({ $id: 'https://x/s', type: 'object', required: ['a'] }))).toEqual([]);
+    expect(await validateInSandbox('p2\nt.a\n1', { a: 1 }, load({ $id: 'https://x/s', type: 'object', required: ['b'] }))).toEqual([{ path: '/b', message: 'is required' }]);
   });
+
+  it('answers a schema that blows the stack or takes too long with a problem, and keeps working after', async () => {
+    expect(await validateInSandbox(key('self'), { a: 1 }, load({ $ref: '#' }))).toEqual([{ path: '', message: expect.stringContaining('could not be evaluated') }]);
+    // Branches that double at each of 24 levels: 16 million paths for a value that matches none.
+    // (In the API's own thread this would hold every request up for minutes.)
+    const $defs: Record<string, object> = { a24: { type: 'string' } };
+    for (let i = 0; i < 24; i += 1) $defs[`a${i}`] = { anyOf: [{ $ref: `#/$defs/a${i + 1}` }, { $ref: `#/$defs/a${i + 1}` }] };
+    const started = Date.now();
+    const slow = await validateInSandbox(key('exponential'), { x: 1 }, load({ $defs, properties: { x: { $ref: '#/$defs/a0' } } }));
+    // Its time runs out, or its error list outgrows the thread's heap first: either way its own request fails.
+    expect(slow).toEqual([{ path: '', message: expect.stringMatching(/took longer than 1 s|needed too much memory/) }]);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    // A fresh thread takes the next request.
+    expect(await validateInSandbox(key('after'), {}, load({ type: 'object', required: ['z'] }))).toEqual([{ path: '/z', message: 'is required' }]);
+  }, 20_000);
+
+  it('refuses a schema whose compilation would need too much time or memory', async () => {
+    const schema = { $defs: { l: { type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`p${i}`, { type: 'string', minLength: 1 }])) } }, allOf: Array.from({ length: 400 }, () => ({ $ref: '#/$defs/l' })) };
+    const problem = await checkCustomSchema(schema);
+    // With references kept as calls, it compiles small; if it did not, the limits would refuse it.
+    expect(problem === null || /too complex/.test(problem)).toBe(true);
+  }, 20_000);
 });

@@ -7,3 +7,4 @@ export * from './retry';
 export * from './webhook-fields';
 export * from './payload-validation';
 export * from './formats';
+export * from './schema-sandbox';
