@@ -171,9 +171,20 @@ export const CATEGORY_PATTERN = /^[a-z][a-z0-9_-]*$/;
 /** Families of types raised by inbound sources (`github.<event>`, `gitlab.<event>`): built in, never a project's own. */
 export const SOURCE_TYPE_PREFIXES: readonly string[] = ['github.', 'gitlab.'];
 
-/** A name a project cannot take for its own type: a built-in type, or one of a built-in family. */
+/**
+ * Namespaces Bellhop keeps for itself: the operational types (`webhook.*`, `delivery.*`) and the
+ * inbound sources' families. A project's own type named like them could pass for Bellhop's own.
+ */
+const RESERVED_TYPE_PREFIXES: readonly string[] = [
+  ...new Set([...EVENT_TYPES.filter((t) => t.internal).map((t) => `${t.type.split('.')[0]}.`), ...SOURCE_TYPE_PREFIXES]),
+];
+
+/** Categories a project's own type cannot join: operational events are Bellhop's, source events the sources'. */
+export const RESERVED_CATEGORIES: readonly string[] = ['operational', 'source', 'github', 'gitlab'];
+
+/** A name a project cannot take for its own type: a built-in type, or one of Bellhop's namespaces. */
 export function isBuiltInTypeName(type: string): boolean {
-  return EVENT_TYPE_NAMES.includes(type) || SOURCE_TYPE_PREFIXES.some((prefix) => type.startsWith(prefix));
+  return EVENT_TYPE_NAMES.includes(type) || RESERVED_TYPE_PREFIXES.some((prefix) => type.startsWith(prefix));
 }
 
 /** The category a project's own type gets when none is given: the part before the first dot. */

@@ -16,7 +16,7 @@ export const TEMPLATE_LIMITS = {
    * large payload many times cannot make one publish hold hundreds of megabytes. Beyond it, a
    * placeholder renders as if its path were missing.
    */
-  maxInsertedChars: 1024 * 1024,
+  maxInsertedChars: 256 * 1024,
 } as const;
 
 /** `{{path}}`: dot-separated names (array items by index) into the envelope; spaces inside the braces allowed. */
@@ -37,7 +37,9 @@ function* stringsOf(value: unknown): Generator<string> {
  */
 export function checkTemplate(template: unknown): string | null {
   if (typeof template !== 'object' || template === null || Array.isArray(template)) return 'template must be a JSON object';
-  if (Buffer.byteLength(JSON.stringify(template)) > TEMPLATE_LIMITS.maxBytes) return `template must be at most ${TEMPLATE_LIMITS.maxBytes / 1024} KiB as JSON`;
+  const text = JSON.stringify(template);
+  if (Buffer.byteLength(text) > TEMPLATE_LIMITS.maxBytes) return `template must be at most ${TEMPLATE_LIMITS.maxBytes / 1024} KiB as JSON`;
+  if (text.includes('\\u0000')) return 'template must not contain NUL characters';
   let placeholders = 0;
   for (const text of stringsOf(template)) {
     for (const match of text.matchAll(PLACEHOLDER)) {
@@ -113,6 +115,11 @@ const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? o
 
 /** A line of text for a chat message about the event; per type where one is written, else `[<project>] <event>`. */
 export function summaryOf(envelope: Envelope): string {
+  // One line, whatever the payload's strings hold.
+  return writeSummary(envelope).replace(/\s*[\r\n\u2028\u2029]+\s*/g, ' ');
+}
+
+function writeSummary(envelope: Envelope): string {
   const prefix = `[${envelope.project.name}]`;
   const data = (typeof envelope.data === 'object' && envelope.data !== null ? envelope.data : {}) as Record<string, any>;
   switch (envelope.event) {

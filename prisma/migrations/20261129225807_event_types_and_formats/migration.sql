@@ -5,7 +5,7 @@ ALTER TABLE "webhooks" ADD COLUMN     "format" TEXT NOT NULL DEFAULT 'bellwether
 ADD COLUMN     "last_delivery_at" TIMESTAMPTZ(3),
 ADD COLUMN     "last_failure_at" TIMESTAMPTZ(3),
 ADD COLUMN     "last_success_at" TIMESTAMPTZ(3),
-ADD COLUMN     "template" JSONB;
+ADD COLUMN     "template" JSON;
 
 -- AlterTable
 ALTER TABLE "deliveries" ADD COLUMN     "body" TEXT;
@@ -18,7 +18,7 @@ CREATE TABLE "event_types" (
     "category" TEXT NOT NULL,
     "description" TEXT,
     "schema" JSONB,
-    "version" INTEGER NOT NULL DEFAULT 1,
+    "version" SERIAL NOT NULL,
     "created_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "updated_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
 
