@@ -1,6 +1,7 @@
 import { Receiver } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { eventually, newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
 
 /*
  * A project's own event types, end to end: created with a JSON Schema, listed beside the built-in
@@ -199,6 +200,72 @@ describe('event types of a project', () => {
     expect(res.body.delivery).toMatchObject({ event: 'deploy.finished', test: true, status: 'succeeded' });
     const body = JSON.parse(received('test-own')[0].body.toString());
     expect(body).toMatchObject({ event: 'deploy.finished', data: { service: 'billing-api', version: 42 } });
+  });
+
+  it('checks a type created again after its delete against its new schema, not the old one', async () => {
+    await http().post(types()).set(tenant.auth).send({ type: 'again.created', schema: { type: 'object', required: ['a'] } }).expect(201);
+    await publish('again.created', { a: 1 }).expect(202);
+    await http().delete(`${types()}/again.created`).set(tenant.auth).expect(204);
+    await http().post(types()).set(tenant.auth).send({ type: 'again.created', schema: { type: 'object', required: ['b'] } }).expect(201);
+    await publish('again.created', { b: 1 }).expect(202);
+    expect((await publish('again.created', { a: 1 }).expect(422)).body.details).toEqual([{ path: '/b', message: 'is required' }]);
+  });
+
+  it("answers a schema too costly for a payload with a 422 for that publish only, and keeps serving everyone else", async () => {
+    // Branches that double at each level: fine to save, exponential to run on a value that matches none.
+    const $defs: Record<string, object> = { a24: { type: 'string' } };
+    for (let i = 0; i < 24; i += 1) $defs[`a${i}`] = { anyOf: [{ $ref: `#/$defs/a${i + 1}` }, { $ref: `#/$defs/a${i + 1}` }] };
+    await http().post(types()).set(tenant.auth).send({ type: 'costly.type', schema: { $defs, properties: { x: { $ref: '#/$defs/a0' } } } }).expect(201);
+    await http().post(types()).set(tenant.auth).send({ type: 'self.ref', schema: { $ref: '#' } }).expect(201);
+    const started = Date.now();
+    const [costly, others] = await Promise.all([
+      publish('costly.type', { x: 1 }),
+      // Meanwhile the API answers other requests, built-in publishes included.
+      (async () => {
+        const times: number[] = [];
+        for (let i = 0; i < 5; i += 1) {
+          const t0 = Date.now();
+          await publish('baseline.uploaded', documented('baseline.uploaded')).expect(202);
+          times.push(Date.now() - t0);
+        }
+        return times;
+      })(),
+    ]);
+    expect(costly.status).toBe(422);
+    expect(costly.body.details).toEqual([{ path: '', message: expect.stringMatching(/took longer than 1 s|too much memory/) }]);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(Math.max(...others)).toBeLessThan(500);
+    const selfRef = await publish('self.ref', { a: 1 }).expect(422);
+    expect(selfRef.body.details).toEqual([{ path: '', message: expect.stringContaining('could not be evaluated') }]);
+  }, 30_000);
+
+  it('refuses what Postgres cannot store or Bellhop keeps for itself, with 4xx and never 500', async () => {
+    await http().get(`${types()}/a.b%00`).set(tenant.auth).expect(404);
+    await http().patch(`${types()}/a.b%00`).set(tenant.auth).send({ description: 'x' }).expect(404);
+    await http().delete(`${types()}/a.b%00`).set(tenant.auth).expect(404);
+    expect((await http().post(types()).set(tenant.auth).send({ type: 'nul.schema', schema: { description: 'a\u0000b' } }).expect(422)).body.details[0].message).toContain('NUL');
+    expect((await http().post(types()).set(tenant.auth).send({ type: 'my.thing', category: 'operational' }).expect(422)).body.details[0].field).toBe('category');
+    await http().post(types()).set(tenant.auth).send({ type: 'webhook.mine' }).expect(409);
+    await http().post(types()).set(tenant.auth).send({ type: 'delivery.exhausted2' }).expect(409);
+  });
+
+  it('keeps keys named like Object.prototype members in schemas and payloads', async () => {
+    const schema = { type: 'object', properties: { constructor: { type: 'string' } }, required: ['constructor'] };
+    const created = await http().post(types()).set(tenant.auth).send({ type: 'proto.keys', schema }).expect(201);
+    expect(created.body.eventType.schema).toEqual(schema);
+    await subscribe(['proto.keys'], 'proto').expect(201);
+    await publish('proto.keys', { constructor: 'x', valueOf: 1 }).expect(202);
+    expect((await publish('proto.keys', {}).expect(422)).body.details).toEqual([{ path: '/constructor', message: 'is required' }]);
+    await eventually(async () => (received('proto').length === 1 ? true : undefined));
+    expect(JSON.parse(received('proto')[0].body.toString()).data).toEqual({ constructor: 'x', valueOf: 1 });
+  });
+
+  it("tests a webhook with its first event by default, a category wildcard's first type included", async () => {
+    await http().post(types()).set(tenant.auth).send({ type: 'deploy.finished' }).expect(201);
+    const named = await subscribe(['deploy.finished', 'baseline.uploaded'], 'first-named').expect(201);
+    expect((await http().post(`/webhooks/${named.body.webhook.id}/test`).set(tenant.auth).send({}).expect(202)).body.delivery.event).toBe('deploy.finished');
+    const wildcard = await subscribe(['deploy.*'], 'first-wildcard').expect(201);
+    expect((await http().post(`/webhooks/${wildcard.body.webhook.id}/test`).set(tenant.auth).send({}).expect(202)).body.delivery.event).toBe('deploy.finished');
   });
 
   it("is the tenant's own: another tenant's project and types are not found", async () => {

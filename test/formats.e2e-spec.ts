@@ -142,6 +142,15 @@ describe('webhook formats', () => {
     expect(back.body.webhook).toMatchObject({ format: 'bellwether', template: null });
   });
 
+  it('sends a template with its keys in the order they were written, and refuses NUL characters in it', async () => {
+    const hook = await create('ordered', { format: 'template', template: { zeta: '{{event}}', alpha: 1, constructor: 'kept' } }).expect(201);
+    expect(Object.keys(hook.body.webhook.template)).toEqual(['zeta', 'alpha', 'constructor']);
+    await publish('baseline.uploaded', documented('baseline.uploaded'));
+    const body = await deliveredBody('ordered', hook.body.secret, hook.body.webhook.id);
+    expect(body).toBe('{"zeta":"baseline.uploaded","alpha":1,"constructor":"kept"}');
+    expect((await create('nul', { format: 'template', template: { a: 'x\u0000' } }).expect(422)).body.details[0].message).toContain('NUL');
+  });
+
   it('sends the test button in the webhook format', async () => {
     const hook = await create('test-format', { format: 'discord' }).expect(201);
     await http().post(`/webhooks/${hook.body.webhook.id}/test?wait=true`).set(tenant.auth).send({ event: 'baseline.uploaded' }).expect(200);

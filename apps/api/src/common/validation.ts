@@ -1,5 +1,6 @@
-import { ValidationError, ValidationPipe } from '@nestjs/common';
+import { ArgumentMetadata, ValidationError, ValidationPipe } from '@nestjs/common';
 import { AppError, FieldError } from '@bellhop/domain';
+import { restoreRawJson } from './validators';
 
 function flatten(errors: ValidationError[], parent = ''): FieldError[] {
   const out: FieldError[] = [];
@@ -11,9 +12,24 @@ function flatten(errors: ValidationError[], parent = ''): FieldError[] {
   return out;
 }
 
+/**
+ * Nest's pipe, with the body's free-form JSON fields kept as the body had them (see RawJson): the
+ * pipe strips keys named __proto__ and constructor from the whole body, in place, before the
+ * conversion, so those fields are put back from a copy taken first.
+ */
+class BellhopValidationPipe extends ValidationPipe {
+  override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    const isBody = metadata.type === 'body' && typeof value === 'object' && value !== null;
+    const original: unknown = isBody ? structuredClone(value) : value;
+    const converted: unknown = await super.transform(value, metadata);
+    if (isBody) restoreRawJson(converted, original);
+    return converted;
+  }
+}
+
 /** One pipe for the whole API: unknown fields refused, each failing field listed in `details`. */
 export function createValidationPipe(): ValidationPipe {
-  return new ValidationPipe({
+  return new BellhopValidationPipe({
     whitelist: true,
     forbidNonWhitelisted: true,
     transform: true,

@@ -9,6 +9,52 @@ export function IsText(options: ValidationOptions = {}) {
   return applyDecorators(IsString(options), Matches(/^[^\u0000]*$/, { message: '$property must not contain NUL characters', ...options }));
 }
 
+const rawJsonFields = new WeakMap<object, Set<string>>();
+
+/**
+ * A free-form JSON value (a payload, a schema, a template, headers) taken exactly as the body had
+ * it: the class conversion drops keys named like Object.prototype's members (constructor,
+ * valueOf, __proto__), which are ordinary keys in JSON. The validation pipe puts the body's own
+ * value back after the conversion (see restoreRawJson).
+ */
+export function RawJson(): PropertyDecorator {
+  return (target: object, key: string | symbol) => {
+    const fields = rawJsonFields.get(target) ?? new Set<string>();
+    fields.add(String(key));
+    rawJsonFields.set(target, fields);
+  };
+}
+
+function isRawJsonField(instance: object, key: string): boolean {
+  for (let proto = Object.getPrototypeOf(instance); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    if (rawJsonFields.get(proto)?.has(key)) return true;
+  }
+  return false;
+}
+
+/**
+ * Puts back, into a converted body, the body's own values of its @RawJson fields, in nested
+ * DTOs and arrays of them too (a batch's events).
+ */
+export function restoreRawJson(converted: unknown, original: unknown): void {
+  if (typeof converted !== 'object' || converted === null || typeof original !== 'object' || original === null) return;
+  if (Array.isArray(converted)) {
+    if (Array.isArray(original)) converted.forEach((item, i) => restoreRawJson(item, original[i]));
+    return;
+  }
+  // Only DTO instances are walked: plain values inside them are the caller's data.
+  if (Object.getPrototypeOf(converted) === Object.prototype || Object.getPrototypeOf(converted) === null) return;
+  const target = converted as Record<string, unknown>;
+  const source = original as Record<string, unknown>;
+  for (const key of Object.keys(target)) {
+    if (isRawJsonField(target, key)) {
+      if (Object.prototype.hasOwnProperty.call(source, key)) target[key] = source[key];
+    } else {
+      restoreRawJson(target[key], source[key]);
+    }
+  }
+}
+
 /** Optional, but not null: leaving a field out keeps it, null is refused (its column cannot be empty). */
 export function IsOptionalNotNull() {
   return ValidateIf((_object: object, value: unknown) => value !== undefined);

@@ -4,17 +4,17 @@ import type { EventType } from '@bellhop/database';
 import {
   AppError,
   CUSTOM_EVENT_TYPE_LIMITS,
+  CUSTOM_EVENT_TYPE_PATTERN,
   EVENT_TYPES,
   type PayloadProblem,
   SUBSCRIPTION_NAMES,
   checkCustomSchema,
   defaultCategoryOf,
   findEventType,
+  RESERVED_CATEGORIES,
   isBuiltInTypeName,
-  type PayloadValidator,
-  cachedCustomValidator,
-  customValidator,
   validateEventData,
+  validateInSandbox,
 } from '@bellhop/domain';
 import { TenantScope } from '../auth/principal';
 import { AuditService } from '../common/audit.service';
@@ -74,23 +74,30 @@ export class EventTypesService {
     return { eventTypes: [...builtIn, ...own.map(EventTypesService.presentCustom)] };
   }
 
+  /** A path's type that no project could have is simply not found (and never reaches a query). */
+  private static assertTypeName(type: string): void {
+    if (type.length > CUSTOM_EVENT_TYPE_LIMITS.typeMaxLength || !CUSTOM_EVENT_TYPE_PATTERN.test(type)) throw AppError.notFound('Event type');
+  }
+
   async get(tenant: TenantScope, projectId: string, type: string): Promise<EventType> {
+    EventTypesService.assertTypeName(type);
     const row = await this.prisma.eventType.findFirst({ where: { projectId, type, organizationId: tenant.organizationId } });
     if (!row) throw AppError.notFound('Event type');
     return row;
   }
 
-  private static checkSchema(schema: unknown): void {
+  private static async checkSchema(schema: unknown): Promise<void> {
     if (schema === undefined || schema === null) return;
-    const problem = checkCustomSchema(schema);
+    const problem = await checkCustomSchema(schema);
     if (problem) throw AppError.validation([{ field: 'schema', message: problem }]);
   }
 
   async create(tenant: TenantScope, projectId: string, dto: CreateEventTypeDto, requestId: string) {
-    if (isBuiltInTypeName(dto.type)) throw new AppError('conflict', `${dto.type} is a built-in event type name`);
-    EventTypesService.checkSchema(dto.schema);
-    await this.assertProject(tenant, projectId);
+    if (isBuiltInTypeName(dto.type)) throw new AppError('conflict', `${dto.type} is a built-in event type name, or in a namespace Bellhop keeps (webhook.*, delivery.*, github.*, gitlab.*)`);
     const category = dto.category ?? defaultCategoryOf(dto.type);
+    if (RESERVED_CATEGORIES.includes(category)) throw AppError.validation([{ field: 'category', message: `category "${category}" is Bellhop's own: choose another` }]);
+    await EventTypesService.checkSchema(dto.schema);
+    await this.assertProject(tenant, projectId);
     const schema = dto.schema ?? null;
     const row = await this.prisma.$transaction(async (tx) => {
       // The name is taken once: the primary key decides between concurrent creates.
@@ -113,7 +120,8 @@ export class EventTypesService {
   }
 
   async update(tenant: TenantScope, projectId: string, type: string, dto: UpdateEventTypeDto, requestId: string) {
-    EventTypesService.checkSchema(dto.schema);
+    EventTypesService.assertTypeName(type);
+    await EventTypesService.checkSchema(dto.schema);
     const schemaChanged = dto.schema !== undefined;
     const row = await this.prisma.$transaction(async (tx) => {
       const [updated] = await tx.$queryRaw<Array<{ type: string }>>`
@@ -121,7 +129,7 @@ export class EventTypesService {
                description = CASE WHEN ${dto.description !== undefined} THEN ${dto.description ?? null} ELSE description END,
                schema = CASE WHEN ${schemaChanged} THEN ${dto.schema ? JSON.stringify(dto.schema) : null}::jsonb ELSE schema END,
                -- Validators are cached by version: a new schema is compiled on its next use, in every process.
-               version = version + CASE WHEN ${schemaChanged} THEN 1 ELSE 0 END,
+               version = CASE WHEN ${schemaChanged} THEN nextval(pg_get_serial_sequence('event_types', 'version'))::int ELSE version END,
                updated_at = now()
          WHERE project_id = ${projectId} AND type = ${type} AND organization_id = ${tenant.organizationId}
         RETURNING type`;
@@ -138,6 +146,7 @@ export class EventTypesService {
    * commits before the check and is seen, or waits and then finds the type gone.
    */
   async remove(tenant: TenantScope, projectId: string, type: string, requestId: string): Promise<void> {
+    EventTypesService.assertTypeName(type);
     await this.prisma.$transaction(async (tx) => {
       const [locked] = await tx.$queryRaw<Array<{ type: string }>>`
         SELECT type FROM event_types WHERE project_id = ${projectId} AND type = ${type} AND organization_id = ${tenant.organizationId} FOR UPDATE`;
@@ -163,7 +172,7 @@ export class EventTypesService {
     const categories: Array<string | undefined> = new Array(items.length);
     const custom = [...new Set(items.filter((item) => !findEventType(item.event)).map((item) => item.event))];
     const own = custom.length > 0 ? await this.ownTypes(tenant, projectId, custom) : new Map<string, OwnType>();
-    items.forEach((item, i) => {
+    for (const [i, item] of items.entries()) {
       const builtIn = findEventType(item.event);
       let found: PayloadProblem[];
       if (builtIn?.internal) {
@@ -176,16 +185,19 @@ export class EventTypesService {
         if (!type) {
           found = [{ path: `${at(i)}/event`, message: `${item.event} is neither a built-in event type nor one of the project's own (see GET /projects/${projectId}/event-types)` }];
         } else {
-          found = type.validate ? type.validate(item.data).map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message })) : [];
+          // A project's schema runs in the sandbox, compiled there once per version.
+          const key = `${projectId}\n${item.event}\n${type.version}`;
+          const raw = type.hasSchema ? await validateInSandbox(key, item.data, () => this.schemaOf(tenant, projectId, item.event)) : [];
+          found = raw.map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message }));
           if (found.length === 0) categories[i] = type.category;
         }
       }
       problems.push(...found);
-    });
+    }
     return { problems, categories };
   }
 
-  /** The project's own types of these names, with the schemas not compiled yet in this process. */
+  /** The project's own types of these names (404 when the project is not the tenant's). */
   private async ownTypes(tenant: TenantScope, projectId: string, types: string[]): Promise<Map<string, OwnType>> {
     const rows = await this.prisma.$queryRaw<Array<{ project_id: string; type: string | null; category: string; version: number; has_schema: boolean }>>`
       SELECT p.id AS project_id, t.type, t.category, t.version, t.schema IS NOT NULL AS has_schema
@@ -193,27 +205,17 @@ export class EventTypesService {
        WHERE p.id = ${projectId} AND p.organization_id = ${tenant.organizationId}`;
     if (rows.length === 0) throw AppError.notFound('Project');
     const found = new Map<string, OwnType>();
-    const toFetch: string[] = [];
     for (const row of rows) {
-      if (row.type === null) continue;
-      const validate = row.has_schema ? cachedCustomValidator({ projectId, type: row.type, version: row.version }) : undefined;
-      found.set(row.type, { category: row.category, validate });
-      if (row.has_schema && !validate) toFetch.push(row.type);
-    }
-    if (toFetch.length > 0) {
-      // Only schemas this process has not compiled in their current version are read.
-      const schemas = await this.prisma.eventType.findMany({
-        where: { projectId, organizationId: tenant.organizationId, type: { in: toFetch } },
-        select: { type: true, version: true, schema: true, category: true },
-      });
-      // A type deleted between the two reads is unknown.
-      for (const type of toFetch) found.delete(type);
-      for (const row of schemas) {
-        const schema = row.schema as object | null;
-        found.set(row.type, { category: row.category, validate: schema ? customValidator({ projectId, type: row.type, version: row.version }, schema) : undefined });
-      }
+      if (row.type !== null) found.set(row.type, { category: row.category, version: row.version, hasSchema: row.has_schema });
     }
     return found;
+  }
+
+  /** A type's schema, read only when the sandbox has not compiled its current version yet. */
+  private async schemaOf(tenant: TenantScope, projectId: string, type: string): Promise<object> {
+    const row = await this.prisma.eventType.findFirst({ where: { projectId, type, organizationId: tenant.organizationId }, select: { schema: true } });
+    // Deleted or emptied meanwhile: nothing to check against.
+    return (row?.schema as object | null) ?? {};
   }
 
   /**
@@ -231,7 +233,9 @@ export class EventTypesService {
        WHERE project_id = ${projectId} AND organization_id = ${tenant.organizationId}
          AND (type = ANY (${types}::text[]) OR category = ANY (${categories}::text[]))
        ORDER BY type
-         FOR SHARE`;
+         -- Enough to keep the rows from being deleted (the delete locks them FOR UPDATE), without
+         -- holding up a change of their description or schema.
+         FOR KEY SHARE`;
     const knownTypes = new Set(rows.map((row) => row.type));
     const knownCategories = new Set(rows.map((row) => row.category));
     const missing = [...types.filter((type) => !knownTypes.has(type)), ...categories.filter((c) => !knownCategories.has(c)).map((c) => `${c}.*`)];
@@ -254,6 +258,12 @@ export class EventTypesService {
     return { category: row.category, data: typeof first === 'object' && first !== null && !Array.isArray(first) ? (first as Record<string, unknown>) : {} };
   }
 
+  /** The first of the project's own types in a category (by name), if any. */
+  async firstOfCategory(tenant: TenantScope, projectId: string, category: string): Promise<string | undefined> {
+    const row = await this.prisma.eventType.findFirst({ where: { projectId, organizationId: tenant.organizationId, category }, orderBy: { type: 'asc' }, select: { type: true } });
+    return row?.type;
+  }
+
   private auditBase(tenant: TenantScope, requestId: string) {
     return { organizationId: tenant.organizationId, principal: tenant.principal, requestId };
   }
@@ -261,6 +271,7 @@ export class EventTypesService {
 
 interface OwnType {
   category: string;
-  /** The compiled schema; none when the type has no schema (any object is accepted). */
-  validate: PayloadValidator | undefined;
+  /** Changes with every change of the schema (a sequence across all types). */
+  version: number;
+  hasSchema: boolean;
 }

@@ -91,9 +91,12 @@ export class WebhooksController {
     @Res({ passthrough: true }) res: Response,
   ) {
     const webhook = await this.webhooks.find(tenant, webhookId);
-    // By default the first built-in type it receives, else the first of its own types it names.
-    const type = dto.event ?? firstSubscribedType(webhook.events) ?? webhook.events.find((name) => !name.endsWith('*'));
-    if (!type) throw AppError.validation([{ field: 'event', message: 'name the event type to send: the webhook subscribes to no type by name' }]);
+    // By default the first of its events; for a wildcard, the first type it receives.
+    const [first] = webhook.events;
+    const type =
+      dto.event ??
+      (!first.endsWith('*') ? first : (firstSubscribedType([first]) ?? (await this.eventTypes.firstOfCategory(tenant, webhook.projectId, first.slice(0, -2)))));
+    if (!type) throw AppError.validation([{ field: 'event', message: `name the event type to send: ${first} matches no type yet` }]);
     const builtIn = findEventType(type);
     const sent = builtIn ? { category: builtIn.category, data: builtIn.example } : await this.eventTypes.testEventFor(tenant, webhook.projectId, type);
     if (!sent) throw AppError.validation([{ field: 'event', message: `${type} is neither a built-in event type nor one of the project's own` }]);

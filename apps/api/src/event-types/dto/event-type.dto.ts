@@ -1,7 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsObject, IsOptional, Matches, MaxLength } from 'class-validator';
 import { CATEGORY_PATTERN, CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, EVENT_CATEGORIES } from '@bellhop/domain';
-import { IsOptionalNotNull, IsText } from '../../common/validators';
+import { IsOptionalNotNull, IsText, RawJson } from '../../common/validators';
 
 export class CreateEventTypeDto {
   @ApiProperty({ example: 'deploy.finished', pattern: CUSTOM_EVENT_TYPE_PATTERN.source, maxLength: CUSTOM_EVENT_TYPE_LIMITS.typeMaxLength })
@@ -31,6 +31,7 @@ export class CreateEventTypeDto {
     description: 'JSON Schema (draft 2020-12, at most 64 KiB) that published data must match; none = any object',
   })
   @IsOptional()
+  @RawJson()
   @IsObject({ message: 'schema must be a JSON Schema object' })
   schema?: Record<string, unknown> | null;
 }
@@ -44,6 +45,7 @@ export class UpdateEventTypeDto {
 
   @ApiPropertyOptional({ type: 'object', additionalProperties: true, nullable: true, description: 'null removes the schema' })
   @IsOptional()
+  @RawJson()
   @IsObject({ message: 'schema must be a JSON Schema object' })
   schema?: Record<string, unknown> | null;
 }

@@ -1,6 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, IsArray, IsObject, IsOptional, IsString, Length, Matches, MaxLength, ValidateNested } from 'class-validator';
+import { RawJson } from '../../common/validators';
 import { CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, EVENT_TYPE_NAMES } from '@bellhop/domain';
 
 export class PublishEventDto {
@@ -11,6 +12,7 @@ export class PublishEventDto {
   event: string;
 
   @ApiProperty({ type: 'object', additionalProperties: true, description: 'The event payload, sent to receivers as `data`' })
+  @RawJson()
   @IsObject({ message: 'data must be a JSON object' })
   data: Record<string, unknown>;
 }

@@ -2,7 +2,7 @@ import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, ArrayUnique, IsBoolean, IsIn, IsObject, IsOptional, Matches, MaxLength, MinLength } from 'class-validator';
-import { IsOptionalNotNull, IsRetrySchedule, IsText, IsWebhookHeaders, IsWebhookSecret } from '../../common/validators';
+import { IsOptionalNotNull, IsRetrySchedule, IsText, IsWebhookHeaders, IsWebhookSecret, RawJson } from '../../common/validators';
 import { CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, MAX_URL_LENGTH, SUBSCRIPTION_NAMES, TEMPLATE_LIMITS, WEBHOOK_FORMATS, WEBHOOK_LIMITS } from '@bellhop/domain';
 
 /** The webhook's own retry schedule, documented and checked the same way on create and update. */
@@ -36,6 +36,7 @@ const WebhookHeaders = () =>
       description: 'Sent with every attempt; at most 20; reserved: host, content-type, content-length, user-agent, connection, transfer-encoding, x-bellwether-*, webhook-*',
     }),
     IsOptionalNotNull(),
+    RawJson(),
     IsWebhookHeaders(),
   );
 
@@ -78,6 +79,7 @@ const Template = () =>
       description: `With format "template": a JSON object (at most ${TEMPLATE_LIMITS.maxBytes / 1024} KiB) whose strings may hold {{path}} placeholders into the envelope`,
     }),
     IsOptional(),
+    RawJson(),
     IsObject({ message: 'template must be a JSON object' }),
   );
 
