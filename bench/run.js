@@ -10,7 +10,7 @@
  *   npm run bench -- --soak 600   also a soak at 500 events/s for 600 s, sampling the worker's RSS
  *   BENCH_PROFILE=api npm run bench  also writes a CPU profile of the API to bench/results/profiles
  *   npm run bench -- --only ingest,burst   some scenarios only (references, burst, paced, ingest,
- *                                 fanout, history); the JSON then goes to bench/results/partial.json
+ *                                 validation, fanout, history); the JSON then goes to bench/results/partial.json
  *   npm run bench -- --keep       keeps the bellhop_bench database afterwards, to look into it
  */
 const { fork, spawn, execFileSync } = require('node:child_process');
@@ -329,18 +329,18 @@ async function paced(ctx, rate) {
   };
 }
 
-async function ingest(ctx) {
+async function ingest(ctx, event = 'baseline.drift_detected', forSeconds = N.ingestSeconds) {
   const { token, projectId, receiver } = ctx;
   await receiver.reset(false);
   const latencies = [];
-  const end = now() + N.ingestSeconds * 1000;
+  const end = now() + forSeconds * 1000;
   const start = now();
   let count = 0;
   await Promise.all(
     Array.from({ length: 32 }, async () => {
       while (now() < end) {
         const t0 = now();
-        await call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { ...DRIFT, n: count } }, token);
+        await call('POST', `/projects/${projectId}/events`, { event, data: { ...DRIFT, n: count } }, token);
         latencies.push(now() - t0);
         count += 1;
       }
@@ -349,6 +349,42 @@ async function ingest(ctx) {
   const seconds = (now() - start) / 1000;
   const stats = await waitForReceipts(receiver, count, 120_000);
   return { events: count, seconds: round(seconds, 2), perSecond: round(count / seconds, 0), p50Ms: round(percentile(latencies, 50)), p99Ms: round(percentile(latencies, 99)), received: stats.count };
+}
+
+/**
+ * What validating `data` costs a publish, with everything else the same: two of the project's own
+ * types, one without a schema and one with the documented schema of baseline.drift_detected, take
+ * the same path (the type looked up, one subscriber); only the second validates. Alternating
+ * rounds, so that drift of the box falls on both.
+ */
+async function validationCost(ctx) {
+  const { token, projectId, receiver } = ctx;
+  const catalog = await call('GET', '/event-types');
+  const schema = catalog.eventTypes.find((t) => t.type === 'baseline.drift_detected').schema;
+  await call('POST', `/projects/${projectId}/event-types`, { type: 'bench.unchecked' }, token);
+  await call('POST', `/projects/${projectId}/event-types`, { type: 'bench.checked', schema }, token);
+  await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/validation`, events: ['bench.*'] }, token);
+  const totals = { 'bench.unchecked': { events: 0, seconds: 0, p99: [] }, 'bench.checked': { events: 0, seconds: 0, p99: [] } };
+  const rounds = quick ? 2 : 4;
+  for (let round = 0; round < rounds; round += 1) {
+    for (const type of round % 2 === 0 ? ['bench.unchecked', 'bench.checked'] : ['bench.checked', 'bench.unchecked']) {
+      const result = await ingest(ctx, type, N.ingestSeconds / 2);
+      totals[type].events += result.events;
+      totals[type].seconds += result.seconds;
+      totals[type].p99.push(result.p99Ms);
+    }
+  }
+  const rate = (t) => round(t.events / t.seconds, 0);
+  const without = rate(totals['bench.unchecked']);
+  const withValidation = rate(totals['bench.checked']);
+  return {
+    rounds,
+    withoutValidationPerSecond: without,
+    withValidationPerSecond: withValidation,
+    ratio: round(withValidation / without, 3),
+    withoutValidationP99Ms: Math.max(...totals['bench.unchecked'].p99),
+    withValidationP99Ms: Math.max(...totals['bench.checked'].p99),
+  };
 }
 
 async function fanout(ctx) {
@@ -589,6 +625,12 @@ async function main() {
     ingestResult = await measured(() => ingest(ctx));
     log(`  ${ingestResult.perSecond}/s, p99 ${ingestResult.p99Ms} ms`);
   }
+  let validationResult = null;
+  if (runs('validation')) {
+    log(`validation: ingest of a project's own type with and without a schema, ${quick ? 2 : 4} alternating rounds`);
+    validationResult = await validationCost(ctx);
+    log(`  with ${validationResult.withValidationPerSecond}/s, without ${validationResult.withoutValidationPerSecond}/s (ratio ${validationResult.ratio})`);
+  }
   let fanoutResult = null;
   if (runs('fanout')) {
     log(`fan-out: one event to ${N.fanout} webhooks`);
@@ -622,6 +664,7 @@ async function main() {
     burst: burstResult,
     paced: pacedResults,
     ingest: ingestResult,
+    validation: validationResult,
     fanout: fanoutResult,
     history: historyResult,
     resources,
@@ -644,6 +687,7 @@ async function main() {
   if (burstResult) console.log(table('Burst', [{ ...flat(burstResult), ...(ratios ? { vsHttpCeiling: ratios.burstVsHttpCeiling, vsPipelineCeiling: ratios.burstVsPipelineCeiling } : {}) }]));
   if (pacedResults.length) console.log(table('Paced: enqueue to receipt', pacedResults));
   if (ingestResult) console.log(table('Ingest (one subscriber)', [flat(ingestResult)]));
+  if (validationResult) console.log(table('Ingest with and without payload validation (same path, alternating)', [validationResult]));
   if (fanoutResult) console.log(table('Fan-out', [fanoutResult]));
   if (historyResult) console.log(table('History', [historyResult]));
   console.log(table('Resources', [resources]));
