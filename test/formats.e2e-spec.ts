@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { withStackAndReceiver } from './support/harness';
 import { Receiver } from './support/receiver';
 import { Stack, startStack } from './support/stack';
 import { eventually, newTenant, Tenant } from './support/tenant';
@@ -19,40 +20,24 @@ function verifyWebhookSignature(payload: string, signature: string, secret: stri
 }
 
 describe('webhook formats', () => {
-  let stack: Stack;
-  let tenant: Tenant;
-  let receiver: Receiver;
+  const h = withStackAndReceiver('Formats');
 
-  beforeAll(async () => {
-    stack = await startStack();
-    receiver = await new Receiver().start();
-  }, 60_000);
-
-  beforeEach(async () => {
-    tenant = await newTenant(stack, 'Formats');
-  });
-
-  afterAll(async () => {
-    await receiver?.stop();
-    await stack?.stop();
-  }, 30_000);
-
-  const http = () => stack.http();
+  const http = () => h.stack.http();
   const create = (path: string, body: Record<string, unknown>) =>
-    http().post(`/projects/${tenant.projectId}/webhooks`).set(tenant.auth).send({ url: `${receiver.url}/${path}`, events: ['baseline.*'], ...body });
-  const received = (path: string) => receiver.requests.filter((r) => r.url === `/${path}`);
-  const publish = (event: string, data: unknown) => http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event, data }).expect(202);
+    http().post(`/projects/${h.tenant.projectId}/webhooks`).set(h.tenant.auth).send({ url: `${h.receiver.url}/${path}`, events: ['baseline.*'], ...body });
+  const received = (path: string) => h.receiver.requests.filter((r) => r.url === `/${path}`);
+  const publish = (event: string, data: unknown) => http().post(`/projects/${h.tenant.projectId}/events`).set(h.tenant.auth).send({ event, data }).expect(202);
 
-  /** The body the receiver got, verified with the documentation's recipe; and the same bytes in the history. */
+  /** The body the h.receiver got, verified with the documentation's recipe; and the same bytes in the history. */
   async function deliveredBody(path: string, secret: string, webhookId: string): Promise<string> {
     await eventually(async () => (received(path).length > 0 ? true : undefined));
     const request = received(path)[0];
     const body = request.body.toString('utf8');
     expect(verifyWebhookSignature(body, String(request.headers['x-bellwether-signature']), secret)).toBe(true);
     expect(request.headers['content-type']).toBe('application/json');
-    const list = await http().get(`/webhooks/${webhookId}/deliveries`).set(tenant.auth).expect(200);
+    const list = await http().get(`/webhooks/${webhookId}/deliveries`).set(h.tenant.auth).expect(200);
     const detail = await eventually(async () => {
-      const res = await http().get(`/deliveries/${list.body.deliveries[0].id}`).set(tenant.auth).expect(200);
+      const res = await http().get(`/deliveries/${list.body.deliveries[0].id}`).set(h.tenant.auth).expect(200);
       return res.body.delivery.attempts.length > 0 ? res.body.delivery : undefined;
     });
     expect(detail.attempts[0].request.body).toBe(body);
@@ -68,7 +53,7 @@ describe('webhook formats', () => {
     const summary = '[my-mcp-server] Drift detected (breaking): v11 → v12, 1 added, 1 modified';
     expect(await deliveredBody('slack', slack.body.secret, slack.body.webhook.id)).toBe(JSON.stringify({ text: summary }));
     expect(await deliveredBody('discord', discord.body.secret, discord.body.webhook.id)).toBe(JSON.stringify({ content: summary }));
-    const event = await http().get(`/events/${published.body.event.id}`).set(tenant.auth).expect(200);
+    const event = await http().get(`/events/${published.body.event.id}`).set(h.tenant.auth).expect(200);
     expect(event.body.event.payload).toMatchObject({ event: 'baseline.drift_detected', project: { name: 'my-mcp-server' }, data: documented('baseline.drift_detected') });
   });
 
@@ -133,12 +118,12 @@ describe('webhook formats', () => {
     }
     const hook = await create('switch', { format: 'template', template: { e: '{{event}}' } }).expect(201);
     const id = hook.body.webhook.id;
-    await http().patch(`/webhooks/${id}`).set(tenant.auth).send({ template: { e: '{{event}}!' } }).expect(200);
-    const moved = await http().patch(`/webhooks/${id}`).set(tenant.auth).send({ format: 'discord' }).expect(200);
+    await http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ template: { e: '{{event}}!' } }).expect(200);
+    const moved = await http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ format: 'discord' }).expect(200);
     expect(moved.body.webhook).toMatchObject({ format: 'discord', template: null });
-    await http().patch(`/webhooks/${id}`).set(tenant.auth).send({ template: { e: '{{event}}' } }).expect(422);
-    await http().patch(`/webhooks/${id}`).set(tenant.auth).send({ format: 'template' }).expect(422);
-    const back = await http().patch(`/webhooks/${id}`).set(tenant.auth).send({ format: 'bellwether' }).expect(200);
+    await http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ template: { e: '{{event}}' } }).expect(422);
+    await http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ format: 'template' }).expect(422);
+    const back = await http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ format: 'bellwether' }).expect(200);
     expect(back.body.webhook).toMatchObject({ format: 'bellwether', template: null });
   });
 
@@ -153,7 +138,7 @@ describe('webhook formats', () => {
 
   it('sends the test button in the webhook format', async () => {
     const hook = await create('test-format', { format: 'discord' }).expect(201);
-    await http().post(`/webhooks/${hook.body.webhook.id}/test?wait=true`).set(tenant.auth).send({ event: 'baseline.uploaded' }).expect(200);
+    await http().post(`/webhooks/${hook.body.webhook.id}/test?wait=true`).set(h.tenant.auth).send({ event: 'baseline.uploaded' }).expect(200);
     expect(JSON.parse(received('test-format')[0].body.toString())).toEqual({ content: '[my-mcp-server] Baseline v12 uploaded: 5 tools (my-server, CLI 0.6.0)' });
   });
 });

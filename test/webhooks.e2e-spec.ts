@@ -1,8 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { Webhook as StandardWebhook } from 'standardwebhooks';
-import { Receiver } from './support/receiver';
-import { Stack, startStack } from './support/stack';
-import { newTenant, Tenant } from './support/tenant';
+import { withStackAndReceiver } from './support/harness';
 import { documented } from './support/payloads';
 
 /*
@@ -18,31 +16,15 @@ function bellwetherVerifies(rawBody: Buffer, signature: string, secret: string):
 }
 
 describe('webhook fields', () => {
-  let stack: Stack;
-  let tenant: Tenant;
-  let receiver: Receiver;
-
-  beforeAll(async () => {
-    stack = await startStack();
-    receiver = await new Receiver().start();
-  }, 60_000);
-
-  beforeEach(async () => {
-    tenant = await newTenant(stack, 'Fields');
-  });
-
-  afterAll(async () => {
-    await receiver?.stop();
-    await stack?.stop();
-  }, 30_000);
+  const h = withStackAndReceiver('Fields');
 
   const create = (body: Record<string, unknown>) =>
-    stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(tenant.auth).send({ events: ['baseline.drift_detected'], ...body });
+    h.stack.http().post(`/projects/${h.tenant.projectId}/webhooks`).set(h.tenant.auth).send({ events: ['baseline.drift_detected'], ...body });
 
   it('signs with a secret the caller chose and sends its custom headers with every attempt', async () => {
     const secret = 'whsec_' + Buffer.alloc(32, 42).toString('base64');
     const created = await create({
-      url: `${receiver.url}/chosen`,
+      url: `${h.receiver.url}/chosen`,
       name: 'Payments prod',
       secret,
       headers: { Authorization: 'Bearer static-token', 'X-Team': 'payments' },
@@ -51,16 +33,16 @@ describe('webhook fields', () => {
     expect(created.body.webhook).toMatchObject({
       name: 'Payments prod',
       headers: { Authorization: 'Bearer static-token', 'X-Team': 'payments' },
-      createdBy: { type: 'user', id: tenant.userId },
+      createdBy: { type: 'user', id: h.tenant.userId },
     });
     // Shown by GET and lists, the secret never.
-    const got = await stack.http().get(`/webhooks/${created.body.webhook.id}`).set(tenant.auth).expect(200);
+    const got = await h.stack.http().get(`/webhooks/${created.body.webhook.id}`).set(h.tenant.auth).expect(200);
     expect(got.body).toEqual({ webhook: created.body.webhook });
 
-    const before = receiver.requests.length;
-    await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected', { n: 1 }) }).expect(202);
-    await receiver.waitFor(before + 1);
-    const req = receiver.requests[before];
+    const before = h.receiver.requests.length;
+    await h.stack.http().post(`/projects/${h.tenant.projectId}/events`).set(h.tenant.auth).send({ event: 'baseline.drift_detected', data: documented('baseline.drift_detected', { n: 1 }) }).expect(202);
+    await h.receiver.waitFor(before + 1);
+    const req = h.receiver.requests[before];
     expect(req.headers.authorization).toBe('Bearer static-token');
     expect(req.headers['x-team']).toBe('payments');
     expect(req.headers['content-type']).toBe('application/json');
@@ -73,18 +55,18 @@ describe('webhook fields', () => {
       }),
     ).not.toThrow();
     // The history shows the headers as sent.
-    const deliveries = await stack.http().get(`/webhooks/${created.body.webhook.id}/deliveries`).set(tenant.auth).expect(200);
-    const detail = await stack.http().get(`/deliveries/${deliveries.body.deliveries[0].id}`).set(tenant.auth).expect(200);
+    const deliveries = await h.stack.http().get(`/webhooks/${created.body.webhook.id}/deliveries`).set(h.tenant.auth).expect(200);
+    const detail = await h.stack.http().get(`/deliveries/${deliveries.body.deliveries[0].id}`).set(h.tenant.auth).expect(200);
     expect(detail.body.delivery.attempts[0].request.headers).toMatchObject({ Authorization: 'Bearer static-token', 'X-Team': 'payments' });
   });
 
   it('names a webhook after its URL\'s host by default and records an API token as its creator', async () => {
-    const token = await stack.http().post(`/organizations/${tenant.organizationId}/api-tokens`).set(tenant.auth).send({ name: 'ci', role: 'admin' }).expect(201);
-    const res = await stack
+    const token = await h.stack.http().post(`/organizations/${h.tenant.organizationId}/api-tokens`).set(h.tenant.auth).send({ name: 'ci', role: 'admin' }).expect(201);
+    const res = await h.stack
       .http()
-      .post(`/projects/${tenant.projectId}/webhooks`)
+      .post(`/projects/${h.tenant.projectId}/webhooks`)
       .set({ Authorization: `Bearer ${token.body.token}` })
-      .send({ url: `${receiver.url}/by-token`, events: ['baseline.uploaded'] })
+      .send({ url: `${h.receiver.url}/by-token`, events: ['baseline.uploaded'] })
       .expect(201);
     expect(res.body.webhook).toMatchObject({ name: '127.0.0.1', headers: {}, createdBy: { type: 'api_token', id: token.body.apiToken.id } });
     expect(res.body.secret).toMatch(/^whsec_/);
@@ -106,20 +88,20 @@ describe('webhook fields', () => {
     ['a name of 101 characters', { name: 'n'.repeat(101) }],
     ['an empty name', { name: '' }],
   ])('refuses %s with 422 and writes nothing', async (_what, body) => {
-    const res = await create({ url: `${receiver.url}/refused`, ...body }).expect(422);
+    const res = await create({ url: `${h.receiver.url}/refused`, ...body }).expect(422);
     expect(res.body).toMatchObject({ statusCode: 422, code: 'validation_failed', requestId: expect.stringMatching(/^req_/) });
-    const list = await stack.http().get(`/projects/${tenant.projectId}/webhooks`).set(tenant.auth).expect(200);
+    const list = await h.stack.http().get(`/projects/${h.tenant.projectId}/webhooks`).set(h.tenant.auth).expect(200);
     expect(list.body.webhooks).toHaveLength(0);
   });
 
   it('changes name and headers by PATCH, and never the secret', async () => {
-    const created = await create({ url: `${receiver.url}/patched`, headers: { 'X-Old': '1' } }).expect(201);
+    const created = await create({ url: `${h.receiver.url}/patched`, headers: { 'X-Old': '1' } }).expect(201);
     const id = created.body.webhook.id as string;
-    const patched = await stack.http().patch(`/webhooks/${id}`).set(tenant.auth).send({ name: 'Renamed', headers: { 'X-New': '2' } }).expect(200);
+    const patched = await h.stack.http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ name: 'Renamed', headers: { 'X-New': '2' } }).expect(200);
     expect(patched.body.webhook).toMatchObject({ name: 'Renamed', headers: { 'X-New': '2' } });
-    await stack.http().patch(`/webhooks/${id}`).set(tenant.auth).send({ headers: { Host: 'evil.example' } }).expect(422);
-    await stack.http().patch(`/webhooks/${id}`).set(tenant.auth).send({ secret: 'whsec_' + Buffer.alloc(32, 3).toString('base64') }).expect(422);
-    const revealed = await stack.http().get(`/webhooks/${id}/secret`).set(tenant.auth).expect(200);
+    await h.stack.http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ headers: { Host: 'evil.example' } }).expect(422);
+    await h.stack.http().patch(`/webhooks/${id}`).set(h.tenant.auth).send({ secret: 'whsec_' + Buffer.alloc(32, 3).toString('base64') }).expect(422);
+    const revealed = await h.stack.http().get(`/webhooks/${id}/secret`).set(h.tenant.auth).expect(200);
     expect(revealed.body.secret).toBe(created.body.secret);
   });
 });
