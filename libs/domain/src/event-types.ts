@@ -180,7 +180,7 @@ const RESERVED_TYPE_PREFIXES: readonly string[] = [
 ];
 
 /** Categories a project's own type cannot join: operational events are Bellhop's, source events the sources'. */
-export const RESERVED_CATEGORIES: readonly string[] = ['operational', 'source', 'github', 'gitlab'];
+export const RESERVED_CATEGORIES: readonly string[] = ['operational', 'source', ...RESERVED_TYPE_PREFIXES.map((prefix) => prefix.slice(0, -1))];
 
 /** A name a project cannot take for its own type: a built-in type, or one of Bellhop's namespaces. */
 export function isBuiltInTypeName(type: string): boolean {

@@ -1,4 +1,5 @@
 import type { Envelope } from './envelope';
+import { unstorableJsonProblem } from './json-values';
 
 /**
  * What a webhook's receiver gets: the event's envelope (`bellwether`), a one-line summary for a
@@ -39,7 +40,8 @@ export function checkTemplate(template: unknown): string | null {
   if (typeof template !== 'object' || template === null || Array.isArray(template)) return 'template must be a JSON object';
   const text = JSON.stringify(template);
   if (Buffer.byteLength(text) > TEMPLATE_LIMITS.maxBytes) return `template must be at most ${TEMPLATE_LIMITS.maxBytes / 1024} KiB as JSON`;
-  if (text.includes('\\u0000')) return 'template must not contain NUL characters';
+  const unstorable = unstorableJsonProblem(template);
+  if (unstorable) return `template ${unstorable}`;
   let placeholders = 0;
   for (const text of stringsOf(template)) {
     for (const match of text.matchAll(PLACEHOLDER)) {

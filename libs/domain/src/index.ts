@@ -8,3 +8,4 @@ export * from './webhook-fields';
 export * from './payload-validation';
 export * from './formats';
 export * from './schema-sandbox';
+export * from './json-values';

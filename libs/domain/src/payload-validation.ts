@@ -1,6 +1,7 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { CUSTOM_EVENT_TYPE_LIMITS, EVENT_TYPES } from './event-types';
+import { unstorableJsonProblem } from './json-values';
 import { compileProblemOf } from './schema-sandbox';
 
 /** One problem of a payload: a JSON Pointer into `data` and what is wrong there. */
@@ -62,12 +63,13 @@ export function validateEventData(type: string, data: unknown): PayloadProblem[]
  * valid against the meta-schema, its references resolvable, its patterns in RE2 syntax, compiled
  * within the sandbox's limits (see schema-sandbox.ts).
  */
-export async function checkCustomSchema(schema: unknown): Promise<string | null> {
+export async function checkCustomSchema(organizationId: string, schema: unknown): Promise<string | null> {
   if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) return 'schema must be a JSON Schema object';
   const text = JSON.stringify(schema);
   if (Buffer.byteLength(text) > CUSTOM_EVENT_TYPE_LIMITS.schemaMaxBytes) return `schema must be at most ${CUSTOM_EVENT_TYPE_LIMITS.schemaMaxBytes / 1024} KiB as JSON`;
-  if (text.includes('\\u0000')) return 'schema must not contain NUL characters';
+  const unstorable = unstorableJsonProblem(schema);
+  if (unstorable) return `schema ${unstorable}`;
   const dialect = (schema as { $schema?: unknown }).$schema;
   if (dialect !== undefined && dialect !== 'https://json-schema.org/draft/2020-12/schema') return 'schema must be JSON Schema draft 2020-12 ($schema "https://json-schema.org/draft/2020-12/schema" or none)';
-  return compileProblemOf(schema);
+  return compileProblemOf(organizationId, schema);
 }

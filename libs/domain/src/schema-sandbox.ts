@@ -13,16 +13,22 @@ import type { PayloadProblem } from './payload-validation';
  */
 
 export const SANDBOX_LIMITS = {
-  /** Longest a payload's validation may take. */
+  /** Longest the validation of one request's payloads of one type may take. */
   validateMs: 1_000,
-  /** Longest a schema's compilation (when it is saved, or first used in a process) may take. */
+  /** Longest a schema's compilation (when it is saved, or first used in a thread) may take. */
   compileMs: 2_000,
-  /** Heap of the thread: a schema whose compilation needs more is refused. */
+  /** Threads: one organization never holds more than one, so the others always find one free. */
+  threads: 2,
+  /** Heap of each thread: a schema whose compilation needs more is refused. */
   heapMb: 128,
-  /** Compiled schemas kept in the thread, most recently used first. */
-  cached: 1_000,
+  /** Compiled schemas a thread keeps, by the size of their JSON text (compiled, about 20 times that). */
+  cachedSchemaChars: 2 * 1024 * 1024,
   /** Problems listed for one payload. */
   maxProblems: 20,
+  /** Requests of one organization waiting for a thread; beyond it, 429. */
+  queuedPerOrganization: 20,
+  /** Longest a request may wait for a thread; beyond it, 429. */
+  queueWaitMs: 10_000,
 } as const;
 
 /* The thread's code: plain JavaScript, so that it runs the same from the sources (tests) and from dist. */
@@ -37,18 +43,29 @@ function re2(pattern) {
   const compiled = RE2JS.compile(pattern);
   return { test: (text) => compiled.matcher(text).find(), toString: () => 're2:' + pattern };
 }
-// inlineRefs: false keeps a schema that references one definition many times from being copied
-// out to a program many times its size.
-const ajv = new Ajv2020({ allErrors: true, strict: false, ownProperties: true, inlineRefs: false, code: { regExp: re2 } });
-addFormats(ajv);
-const cache = new Map();
-
+const options = { allErrors: true, strict: false, ownProperties: true, inlineRefs: false, code: { regExp: re2 } };
+// One instance checks schemas against the meta-schema (it keeps nothing of them).
+const meta = new Ajv2020(options);
+// Each schema gets an instance of its own: ajv keeps every function it compiled for as long as its
+// instance lives, so a shared one would grow with every schema ever compiled. Its \$ids meet no
+// other tenant's either.
 function compile(schema) {
-  try {
-    return ajv.compile(schema);
-  } finally {
-    // Nothing a tenant's schema registered ($ids) stays for another tenant's to meet.
-    ajv.removeSchema();
+  const ajv = new Ajv2020(options);
+  addFormats(ajv);
+  return ajv.compile(schema);
+}
+// key -> { validate, chars }, most recently used last, bounded by the schemas' size.
+const cache = new Map();
+let cachedChars = 0;
+function keep(key, validate, chars) {
+  const old = cache.get(key);
+  if (old) { cache.delete(key); cachedChars -= old.chars; }
+  cache.set(key, { validate, chars });
+  cachedChars += chars;
+  while (cachedChars > workerData.cachedSchemaChars && cache.size > 1) {
+    const [oldest, entry] = cache.entries().next().value;
+    cache.delete(oldest);
+    cachedChars -= entry.chars;
   }
 }
 
@@ -64,8 +81,8 @@ function describe(error) {
 parentPort.on('message', (request) => {
   try {
     if (request.op === 'check') {
-      if (!ajv.validateSchema(request.schema)) {
-        return parentPort.postMessage({ problem: 'schema is not a valid JSON Schema: ' + ajv.errorsText(ajv.errors, { dataVar: 'schema' }) });
+      if (!meta.validateSchema(request.schema)) {
+        return parentPort.postMessage({ problem: 'schema is not a valid JSON Schema: ' + meta.errorsText(meta.errors, { dataVar: 'schema' }) });
       }
       try {
         compile(request.schema);
@@ -74,19 +91,21 @@ parentPort.on('message', (request) => {
       }
       return parentPort.postMessage({ problem: null });
     }
-    let validate = cache.get(request.key);
-    if (validate) {
-      cache.delete(request.key);
-    } else {
-      if (request.schema === undefined) return parentPort.postMessage({ missing: true });
-      validate = compile(request.schema);
-      if (cache.size >= workerData.cached) cache.delete(cache.keys().next().value);
+    if (request.op === 'compile') {
+      keep(request.key, compile(request.schema), JSON.stringify(request.schema).length);
+      return parentPort.postMessage({ compiled: true });
     }
-    cache.set(request.key, validate);
-    const valid = validate(request.data);
-    const problems = valid ? [] : (validate.errors || []).slice(0, workerData.maxProblems).map(describe);
-    // The error list of a large invalid payload is not kept until the next call.
-    validate.errors = null;
+    const entry = cache.get(request.key);
+    if (!entry) return parentPort.postMessage({ missing: true });
+    keep(request.key, entry.validate, entry.chars);
+    const validate = entry.validate;
+    const problems = request.items.map((data) => {
+      const valid = validate(data);
+      const found = valid ? [] : (validate.errors || []).slice(0, workerData.maxProblems).map(describe);
+      // The error list of a large invalid payload is not kept until the next call.
+      validate.errors = null;
+      return found;
+    });
     parentPort.postMessage({ problems });
   } catch (error) {
     parentPort.postMessage({ error: String(error && error.message ? error.message : error) });
@@ -94,132 +113,206 @@ parentPort.on('message', (request) => {
 });
 `;
 
-type Request = { op: 'check'; schema: object } | { op: 'validate'; key: string; schema?: object; data: unknown };
-type Answer = { problem: string | null } | { missing: true } | { problems: PayloadProblem[] } | { error: string };
+type Request = { op: 'check'; schema: object } | { op: 'compile'; key: string; schema: object } | { op: 'validate'; key: string; items: unknown[] };
+type Answer = { problem: string | null } | { compiled: true } | { missing: true } | { problems: PayloadProblem[][] } | { error: string };
 
-class SandboxFailure extends Error {
-  constructor(readonly reason: 'timeout' | 'crashed') {
+/** Why the sandbox could not answer: the request's own time ran out, its thread ended, or it waited too long for one. */
+export class SandboxFailure extends Error {
+  constructor(readonly reason: 'timeout' | 'crashed' | 'busy') {
     super(reason);
   }
 }
 
 interface Pending {
+  organizationId: string;
   request: Request;
   timeoutMs: number;
+  queuedAt: number;
   resolve: (answer: Answer) => void;
   reject: (error: Error) => void;
 }
 
-class SchemaSandbox {
-  private worker: Worker | null = null;
-  private readonly queue: Pending[] = [];
-  private current: (Pending & { timer: NodeJS.Timeout }) | null = null;
+interface Slot {
+  worker: Worker | null;
+  current: (Pending & { timer: NodeJS.Timeout }) | null;
+}
 
-  run(request: Request, timeoutMs: number): Promise<Answer> {
+/**
+ * A small pool of threads fed fairly: each organization has its own queue, served in turn, and
+ * one organization runs on at most one thread at a time. So one tenant's costly schemas delay
+ * another tenant's checks by at most one request's deadline.
+ */
+class SchemaSandbox {
+  private readonly slots: Slot[] = Array.from({ length: SANDBOX_LIMITS.threads }, () => ({ worker: null, current: null }));
+  private readonly queues = new Map<string, Pending[]>();
+  /** Organizations with queued requests, in the order they are served. */
+  private readonly turn: string[] = [];
+
+  run(organizationId: string, request: Request, timeoutMs: number): Promise<Answer> {
     return new Promise<Answer>((resolve, reject) => {
-      this.queue.push({ request, timeoutMs, resolve, reject });
-      this.next();
+      const queue = this.queues.get(organizationId) ?? [];
+      if (queue.length >= SANDBOX_LIMITS.queuedPerOrganization) {
+        reject(new SandboxFailure('busy'));
+        return;
+      }
+      queue.push({ organizationId, request, timeoutMs, queuedAt: Date.now(), resolve, reject });
+      if (!this.queues.has(organizationId)) {
+        this.queues.set(organizationId, queue);
+        this.turn.push(organizationId);
+      }
+      this.dispatch();
     });
   }
 
-  private thread(): Worker {
-    if (this.worker) return this.worker;
+  private running(organizationId: string): boolean {
+    return this.slots.some((slot) => slot.current?.organizationId === organizationId);
+  }
+
+  /** The next request to run: the first organization in turn that has none running. */
+  private take(): Pending | undefined {
+    for (let i = 0; i < this.turn.length; i += 1) {
+      const organizationId = this.turn[i];
+      if (this.running(organizationId)) continue;
+      const queue = this.queues.get(organizationId)!;
+      const pending = queue.shift()!;
+      this.turn.splice(i, 1);
+      if (queue.length > 0) this.turn.push(organizationId);
+      else this.queues.delete(organizationId);
+      return pending;
+    }
+    return undefined;
+  }
+
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      while (!slot.current) {
+        const pending = this.take();
+        if (!pending) return;
+        if (Date.now() - pending.queuedAt > SANDBOX_LIMITS.queueWaitMs) {
+          pending.reject(new SandboxFailure('busy'));
+          continue;
+        }
+        try {
+          const worker = this.thread(slot);
+          // The deadline is checked on the next turn of the loop, so that an answer that arrived
+          // while this thread was busy elsewhere is taken first.
+          const timer = setTimeout(() => setImmediate(() => slot.current?.timer === timer && this.fail(slot, worker, 'timeout')), pending.timeoutMs);
+          slot.current = { ...pending, timer };
+          worker.postMessage(pending.request);
+        } catch {
+          // No thread could be started (or the message could not be sent): this request fails, the next tries again.
+          if (slot.current) clearTimeout(slot.current.timer);
+          slot.current = null;
+          this.replace(slot);
+          pending.reject(new SandboxFailure('crashed'));
+        }
+      }
+    }
+  }
+
+  private thread(slot: Slot): Worker {
+    if (slot.worker) return slot.worker;
     const worker = new Worker(THREAD_SOURCE, {
       eval: true,
       workerData: {
         ajv: require.resolve('ajv/dist/2020'),
         ajvFormats: require.resolve('ajv-formats'),
         re2js: require.resolve('re2js'),
-        cached: SANDBOX_LIMITS.cached,
+        cachedSchemaChars: SANDBOX_LIMITS.cachedSchemaChars,
         maxProblems: SANDBOX_LIMITS.maxProblems,
       },
       resourceLimits: { maxOldGenerationSizeMb: SANDBOX_LIMITS.heapMb, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },
     });
     worker.on('message', (answer: Answer) => {
       // A thread already replaced (timed out) may still answer: that answer is nobody's.
-      if (this.worker === worker) this.settle((p) => p.resolve(answer));
+      if (slot.worker === worker) this.settle(slot, (p) => p.resolve(answer));
     });
     // Out of memory, or any other end: the request it was on fails, the next gets a new thread.
-    worker.on('error', () => this.fail(worker, 'crashed'));
-    worker.on('exit', () => this.fail(worker, 'crashed'));
+    worker.on('error', () => this.fail(slot, worker, 'crashed'));
+    worker.on('exit', () => this.fail(slot, worker, 'crashed'));
     // Never what keeps a process alive (after the listeners, which would take a reference again).
     worker.unref();
-    this.worker = worker;
+    slot.worker = worker;
     return worker;
   }
 
-  private next(): void {
-    if (this.current || this.queue.length === 0) return;
-    const pending = this.queue.shift()!;
-    const worker = this.thread();
-    const timer = setTimeout(() => this.fail(worker, 'timeout'), pending.timeoutMs);
-    this.current = { ...pending, timer };
-    worker.postMessage(pending.request);
-  }
-
-  private settle(finish: (pending: Pending) => void): void {
-    const current = this.current;
+  private settle(slot: Slot, finish: (pending: Pending) => void): void {
+    const current = slot.current;
     if (!current) return;
     clearTimeout(current.timer);
-    this.current = null;
+    slot.current = null;
     finish(current);
-    this.next();
+    this.dispatch();
   }
 
-  private fail(worker: Worker, reason: 'timeout' | 'crashed'): void {
-    if (this.worker !== worker) return;
-    this.worker = null;
-    void worker.terminate();
-    this.settle((p) => p.reject(new SandboxFailure(reason)));
+  private replace(slot: Slot): void {
+    const worker = slot.worker;
+    slot.worker = null;
+    if (worker) void worker.terminate().catch(() => undefined);
+  }
+
+  private fail(slot: Slot, worker: Worker, reason: 'timeout' | 'crashed'): void {
+    if (slot.worker !== worker) return;
+    this.replace(slot);
+    this.settle(slot, (p) => p.reject(new SandboxFailure(reason)));
   }
 }
 
 const sandbox = new SchemaSandbox();
 
+const busyMessage = `too many schema checks of this organization are waiting: retry shortly`;
+
 /**
  * What is wrong with a project's own schema that only compiling it can tell (null when it
  * compiles): valid against the meta-schema, references resolvable, patterns in RE2 syntax, and
- * compiled within the sandbox's time and memory.
+ * compiled within the sandbox's time and memory. Throws SandboxFailure('busy') when the
+ * organization has too many checks waiting.
  */
-export async function compileProblemOf(schema: object): Promise<string | null> {
+export async function compileProblemOf(organizationId: string, schema: object): Promise<string | null> {
   try {
-    const answer = await sandbox.run({ op: 'check', schema }, SANDBOX_LIMITS.compileMs);
+    const answer = await sandbox.run(organizationId, { op: 'check', schema }, SANDBOX_LIMITS.compileMs);
     if ('problem' in answer) return answer.problem;
     if ('error' in answer) return `schema does not compile: ${answer.error}`;
     return 'schema does not compile';
   } catch (error) {
-    if (error instanceof SandboxFailure) {
+    if (error instanceof SandboxFailure && error.reason !== 'busy') {
       return error.reason === 'timeout'
         ? `schema is too complex: compiling it took longer than ${SANDBOX_LIMITS.compileMs / 1000} s`
-        : `schema is too complex: compiling it needed more than ${SANDBOX_LIMITS.heapMb} MB`;
+        : `schema is too complex: compiling it ended its sandbox (more than ${SANDBOX_LIMITS.heapMb} MB?)`;
     }
     throw error;
   }
 }
 
 /**
- * The problems of `data` under a project's own schema, `key` naming the schema's version (the
- * thread keeps it compiled). `loadSchema` is called only when the thread does not have it.
+ * The problems of each payload of `items` under one of a project's own schemas, `key` naming the
+ * schema's version (a thread keeps it compiled). `loadSchema` is called only when the thread does
+ * not have it. Throws SandboxFailure('busy') when the organization has too many checks waiting.
  */
-export async function validateInSandbox(key: string, data: unknown, loadSchema: () => Promise<object>): Promise<PayloadProblem[]> {
+export async function validateInSandbox(organizationId: string, key: string, items: unknown[], loadSchema: () => Promise<object>): Promise<PayloadProblem[][]> {
+  const all = (problem: PayloadProblem) => items.map(() => [problem]);
   try {
-    let answer = await sandbox.run({ op: 'validate', key, data }, SANDBOX_LIMITS.validateMs);
-    if ('missing' in answer) answer = await sandbox.run({ op: 'validate', key, data, schema: await loadSchema() }, SANDBOX_LIMITS.validateMs + SANDBOX_LIMITS.compileMs);
+    let answer = await sandbox.run(organizationId, { op: 'validate', key, items }, SANDBOX_LIMITS.validateMs);
+    if ('missing' in answer) {
+      const compiled = await sandbox.run(organizationId, { op: 'compile', key, schema: await loadSchema() }, SANDBOX_LIMITS.compileMs);
+      if ('error' in compiled) return all({ path: '', message: `the type's schema does not compile: ${compiled.error}` });
+      answer = await sandbox.run(organizationId, { op: 'validate', key, items }, SANDBOX_LIMITS.validateMs);
+    }
     if ('problems' in answer) return answer.problems;
-    if ('error' in answer) return [{ path: '', message: `the type's schema could not be evaluated on this payload: ${answer.error}` }];
-    return [{ path: '', message: "the type's schema could not be evaluated on this payload" }];
+    if ('error' in answer) return all({ path: '', message: `the type's schema could not be evaluated on this payload: ${answer.error}` });
+    return all({ path: '', message: "the type's schema could not be evaluated on this payload" });
   } catch (error) {
-    if (error instanceof SandboxFailure) {
-      return [
-        {
-          path: '',
-          message:
-            error.reason === 'timeout'
-              ? `checking this payload against the type's schema took longer than ${SANDBOX_LIMITS.validateMs / 1000} s: the schema is too costly for it`
-              : "checking this payload against the type's schema needed too much memory",
-        },
-      ];
+    if (error instanceof SandboxFailure && error.reason !== 'busy') {
+      return all({
+        path: '',
+        message:
+          error.reason === 'timeout'
+            ? `checking the payload against the type's schema took longer than ${SANDBOX_LIMITS.validateMs / 1000} s: the schema is too costly for it`
+            : "checking the payload against the type's schema ended its sandbox (too much memory?)",
+      });
     }
     throw error;
   }
 }
+
+export { busyMessage as SANDBOX_BUSY_MESSAGE };

@@ -1,6 +1,6 @@
 import { ArgumentMetadata, ValidationError, ValidationPipe } from '@nestjs/common';
 import { AppError, FieldError } from '@bellhop/domain';
-import { restoreRawJson } from './validators';
+import { detachRawJson, restoreRawJson } from './validators';
 
 function flatten(errors: ValidationError[], parent = ''): FieldError[] {
   const out: FieldError[] = [];
@@ -13,16 +13,14 @@ function flatten(errors: ValidationError[], parent = ''): FieldError[] {
 }
 
 /**
- * Nest's pipe, with the body's free-form JSON fields kept as the body had them (see RawJson): the
- * pipe strips keys named __proto__ and constructor from the whole body, in place, before the
- * conversion, so those fields are put back from a copy taken first.
+ * Nest's pipe, with the body's free-form JSON objects kept as the body had them (see RawJson):
+ * taken out before the pipe strips keys and converts, put back after the checks passed.
  */
 class BellhopValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
-    const isBody = metadata.type === 'body' && typeof value === 'object' && value !== null;
-    const original: unknown = isBody ? structuredClone(value) : value;
+    const detached = metadata.type === 'body' ? detachRawJson(value, metadata.metatype) : [];
     const converted: unknown = await super.transform(value, metadata);
-    if (isBody) restoreRawJson(converted, original);
+    restoreRawJson(converted, detached);
     return converted;
   }
 }

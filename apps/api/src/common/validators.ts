@@ -10,12 +10,14 @@ export function IsText(options: ValidationOptions = {}) {
 }
 
 const rawJsonFields = new WeakMap<object, Set<string>>();
+const nestedDtos = new WeakMap<object, Map<string, () => object>>();
 
 /**
- * A free-form JSON value (a payload, a schema, a template, headers) taken exactly as the body had
- * it: the class conversion drops keys named like Object.prototype's members (constructor,
- * valueOf, __proto__), which are ordinary keys in JSON. The validation pipe puts the body's own
- * value back after the conversion (see restoreRawJson).
+ * A free-form JSON object (a payload, a schema, a template) taken exactly as the body had it. The
+ * validation pipe would strip keys named __proto__ or constructor from it and the class conversion
+ * would copy it whole; instead the pipe takes the object out of the body before both, checks `{}`
+ * in its place, and puts the body's own object back (see detachRawJson). Only plain objects are
+ * taken out: anything else stays for the field's validators to refuse.
  */
 export function RawJson(): PropertyDecorator {
   return (target: object, key: string | symbol) => {
@@ -25,33 +27,72 @@ export function RawJson(): PropertyDecorator {
   };
 }
 
-function isRawJsonField(instance: object, key: string): boolean {
-  for (let proto = Object.getPrototypeOf(instance); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
-    if (rawJsonFields.get(proto)?.has(key)) return true;
+/** A field holding DTOs (or an array of them) whose own @RawJson fields are to be taken out too. */
+export function HoldsRawJson(dto: () => object): PropertyDecorator {
+  return (target: object, key: string | symbol) => {
+    const fields = nestedDtos.get(target) ?? new Map<string, () => object>();
+    fields.set(String(key), dto);
+    nestedDtos.set(target, fields);
+  };
+}
+
+function lookupUp<T>(registry: WeakMap<object, T>, proto: object | null, find: (entry: T) => boolean): boolean {
+  for (let p = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p) as object | null) {
+    const entry = registry.get(p);
+    if (entry && find(entry)) return true;
   }
   return false;
 }
 
-/**
- * Puts back, into a converted body, the body's own values of its @RawJson fields, in nested
- * DTOs and arrays of them too (a batch's events).
- */
-export function restoreRawJson(converted: unknown, original: unknown): void {
-  if (typeof converted !== 'object' || converted === null || typeof original !== 'object' || original === null) return;
-  if (Array.isArray(converted)) {
-    if (Array.isArray(original)) converted.forEach((item, i) => restoreRawJson(item, original[i]));
-    return;
+function nestedDtoOf(proto: object, key: string): object | undefined {
+  for (let p: object | null = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p) as object | null) {
+    const dto = nestedDtos.get(p)?.get(key);
+    if (dto) return (dto() as { prototype: object }).prototype;
   }
-  // Only DTO instances are walked: plain values inside them are the caller's data.
-  if (Object.getPrototypeOf(converted) === Object.prototype || Object.getPrototypeOf(converted) === null) return;
-  const target = converted as Record<string, unknown>;
-  const source = original as Record<string, unknown>;
-  for (const key of Object.keys(target)) {
-    if (isRawJsonField(target, key)) {
-      if (Object.prototype.hasOwnProperty.call(source, key)) target[key] = source[key];
-    } else {
-      restoreRawJson(target[key], source[key]);
+  return undefined;
+}
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) && (Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null);
+
+export interface Detached {
+  path: Array<string | number>;
+  value: Record<string, unknown>;
+}
+
+/**
+ * Takes the @RawJson objects out of a request body (of DTO class `metatype`), leaving `{}` in
+ * their place; returns them with their paths, for restoreRawJson to put into the converted DTO.
+ */
+export function detachRawJson(body: unknown, metatype: unknown): Detached[] {
+  const out: Detached[] = [];
+  const walk = (plain: unknown, proto: object, path: Array<string | number>) => {
+    if (!isPlainObject(plain)) return;
+    for (const key of Object.keys(plain)) {
+      const value = plain[key];
+      if (lookupUp(rawJsonFields, proto, (fields) => fields.has(key))) {
+        if (isPlainObject(value)) {
+          out.push({ path: [...path, key], value });
+          plain[key] = {};
+        }
+        continue;
+      }
+      const nested = nestedDtoOf(proto, key);
+      if (!nested) continue;
+      if (Array.isArray(value)) value.forEach((item, i) => walk(item, nested, [...path, key, i]));
+      else walk(value, nested, [...path, key]);
     }
+  };
+  if (typeof metatype === 'function') walk(body, (metatype as { prototype: object }).prototype, []);
+  return out;
+}
+
+/** Puts the detached objects into the converted DTO, at their paths. */
+export function restoreRawJson(converted: unknown, detached: Detached[]): void {
+  for (const { path, value } of detached) {
+    let node = converted as Record<string | number, unknown> | undefined;
+    for (const step of path.slice(0, -1)) node = node?.[step] as Record<string | number, unknown> | undefined;
+    if (node && typeof node === 'object') node[path[path.length - 1]] = value;
   }
 }
 

@@ -13,6 +13,8 @@ import {
   findEventType,
   RESERVED_CATEGORIES,
   isBuiltInTypeName,
+  SANDBOX_BUSY_MESSAGE,
+  SandboxFailure,
   validateEventData,
   validateInSandbox,
 } from '@bellhop/domain';
@@ -31,6 +33,16 @@ export interface PublishCheck {
 }
 
 const iso = (date: Date) => date.toISOString();
+
+/** The sandbox's own refusal (the organization has too many schema checks waiting) as a 429. */
+async function inSandbox<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof SandboxFailure && error.reason === 'busy') throw new AppError('rate_limited', SANDBOX_BUSY_MESSAGE);
+    throw error;
+  }
+}
 
 /**
  * The event types a project can publish and subscribe to: the built-in catalog and the project's
@@ -86,9 +98,9 @@ export class EventTypesService {
     return row;
   }
 
-  private static async checkSchema(schema: unknown): Promise<void> {
+  private static async checkSchema(tenant: TenantScope, schema: unknown): Promise<void> {
     if (schema === undefined || schema === null) return;
-    const problem = await checkCustomSchema(schema);
+    const problem = await inSandbox(() => checkCustomSchema(tenant.organizationId, schema));
     if (problem) throw AppError.validation([{ field: 'schema', message: problem }]);
   }
 
@@ -96,8 +108,9 @@ export class EventTypesService {
     if (isBuiltInTypeName(dto.type)) throw new AppError('conflict', `${dto.type} is a built-in event type name, or in a namespace Bellhop keeps (webhook.*, delivery.*, github.*, gitlab.*)`);
     const category = dto.category ?? defaultCategoryOf(dto.type);
     if (RESERVED_CATEGORIES.includes(category)) throw AppError.validation([{ field: 'category', message: `category "${category}" is Bellhop's own: choose another` }]);
-    await EventTypesService.checkSchema(dto.schema);
+    // Compiled only for a project of the tenant's: nobody spends the sandbox on a stranger's id.
     await this.assertProject(tenant, projectId);
+    await EventTypesService.checkSchema(tenant, dto.schema);
     const schema = dto.schema ?? null;
     const row = await this.prisma.$transaction(async (tx) => {
       // The name is taken once: the primary key decides between concurrent creates.
@@ -121,7 +134,11 @@ export class EventTypesService {
 
   async update(tenant: TenantScope, projectId: string, type: string, dto: UpdateEventTypeDto, requestId: string) {
     EventTypesService.assertTypeName(type);
-    await EventTypesService.checkSchema(dto.schema);
+    if (dto.schema !== undefined && dto.schema !== null) {
+      // The type first, then the schema's compilation (nobody spends the sandbox on a type that is not there).
+      await this.get(tenant, projectId, type);
+      await EventTypesService.checkSchema(tenant, dto.schema);
+    }
     const schemaChanged = dto.schema !== undefined;
     const row = await this.prisma.$transaction(async (tx) => {
       const [updated] = await tx.$queryRaw<Array<{ type: string }>>`
@@ -172,6 +189,18 @@ export class EventTypesService {
     const categories: Array<string | undefined> = new Array(items.length);
     const custom = [...new Set(items.filter((item) => !findEventType(item.event)).map((item) => item.event))];
     const own = custom.length > 0 ? await this.ownTypes(tenant, projectId, custom) : new Map<string, OwnType>();
+    // A project's schemas run in the sandbox, all payloads of one type in one request.
+    const sandboxed = new Map<number, PayloadProblem[]>();
+    for (const type of custom) {
+      const own_ = own.get(type);
+      if (!own_?.hasSchema) continue;
+      const indexes = items.flatMap((item, i) => (item.event === type ? [i] : []));
+      const key = `${projectId}\n${type}\n${own_.version}`;
+      const found = await inSandbox(() =>
+        validateInSandbox(tenant.organizationId, key, indexes.map((i) => items[i].data), () => this.schemaOf(tenant, projectId, type)),
+      );
+      indexes.forEach((index, n) => sandboxed.set(index, found[n]));
+    }
     for (const [i, item] of items.entries()) {
       const builtIn = findEventType(item.event);
       let found: PayloadProblem[];
@@ -185,10 +214,7 @@ export class EventTypesService {
         if (!type) {
           found = [{ path: `${at(i)}/event`, message: `${item.event} is neither a built-in event type nor one of the project's own (see GET /projects/${projectId}/event-types)` }];
         } else {
-          // A project's schema runs in the sandbox, compiled there once per version.
-          const key = `${projectId}\n${item.event}\n${type.version}`;
-          const raw = type.hasSchema ? await validateInSandbox(key, item.data, () => this.schemaOf(tenant, projectId, item.event)) : [];
-          found = raw.map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message }));
+          found = (sandboxed.get(i) ?? []).map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message }));
           if (found.length === 0) categories[i] = type.category;
         }
       }

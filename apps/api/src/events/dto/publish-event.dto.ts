@@ -1,7 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, IsArray, IsObject, IsOptional, IsString, Length, Matches, MaxLength, ValidateNested } from 'class-validator';
-import { RawJson } from '../../common/validators';
+import { HoldsRawJson, RawJson } from '../../common/validators';
 import { CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, EVENT_TYPE_NAMES } from '@bellhop/domain';
 
 export class PublishEventDto {
@@ -35,5 +35,6 @@ export class PublishBatchDto {
   @ArrayMaxSize(MAX_BATCH_EVENTS, { message: `events may hold at most ${MAX_BATCH_EVENTS} events` })
   @ValidateNested({ each: true })
   @Type(() => BatchEventDto)
+  @HoldsRawJson(() => BatchEventDto)
   events: BatchEventDto[];
 }

@@ -36,7 +36,6 @@ const WebhookHeaders = () =>
       description: 'Sent with every attempt; at most 20; reserved: host, content-type, content-length, user-agent, connection, transfer-encoding, x-bellwether-*, webhook-*',
     }),
     IsOptionalNotNull(),
-    RawJson(),
     IsWebhookHeaders(),
   );
 
