@@ -45,7 +45,10 @@ function describe(error: ErrorObject): PayloadProblem {
 
 function problemsOf(validate: ValidateFunction, data: unknown): PayloadProblem[] {
   if (validate(data)) return [];
-  return (validate.errors ?? []).slice(0, MAX_PROBLEMS).map(describe);
+  const problems = (validate.errors ?? []).slice(0, MAX_PROBLEMS).map(describe);
+  // The error list of a large invalid payload is not kept until the next call.
+  validate.errors = null;
+  return problems;
 }
 
 /**
@@ -72,4 +75,87 @@ export async function checkCustomSchema(organizationId: string, schema: unknown)
   const dialect = (schema as { $schema?: unknown }).$schema;
   if (dialect !== undefined && dialect !== 'https://json-schema.org/draft/2020-12/schema') return 'schema must be JSON Schema draft 2020-12 ($schema "https://json-schema.org/draft/2020-12/schema" or none)';
   return compileProblemOf(organizationId, schema);
+}
+
+/**
+ * Keywords whose checking costs time linear in the payload, whatever the schema: each value of the
+ * payload is checked by the one subschema at its place, with no branches, references, regular
+ * expressions or pairwise comparisons. A schema of only these runs in the API's own thread; any
+ * other (anyOf, $ref, pattern, format, uniqueItems, ...) in the sandbox.
+ */
+const LINEAR_KEYWORDS = new Set([
+  '$schema', '$comment', 'title', 'description', 'examples', 'default', 'deprecated', 'readOnly', 'writeOnly',
+  'type', 'enum', 'const', 'required',
+  'properties', 'additionalProperties', 'items', 'prefixItems',
+  'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf',
+  'minLength', 'maxLength', 'minItems', 'maxItems', 'minProperties', 'maxProperties',
+]);
+
+/**
+ * Small, too: a schema's size multiplies with the payload's (every object of a 1 MiB array is
+ * checked against every property its subschema names, every value against every enum member).
+ */
+const LINEAR_SCHEMA_MAX_CHARS = 8 * 1024;
+
+/** Whether a schema (already checked as valid) holds only keywords of linear cost, and is small. */
+export function isLinearSchema(schema: unknown): boolean {
+  return JSON.stringify(schema).length <= LINEAR_SCHEMA_MAX_CHARS && hasOnlyLinearKeywords(schema);
+}
+
+function hasOnlyLinearKeywords(schema: unknown): boolean {
+  if (typeof schema === 'boolean') return true;
+  if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) return false;
+  for (const [keyword, value] of Object.entries(schema)) {
+    if (!LINEAR_KEYWORDS.has(keyword)) return false;
+    if (keyword === 'properties') {
+      if (typeof value !== 'object' || value === null || !Object.values(value).every(hasOnlyLinearKeywords)) return false;
+    } else if (keyword === 'additionalProperties' || keyword === 'items') {
+      if (!hasOnlyLinearKeywords(value)) return false;
+    } else if (keyword === 'prefixItems') {
+      if (!Array.isArray(value) || !value.every(hasOnlyLinearKeywords)) return false;
+    } else if (keyword === 'enum') {
+      if (!Array.isArray(value) || value.length > 64 || value.some((member) => typeof member === 'object' && member !== null)) return false;
+    } else if (keyword === 'const') {
+      if (typeof value === 'object' && value !== null) return false;
+    }
+  }
+  return true;
+}
+
+/** In-process validators of linear schemas, most recently used last, bounded by the schemas' size. */
+const linearCache = new Map<string, { validate: ValidateFunction; chars: number }>();
+let linearChars = 0;
+const MAX_LINEAR_CHARS = 2 * 1024 * 1024;
+
+/** The in-process validator of a schema version, if this process compiled it (a linear schema). */
+export function cachedLinearValidator(key: string): ((data: unknown) => PayloadProblem[]) | undefined {
+  const entry = linearCache.get(key);
+  if (!entry) return undefined;
+  linearCache.delete(key);
+  linearCache.set(key, entry);
+  return (data) => problemsOf(entry.validate, data);
+}
+
+/**
+ * Compiles a linear schema in this process (its own validator instance, so nothing of it outlives
+ * the cache entry) and keeps it. Undefined for a schema that is not linear: it runs in the sandbox.
+ */
+export function linearValidator(key: string, schema: object): ((data: unknown) => PayloadProblem[]) | undefined {
+  if (!isLinearSchema(schema)) return undefined;
+  let validate: ValidateFunction;
+  try {
+    // Checked against the meta-schema when it was saved: not again (that would compile the meta-schema per instance).
+    validate = new Ajv2020({ allErrors: true, strict: false, ownProperties: true, validateSchema: false }).compile(schema);
+  } catch {
+    return undefined;
+  }
+  const chars = JSON.stringify(schema).length;
+  linearCache.set(key, { validate, chars });
+  linearChars += chars;
+  while (linearChars > MAX_LINEAR_CHARS && linearCache.size > 1) {
+    const [oldest, entry] = linearCache.entries().next().value as [string, { chars: number }];
+    linearCache.delete(oldest);
+    linearChars -= entry.chars;
+  }
+  return cachedLinearValidator(key);
 }

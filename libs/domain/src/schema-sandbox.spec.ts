@@ -1,4 +1,4 @@
-import { checkCustomSchema } from './payload-validation';
+import { checkCustomSchema, isLinearSchema, linearValidator } from './payload-validation';
 import { SANDBOX_LIMITS, SandboxFailure, validateInSandbox } from './schema-sandbox';
 
 /** Branches that double at each of `levels` levels: 2^levels paths for a value that matches none. */
@@ -7,6 +7,27 @@ function exponential(levels: number): object {
   for (let i = 0; i < levels; i += 1) $defs[`a${i}`] = { anyOf: [{ $ref: `#/$defs/a${i + 1}` }, { $ref: `#/$defs/a${i + 1}` }] };
   return { $defs, properties: { x: { $ref: '#/$defs/a0' } } };
 }
+
+describe("projects' own schemas checked in the API's thread", () => {
+  it('are only small schemas of keywords whose cost is linear in the payload', () => {
+    expect(isLinearSchema({ type: 'object', properties: { a: { type: 'string', maxLength: 5 }, b: { type: 'array', items: { enum: ['x', 'y'] } } }, required: ['a'] })).toBe(true);
+    for (const schema of [
+      { properties: { a: { pattern: '^a' } } },
+      { anyOf: [{ type: 'string' }] },
+      { $ref: '#/$defs/a', $defs: { a: {} } },
+      { items: { uniqueItems: true } },
+      { properties: { a: { format: 'email' } } },
+      { enum: Array.from({ length: 65 }, (_, i) => i) },
+      { const: { a: 1 } },
+      { type: 'object', description: 'x'.repeat(9000) },
+    ]) {
+      expect({ schema: JSON.stringify(schema).slice(0, 60), linear: isLinearSchema(schema) }).toEqual({ schema: JSON.stringify(schema).slice(0, 60), linear: false });
+    }
+    const validate = linearValidator('p\nlinear\n1', { type: 'object', required: ['constructor'] })!;
+    expect(validate({})).toEqual([{ path: '/constructor', message: 'is required' }]);
+    expect(linearValidator('p\nnot-linear\n1', { anyOf: [{ type: 'string' }] })).toBeUndefined();
+  });
+});
 
 describe("projects' own schemas, in the sandbox", () => {
   const load = (schema: object) => () => Promise.resolve(schema);

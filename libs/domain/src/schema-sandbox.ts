@@ -25,8 +25,11 @@ export const SANDBOX_LIMITS = {
   cachedSchemaChars: 2 * 1024 * 1024,
   /** Problems listed for one payload. */
   maxProblems: 20,
-  /** Requests of one organization waiting for a thread; beyond it, 429. */
-  queuedPerOrganization: 20,
+  /**
+   * Requests of one organization waiting for a thread; beyond it, 429. Room for an integration
+   * publishing from many connections at once (each request is already in memory as a request).
+   */
+  queuedPerOrganization: 256,
   /** Longest a request may wait for a thread; beyond it, 429. */
   queueWaitMs: 10_000,
 } as const;
@@ -50,7 +53,8 @@ const meta = new Ajv2020(options);
 // instance lives, so a shared one would grow with every schema ever compiled. Its \$ids meet no
 // other tenant's either.
 function compile(schema) {
-  const ajv = new Ajv2020(options);
+  // Checked against the meta-schema by \`meta\` first: not again per instance.
+  const ajv = new Ajv2020({ ...options, validateSchema: false });
   addFormats(ajv);
   return ajv.compile(schema);
 }

@@ -15,6 +15,8 @@ import {
   isBuiltInTypeName,
   SANDBOX_BUSY_MESSAGE,
   SandboxFailure,
+  cachedLinearValidator,
+  linearValidator,
   validateEventData,
   validateInSandbox,
 } from '@bellhop/domain';
@@ -33,6 +35,13 @@ export interface PublishCheck {
 }
 
 const iso = (date: Date) => date.toISOString();
+
+/** Schema versions known not to be linear: they go to the sandbox without being read again. */
+const sandboxedKeys = new Set<string>();
+function rememberSandboxed(key: string): void {
+  if (sandboxedKeys.size >= 10_000) sandboxedKeys.clear();
+  sandboxedKeys.add(key);
+}
 
 /** The sandbox's own refusal (the organization has too many schema checks waiting) as a 429. */
 async function inSandbox<T>(run: () => Promise<T>): Promise<T> {
@@ -189,17 +198,20 @@ export class EventTypesService {
     const categories: Array<string | undefined> = new Array(items.length);
     const custom = [...new Set(items.filter((item) => !findEventType(item.event)).map((item) => item.event))];
     const own = custom.length > 0 ? await this.ownTypes(tenant, projectId, custom) : new Map<string, OwnType>();
-    // A project's schemas run in the sandbox, all payloads of one type in one request.
-    const sandboxed = new Map<number, PayloadProblem[]>();
+    // A small schema of linear-cost keywords is checked here; any other runs in the sandbox, all
+    // payloads of one type in one request. Which is which is known once the schema version was read.
+    const checked = new Map<number, PayloadProblem[]>();
     for (const type of custom) {
       const own_ = own.get(type);
       if (!own_?.hasSchema) continue;
       const indexes = items.flatMap((item, i) => (item.event === type ? [i] : []));
       const key = `${projectId}\n${type}\n${own_.version}`;
-      const found = await inSandbox(() =>
-        validateInSandbox(tenant.organizationId, key, indexes.map((i) => items[i].data), () => this.schemaOf(tenant, projectId, type)),
-      );
-      indexes.forEach((index, n) => sandboxed.set(index, found[n]));
+      let local = cachedLinearValidator(key);
+      if (!local && !sandboxedKeys.has(key)) local = await this.compileLocally(tenant, projectId, type, key);
+      const found = local
+        ? indexes.map((i) => local!(items[i].data))
+        : await inSandbox(() => validateInSandbox(tenant.organizationId, key, indexes.map((i) => items[i].data), () => this.schemaOf(tenant, projectId, type)));
+      indexes.forEach((index, n) => checked.set(index, found[n]));
     }
     for (const [i, item] of items.entries()) {
       const builtIn = findEventType(item.event);
@@ -214,7 +226,7 @@ export class EventTypesService {
         if (!type) {
           found = [{ path: `${at(i)}/event`, message: `${item.event} is neither a built-in event type nor one of the project's own (see GET /projects/${projectId}/event-types)` }];
         } else {
-          found = (sandboxed.get(i) ?? []).map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message }));
+          found = (checked.get(i) ?? []).map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message }));
           if (found.length === 0) categories[i] = type.category;
         }
       }
@@ -235,6 +247,24 @@ export class EventTypesService {
       if (row.type !== null) found.set(row.type, { category: row.category, version: row.version, hasSchema: row.has_schema });
     }
     return found;
+  }
+
+  /** Requests that meet a schema version not compiled yet wait for one read and one compilation. */
+  private readonly compiling = new Map<string, Promise<((data: unknown) => PayloadProblem[]) | undefined>>();
+
+  private compileLocally(tenant: TenantScope, projectId: string, type: string, key: string) {
+    let pending = this.compiling.get(key);
+    if (!pending) {
+      pending = this.schemaOf(tenant, projectId, type)
+        .then((schema) => {
+          const local = linearValidator(key, schema);
+          if (!local) rememberSandboxed(key);
+          return local;
+        })
+        .finally(() => this.compiling.delete(key));
+      this.compiling.set(key, pending);
+    }
+    return pending;
   }
 
   /** A type's schema, read only when the sandbox has not compiled its current version yet. */
