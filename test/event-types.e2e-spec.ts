@@ -129,6 +129,8 @@ describe('event types of a project', () => {
       .send({ events: [{ event: 'deploy.finished', data: {} }, { event: 'deploy.unknown', data: {} }] })
       .expect(422);
     expect(batch.body.details).toEqual([{ path: '/events/1/event', message: expect.stringContaining('deploy.unknown') }]);
+    // Items that are not objects are refused by shape, before anything is looked up.
+    await h.stack.http().post(`/projects/${h.tenant.projectId}/events/batch`).set(h.tenant.auth).send({ events: [[{ event: 'deploy.finished', data: {} }]] }).expect(422);
   });
 
   it('refuses to publish or subscribe to a type the project does not have', async () => {

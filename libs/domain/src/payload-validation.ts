@@ -92,29 +92,36 @@ const LINEAR_KEYWORDS = new Set([
 ]);
 
 /**
- * Small, too: a schema's size multiplies with the payload's (every object of a 1 MiB array is
- * checked against every property its subschema names, every value against every enum member).
+ * Small, too: what one subschema checks per payload value multiplies with the payload's size
+ * (every object of a 1 MiB array is checked against every property and required name its
+ * subschema lists, every value against every enum member), and the schema's size and depth with
+ * its compilation on the API's thread.
  */
-const LINEAR_SCHEMA_MAX_CHARS = 8 * 1024;
+const LINEAR_LIMITS = { maxChars: 4 * 1024, maxPerNode: 16, maxDepth: 8 } as const;
 
 /** Whether a schema (already checked as valid) holds only keywords of linear cost, and is small. */
 export function isLinearSchema(schema: unknown): boolean {
-  return JSON.stringify(schema).length <= LINEAR_SCHEMA_MAX_CHARS && hasOnlyLinearKeywords(schema);
+  return JSON.stringify(schema).length <= LINEAR_LIMITS.maxChars && hasOnlyLinearKeywords(schema, 0);
 }
 
-function hasOnlyLinearKeywords(schema: unknown): boolean {
+function hasOnlyLinearKeywords(schema: unknown, depth: number): boolean {
   if (typeof schema === 'boolean') return true;
+  if (depth > LINEAR_LIMITS.maxDepth) return false;
+  const sub = (value: unknown) => hasOnlyLinearKeywords(value, depth + 1);
+  const few = (n: number) => n <= LINEAR_LIMITS.maxPerNode;
   if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) return false;
   for (const [keyword, value] of Object.entries(schema)) {
     if (!LINEAR_KEYWORDS.has(keyword)) return false;
     if (keyword === 'properties') {
-      if (typeof value !== 'object' || value === null || !Object.values(value).every(hasOnlyLinearKeywords)) return false;
+      if (typeof value !== 'object' || value === null || !few(Object.keys(value).length) || !Object.values(value).every(sub)) return false;
     } else if (keyword === 'additionalProperties' || keyword === 'items') {
-      if (!hasOnlyLinearKeywords(value)) return false;
+      if (!sub(value)) return false;
     } else if (keyword === 'prefixItems') {
-      if (!Array.isArray(value) || !value.every(hasOnlyLinearKeywords)) return false;
+      if (!Array.isArray(value) || !few(value.length) || !value.every(sub)) return false;
+    } else if (keyword === 'required') {
+      if (!Array.isArray(value) || !few(value.length)) return false;
     } else if (keyword === 'enum') {
-      if (!Array.isArray(value) || value.length > 64 || value.some((member) => typeof member === 'object' && member !== null)) return false;
+      if (!Array.isArray(value) || !few(value.length) || value.some((member) => typeof member === 'object' && member !== null)) return false;
     } else if (keyword === 'const') {
       if (typeof value === 'object' && value !== null) return false;
     }
@@ -145,7 +152,9 @@ export function linearValidator(key: string, schema: object): ((data: unknown) =
   let validate: ValidateFunction;
   try {
     // Checked against the meta-schema when it was saved: not again (that would compile the meta-schema per instance).
-    validate = new Ajv2020({ allErrors: true, strict: false, ownProperties: true, validateSchema: false }).compile(schema);
+    // The first problem only: a full list for an invalid payload is the sandbox's work (its size is
+    // the payload's times the schema's).
+    validate = new Ajv2020({ allErrors: false, strict: false, ownProperties: true, validateSchema: false }).compile(schema);
   } catch {
     return undefined;
   }

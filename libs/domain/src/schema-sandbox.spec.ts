@@ -17,9 +17,12 @@ describe("projects' own schemas checked in the API's thread", () => {
       { $ref: '#/$defs/a', $defs: { a: {} } },
       { items: { uniqueItems: true } },
       { properties: { a: { format: 'email' } } },
-      { enum: Array.from({ length: 65 }, (_, i) => i) },
+      { enum: Array.from({ length: 17 }, (_, i) => i) },
+      { items: { required: Array.from({ length: 17 }, (_, i) => `k${i}`) } },
+      { items: { properties: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, { type: 'string' }])) } },
+      JSON.parse(`${'{"items":'.repeat(10)}{}${'}'.repeat(10)}`) as object,
       { const: { a: 1 } },
-      { type: 'object', description: 'x'.repeat(9000) },
+      { type: 'object', description: 'x'.repeat(5000) },
     ]) {
       expect({ schema: JSON.stringify(schema).slice(0, 60), linear: isLinearSchema(schema) }).toEqual({ schema: JSON.stringify(schema).slice(0, 60), linear: false });
     }

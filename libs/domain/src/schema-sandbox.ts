@@ -82,6 +82,10 @@ function describe(error) {
   return { path: error.instancePath, message: error.message || 'is not valid' };
 }
 
+// Ready once the meta-schema is compiled: a request's deadline never pays for the thread's start.
+meta.validateSchema({ type: 'object' });
+parentPort.postMessage({ ready: true });
+
 parentPort.on('message', (request) => {
   try {
     if (request.op === 'check') {
@@ -95,12 +99,12 @@ parentPort.on('message', (request) => {
       }
       return parentPort.postMessage({ problem: null });
     }
-    if (request.op === 'compile') {
-      keep(request.key, compile(request.schema), JSON.stringify(request.schema).length);
-      return parentPort.postMessage({ compiled: true });
+    let entry = cache.get(request.key);
+    if (!entry) {
+      // Not compiled in this thread: the caller sends the schema with the payloads the second time.
+      if (request.schema === undefined) return parentPort.postMessage({ missing: true });
+      entry = { validate: compile(request.schema), chars: JSON.stringify(request.schema).length };
     }
-    const entry = cache.get(request.key);
-    if (!entry) return parentPort.postMessage({ missing: true });
     keep(request.key, entry.validate, entry.chars);
     const validate = entry.validate;
     const problems = request.items.map((data) => {
@@ -117,8 +121,8 @@ parentPort.on('message', (request) => {
 });
 `;
 
-type Request = { op: 'check'; schema: object } | { op: 'compile'; key: string; schema: object } | { op: 'validate'; key: string; items: unknown[] };
-type Answer = { problem: string | null } | { compiled: true } | { missing: true } | { problems: PayloadProblem[][] } | { error: string };
+type Request = { op: 'check'; schema: object } | { op: 'validate'; key: string; items: unknown[]; schema?: object };
+type Answer = { problem: string | null } | { missing: true } | { problems: PayloadProblem[][] } | { error: string };
 
 /** Why the sandbox could not answer: the request's own time ran out, its thread ended, or it waited too long for one. */
 export class SandboxFailure extends Error {
@@ -138,8 +142,13 @@ interface Pending {
 
 interface Slot {
   worker: Worker | null;
-  current: (Pending & { timer: NodeJS.Timeout }) | null;
+  /** The thread has loaded its modules and compiled the meta-schema. */
+  ready: boolean;
+  current: (Pending & { timer: NodeJS.Timeout | null }) | null;
 }
+
+/** Longest a new thread may take to be ready before it counts as crashed. */
+const THREAD_START_MS = 15_000;
 
 /**
  * A small pool of threads fed fairly: each organization has its own queue, served in turn, and
@@ -147,7 +156,7 @@ interface Slot {
  * another tenant's checks by at most one request's deadline.
  */
 class SchemaSandbox {
-  private readonly slots: Slot[] = Array.from({ length: SANDBOX_LIMITS.threads }, () => ({ worker: null, current: null }));
+  private readonly slots: Slot[] = Array.from({ length: SANDBOX_LIMITS.threads }, () => ({ worker: null, ready: false, current: null }));
   private readonly queues = new Map<string, Pending[]>();
   /** Organizations with queued requests, in the order they are served. */
   private readonly turn: string[] = [];
@@ -198,20 +207,29 @@ class SchemaSandbox {
         }
         try {
           const worker = this.thread(slot);
-          // The deadline is checked on the next turn of the loop, so that an answer that arrived
-          // while this thread was busy elsewhere is taken first.
-          const timer = setTimeout(() => setImmediate(() => slot.current?.timer === timer && this.fail(slot, worker, 'timeout')), pending.timeoutMs);
-          slot.current = { ...pending, timer };
+          slot.current = { ...pending, timer: null };
           worker.postMessage(pending.request);
+          if (slot.ready) this.startClock(slot, worker);
         } catch {
           // No thread could be started (or the message could not be sent): this request fails, the next tries again.
-          if (slot.current) clearTimeout(slot.current.timer);
+          if (slot.current?.timer) clearTimeout(slot.current.timer);
           slot.current = null;
           this.replace(slot);
           pending.reject(new SandboxFailure('crashed'));
         }
       }
     }
+  }
+
+  /**
+   * The request's deadline, from when its thread is ready. Checked on the next turn of the loop,
+   * so that an answer that arrived while this thread was busy elsewhere is taken first.
+   */
+  private startClock(slot: Slot, worker: Worker): void {
+    const current = slot.current;
+    if (!current || current.timer) return;
+    const timer = setTimeout(() => setImmediate(() => slot.current?.timer === timer && this.fail(slot, worker, 'timeout')), current.timeoutMs);
+    current.timer = timer;
   }
 
   private thread(slot: Slot): Worker {
@@ -227,9 +245,18 @@ class SchemaSandbox {
       },
       resourceLimits: { maxOldGenerationSizeMb: SANDBOX_LIMITS.heapMb, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },
     });
-    worker.on('message', (answer: Answer) => {
+    const starting = setTimeout(() => this.fail(slot, worker, 'crashed'), THREAD_START_MS);
+    starting.unref();
+    worker.on('message', (answer: Answer | { ready: true }) => {
       // A thread already replaced (timed out) may still answer: that answer is nobody's.
-      if (slot.worker === worker) this.settle(slot, (p) => p.resolve(answer));
+      if (slot.worker !== worker) return;
+      if ('ready' in answer) {
+        clearTimeout(starting);
+        slot.ready = true;
+        this.startClock(slot, worker);
+        return;
+      }
+      this.settle(slot, (p) => p.resolve(answer));
     });
     // Out of memory, or any other end: the request it was on fails, the next gets a new thread.
     worker.on('error', () => this.fail(slot, worker, 'crashed'));
@@ -237,13 +264,14 @@ class SchemaSandbox {
     // Never what keeps a process alive (after the listeners, which would take a reference again).
     worker.unref();
     slot.worker = worker;
+    slot.ready = false;
     return worker;
   }
 
   private settle(slot: Slot, finish: (pending: Pending) => void): void {
     const current = slot.current;
     if (!current) return;
-    clearTimeout(current.timer);
+    if (current.timer) clearTimeout(current.timer);
     slot.current = null;
     finish(current);
     this.dispatch();
@@ -252,6 +280,7 @@ class SchemaSandbox {
   private replace(slot: Slot): void {
     const worker = slot.worker;
     slot.worker = null;
+    slot.ready = false;
     if (worker) void worker.terminate().catch(() => undefined);
   }
 
@@ -297,11 +326,9 @@ export async function validateInSandbox(organizationId: string, key: string, ite
   const all = (problem: PayloadProblem) => items.map(() => [problem]);
   try {
     let answer = await sandbox.run(organizationId, { op: 'validate', key, items }, SANDBOX_LIMITS.validateMs);
-    if ('missing' in answer) {
-      const compiled = await sandbox.run(organizationId, { op: 'compile', key, schema: await loadSchema() }, SANDBOX_LIMITS.compileMs);
-      if ('error' in compiled) return all({ path: '', message: `the type's schema does not compile: ${compiled.error}` });
-      answer = await sandbox.run(organizationId, { op: 'validate', key, items }, SANDBOX_LIMITS.validateMs);
-    }
+    // Not compiled in the thread that took it: schema and payloads together, compiled and checked
+    // in one request (whichever thread it lands on).
+    if ('missing' in answer) answer = await sandbox.run(organizationId, { op: 'validate', key, items, schema: await loadSchema() }, SANDBOX_LIMITS.compileMs + SANDBOX_LIMITS.validateMs);
     if ('problems' in answer) return answer.problems;
     if ('error' in answer) return all({ path: '', message: `the type's schema could not be evaluated on this payload: ${answer.error}` });
     return all({ path: '', message: "the type's schema could not be evaluated on this payload" });

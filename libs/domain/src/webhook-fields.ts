@@ -30,6 +30,7 @@ const RESERVED_HEADERS = new Set([
   'content-encoding',
 ]);
 const RESERVED_PREFIXES = ['x-bellwether-', 'webhook-'];
+const OBJECT_MEMBER_NAMES = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype'].map((name) => name.toLowerCase()));
 
 /**
  * What is wrong with a webhook's custom request headers, or null when they may be sent with every
@@ -47,6 +48,9 @@ export function checkWebhookHeaders(headers: unknown): string | null {
     if (isReservedHeader(lower)) {
       return `header "${name}" is reserved: Bellhop sets it (reserved: ${[...RESERVED_HEADERS].join(', ')}, ${RESERVED_PREFIXES.map((p) => `${p}*`).join(', ')})`;
     }
+    // Names of Object.prototype's members (constructor, toString, __proto__, ...): valid in HTTP, but
+    // taken for something else by the code that reads JSON; refused rather than silently dropped.
+    if (OBJECT_MEMBER_NAMES.has(lower)) return `header name "${name}" is not supported`;
     if (seen.has(lower)) return `header "${name}" is given twice`;
     seen.add(lower);
     if (typeof value !== 'string' || value.length > WEBHOOK_LIMITS.headerValueMaxLength || !PRINTABLE_ASCII.test(value)) {

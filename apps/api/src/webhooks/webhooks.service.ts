@@ -3,7 +3,7 @@ import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Prisma, PrismaService } from '@bellhop/database';
 import { DeliveryStore } from '@bellhop/delivery';
 import type { Webhook } from '@bellhop/database';
-import { AppError, checkTemplate, checkWebhookUrl, defaultWebhookName, newId } from '@bellhop/domain';
+import { AppError, checkTemplate, checkWebhookHeaders, checkWebhookUrl, defaultWebhookName, newId } from '@bellhop/domain';
 import { parseRetrySchedule } from '../common/validators';
 import { PREVIOUS_SECRET_GRACE_MS, decryptSecret, encryptSecret, generateWebhookSecret } from '@bellhop/signing';
 import { TenantScope } from '../auth/principal';
@@ -40,6 +40,13 @@ export class WebhooksService {
     return { format, template: template === null ? Prisma.DbNull : (template as Prisma.InputJsonValue) };
   }
 
+  /** Headers as the body had them (the pipe checked a placeholder: see RawJson). */
+  private static checkHeaders(headers: unknown): void {
+    if (headers === undefined) return;
+    const problem = checkWebhookHeaders(headers);
+    if (problem) throw AppError.validation([{ field: 'headers', message: problem }]);
+  }
+
   private checkUrl(url: string): void {
     const problem = checkWebhookUrl(url, { allowHttp: this.config.allowHttpDestinations, allowPrivate: this.config.allowPrivateDestinations });
     if (problem) throw AppError.validation([{ field: 'url', message: `url ${problem}` }]);
@@ -59,6 +66,7 @@ export class WebhooksService {
 
   async create(tenant: TenantScope, projectId: string, dto: CreateWebhookDto, requestId: string) {
     this.checkUrl(dto.url);
+    WebhooksService.checkHeaders(dto.headers);
     const project = await this.prisma.project.findFirst({
       where: { id: projectId, organizationId: tenant.organizationId },
       select: { organization: { select: { plan: true } } },
@@ -111,6 +119,7 @@ export class WebhooksService {
   async update(tenant: TenantScope, id: string, dto: UpdateWebhookDto, requestId: string) {
     const current = await this.find(tenant, id);
     if (dto.url !== undefined) this.checkUrl(dto.url);
+    WebhooksService.checkHeaders(dto.headers);
     const reEnabled = dto.enabled === true && !current.enabled;
     const formatChanged = dto.format !== undefined || dto.template !== undefined;
     const { format, template } = formatChanged ? WebhooksService.formatOf(dto, current) : { format: undefined, template: undefined };

@@ -31,6 +31,7 @@ export class BatchEventDto extends PublishEventDto {
 export class PublishBatchDto {
   @ApiProperty({ type: [BatchEventDto], minItems: 1, maxItems: MAX_BATCH_EVENTS })
   @IsArray()
+  @IsObject({ each: true, message: 'each item of events must be an object {event, data, idempotencyKey?}' })
   @ArrayMinSize(1, { message: 'events must hold at least one event' })
   @ArrayMaxSize(MAX_BATCH_EVENTS, { message: `events may hold at most ${MAX_BATCH_EVENTS} events` })
   @ValidateNested({ each: true })

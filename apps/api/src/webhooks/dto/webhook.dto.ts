@@ -36,6 +36,7 @@ const WebhookHeaders = () =>
       description: 'Sent with every attempt; at most 20; reserved: host, content-type, content-length, user-agent, connection, transfer-encoding, x-bellwether-*, webhook-*',
     }),
     IsOptionalNotNull(),
+    RawJson(),
     IsWebhookHeaders(),
   );
 
