@@ -50,7 +50,7 @@ const options = { allErrors: true, strict: false, ownProperties: true, inlineRef
 // One instance checks schemas against the meta-schema (it keeps nothing of them).
 const meta = new Ajv2020(options);
 // Each schema gets an instance of its own: ajv keeps every function it compiled for as long as its
-// instance lives, so a shared one would grow with every schema ever compiled. Its \$ids meet no
+// instance lives, so a shared one would grow with every schema ever compiled. Its $id values meet no
 // other tenant's either.
 function compile(schema) {
   // Checked against the meta-schema by \`meta\` first: not again per instance.
