@@ -44,6 +44,17 @@ export async function createApiApp(): Promise<INestApplication> {
     });
     next();
   });
+  // A browser dashboard on another origin: only the origins the operator named (none by default).
+  // Bearer tokens, not cookies: no credentials mode.
+  if (config.corsOrigins.length > 0) {
+    app.enableCors({
+      origin: config.corsOrigins,
+      methods: ['GET', 'POST', 'PATCH', 'DELETE'],
+      allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'X-Request-Id'],
+      exposedHeaders: ['X-Request-Id', 'Retry-After'],
+      maxAge: 600,
+    });
+  }
   app.useGlobalPipes(createValidationPipe());
   app.useGlobalFilters(new ErrorFilter());
   app.enableShutdownHooks();

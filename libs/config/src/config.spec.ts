@@ -56,6 +56,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ WORKER_CONCURRENCY: '0' })).toThrow(/WORKER_CONCURRENCY/);
     expect(() => loadConfig({ ALLOW_HTTP_DESTINATIONS: 'maybe' })).toThrow(/ALLOW_HTTP_DESTINATIONS/);
     expect(() => loadConfig({ DEFAULT_PLAN: 'gold' })).toThrow(/DEFAULT_PLAN/);
+    expect(() => loadConfig({ CORS_ORIGINS: 'https://dash.example.com/app' })).toThrow(/CORS_ORIGINS/);
+    expect(() => loadConfig({ CORS_ORIGINS: '*' })).toThrow(/CORS_ORIGINS/);
+    expect(loadConfig({ CORS_ORIGINS: ' https://a.example.com, http://localhost:5173 ' }).corsOrigins).toEqual(['https://a.example.com', 'http://localhost:5173']);
+    expect(loadConfig({}).corsOrigins).toEqual([]);
   });
 
   it('keeps SWEEP_INTERVAL between 100ms and 1h, naming the setting when it is outside', () => {

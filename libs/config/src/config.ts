@@ -29,6 +29,8 @@ export interface BellhopConfig {
   autoDisableAfterMs: number;
   allowHttpDestinations: boolean;
   allowPrivateDestinations: boolean;
+  /** Origins a browser dashboard may call the API from; empty: no cross-origin access. */
+  corsOrigins: string[];
   bodyLimitBytes: number;
   logLevel: string;
   /** Requests per window for each API token or session. */
@@ -65,6 +67,25 @@ function rateLimit(env: Env, name: string, fallback: string): RateLimit {
 type Env = Record<string, string | undefined>;
 
 const DEV_JWT_SECRET = 'bellhop-development-jwt-secret-do-not-use-in-production';
+
+/** Comma-separated origins (`https://dash.example.com`): scheme, host and port only. */
+function origins(env: Env, name: string): string[] {
+  const raw = (env[name] ?? '').trim();
+  if (!raw) return [];
+  return raw.split(',').map((item) => {
+    const origin = item.trim();
+    let parsed: URL;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      throw new ConfigError(`${name}: "${origin}" is not an origin such as https://dashboard.example.com`);
+    }
+    if (!['http:', 'https:'].includes(parsed.protocol) || parsed.origin !== origin) {
+      throw new ConfigError(`${name}: "${origin}" is not an origin such as https://dashboard.example.com (scheme, host and port only)`);
+    }
+    return origin;
+  });
+}
 
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const raw = env[name];
@@ -165,6 +186,7 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),
     allowHttpDestinations: bool(env, 'ALLOW_HTTP_DESTINATIONS', false),
     allowPrivateDestinations: bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false),
+    corsOrigins: origins(env, 'CORS_ORIGINS'),
     bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: env.LOG_LEVEL || (nodeEnv === 'test' ? 'warn' : 'info'),
     rateLimit: rateLimit(env, 'RATE_LIMIT', '1200/1m'),

@@ -42,7 +42,7 @@ export const present = {
     projectId: e.projectId,
   }),
 
-  delivery: (d: Delivery) => ({
+  delivery: (d: Omit<Delivery, 'body'>) => ({
     id: d.id,
     webhookId: d.webhookId,
     eventId: d.eventId,

@@ -3,7 +3,7 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Authenticated, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { DeliveriesService } from './deliveries.service';
-import { ListDeliveriesQuery } from './dto/list-deliveries.query';
+import { AttemptsQuery, ListDeliveriesQuery } from './dto/list-deliveries.query';
 
 @ApiTags('deliveries')
 @Controller()
@@ -19,9 +19,16 @@ export class DeliveriesController {
 
   @Get('deliveries/:deliveryId')
   @Authenticated()
-  @ApiOperation({ summary: 'A delivery with every attempt: request, response and error' })
+  @ApiOperation({ summary: 'A delivery with its 20 most recent attempts: request, response and error' })
   get(@Tenant() tenant: TenantScope, @Param('deliveryId') deliveryId: string) {
     return this.deliveries.get(tenant, deliveryId);
+  }
+
+  @Get('deliveries/:deliveryId/attempts')
+  @Authenticated()
+  @ApiOperation({ summary: 'Every attempt of a delivery, newest first, 20 a page at most' })
+  attempts(@Tenant() tenant: TenantScope, @Param('deliveryId') deliveryId: string, @Query() query: AttemptsQuery) {
+    return this.deliveries.attempts(tenant, deliveryId, query);
   }
 
   @Post('deliveries/:deliveryId/retry')

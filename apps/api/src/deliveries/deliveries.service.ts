@@ -6,7 +6,10 @@ import { AppError } from '@bellhop/domain';
 import { TenantScope } from '../auth/principal';
 import { page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
-import { ListDeliveriesQuery } from './dto/list-deliveries.query';
+import { AttemptsQuery, ListDeliveriesQuery } from './dto/list-deliveries.query';
+
+/** Attempts shown with a delivery (the most recent); the rest are paged. */
+const ATTEMPTS_SHOWN = 20;
 
 @Injectable()
 export class DeliveriesService {
@@ -23,6 +26,8 @@ export class DeliveriesService {
     const args = pageArgs(query);
     const rows = await this.prisma.delivery.findMany({
       ...args,
+      // Lists never carry bodies.
+      omit: { body: true },
       where: {
         ...args.where,
         webhookId,
@@ -38,13 +43,40 @@ export class DeliveriesService {
   async get(tenant: TenantScope, deliveryId: string) {
     const delivery = await this.prisma.delivery.findFirst({
       where: { id: deliveryId, organizationId: tenant.organizationId },
-      include: { attempts: { orderBy: { attempt: 'asc' } }, event: { select: { body: true } } },
+      include: {
+        // The most recent ones only: a delivery retried by hand many times stays one bounded answer.
+        attempts: { orderBy: { id: 'desc' }, take: ATTEMPTS_SHOWN + 1 },
+        event: { select: { body: true } },
+      },
     });
     if (!delivery) throw AppError.notFound('Delivery');
     const { attempts, event, ...row } = delivery;
+    const shown = attempts.slice(0, ATTEMPTS_SHOWN).reverse();
     // The body as sent: the one rendered for the webhook's format, else the event's envelope.
     const body = row.body ?? event.body;
-    return { delivery: { ...present.delivery(row), attempts: attempts.map((a) => present.attempt(a, body)) } };
+    return {
+      delivery: {
+        ...present.delivery(row),
+        attempts: shown.map((a) => present.attempt(a, body)),
+        // GET /deliveries/{id}/attempts?cursor= goes on with the older ones.
+        attemptsNextCursor: attempts.length > ATTEMPTS_SHOWN ? shown[0].id : null,
+      },
+    };
+  }
+
+  /** Every attempt of a delivery, newest first, a page at a time. */
+  async attempts(tenant: TenantScope, deliveryId: string, query: AttemptsQuery) {
+    const delivery = await this.prisma.delivery.findFirst({
+      where: { id: deliveryId, organizationId: tenant.organizationId },
+      select: { id: true, body: true, event: { select: { body: true } } },
+    });
+    if (!delivery) throw AppError.notFound('Delivery');
+    const limit = query.limit ?? ATTEMPTS_SHOWN;
+    const args = pageArgs({ ...query, limit });
+    const rows = await this.prisma.attempt.findMany({ ...args, where: { ...args.where, deliveryId: delivery.id } });
+    const { items, nextCursor } = page(rows, { ...query, limit });
+    const body = delivery.body ?? delivery.event.body;
+    return { attempts: items.map((a) => present.attempt(a, body)), nextCursor };
   }
 
   /** The delivery as lists show it (attempts as a count). */

@@ -304,7 +304,8 @@ export class EventsService implements BeforeApplicationShutdown {
   async get(tenant: TenantScope, eventId: string) {
     const event = await this.prisma.event.findFirst({
       where: { id: eventId, organizationId: tenant.organizationId },
-      include: { deliveries: { orderBy: { id: 'asc' } } },
+      // At most 100: GET /projects/{id}/deliveries?eventId= lists them all.
+      include: { deliveries: { orderBy: { id: 'asc' }, take: 100, omit: { body: true } } },
     });
     if (!event) throw AppError.notFound('Event');
     return {

@@ -1,5 +1,6 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsOptional } from 'class-validator';
+import { Type } from 'class-transformer';
+import { IsIn, IsInt, IsOptional, Max, Min } from 'class-validator';
 import { EVENT_TYPE_NAMES } from '@bellhop/domain';
 import { PageQuery } from '../../common/pagination';
 
@@ -15,4 +16,15 @@ export class ListDeliveriesQuery extends PageQuery {
   @IsOptional()
   @IsIn(EVENT_TYPE_NAMES as string[], { message: `event must be one of: ${EVENT_TYPE_NAMES.join(', ')}` })
   event?: string;
+}
+
+/** Pages of attempts carry the request body each: at most 20 a page. */
+export class AttemptsQuery extends PageQuery {
+  @ApiPropertyOptional({ minimum: 1, maximum: 20, default: 20 })
+  @IsOptional()
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(20)
+  declare limit?: number;
 }

@@ -1,0 +1,91 @@
+import { Client } from 'pg';
+import { newId } from '@bellhop/domain';
+import { Stack, startStack } from './support/stack';
+import { createWebhook, newTenant, Tenant } from './support/tenant';
+import { documented } from './support/payloads';
+
+/*
+ * Delivery history in bounded answers: a delivery shows its 20 most recent attempts and a cursor to
+ * the older ones, which /attempts pages through; an event shows at most 100 deliveries. And CORS for
+ * a browser dashboard: only the origins CORS_ORIGINS names. No worker: the attempts are written
+ * straight into Postgres.
+ */
+describe('delivery history, bounded, and CORS', () => {
+  let stack: Stack;
+  let tenant: Tenant;
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false, env: { CORS_ORIGINS: 'https://dash.example.com,http://localhost:5173' } });
+    tenant = await newTenant(stack, 'History');
+  }, 60_000);
+  afterAll(() => stack?.stop(), 30_000);
+
+  it('shows the 20 most recent attempts of a delivery, and pages through all of them from the cursor it gives', async () => {
+    const { webhook } = await createWebhook(stack, tenant, 'https://hooks.example.com/history', ['baseline.uploaded']);
+    await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.uploaded', data: documented('baseline.uploaded') }).expect(202);
+    const list = await stack.http().get(`/webhooks/${webhook.id}/deliveries`).set(tenant.auth).expect(200);
+    const deliveryId = list.body.deliveries[0].id as string;
+    const db = new Client({ connectionString: stack.databaseUrl });
+    await db.connect();
+    try {
+      for (let n = 1; n <= 25; n += 1) {
+        await db.query(
+          `INSERT INTO attempts (id, delivery_id, attempt, trigger, request_url, request_headers, response_status, response_time_ms, created_at)
+           VALUES ($1, $2, $3, 'manual', 'https://hooks.example.com/history', '{}', 500, 5, now())`,
+          [newId('attempt'), deliveryId, n],
+        );
+      }
+    } finally {
+      await db.end();
+    }
+
+    const detail = await stack.http().get(`/deliveries/${deliveryId}`).set(tenant.auth).expect(200);
+    const shown = detail.body.delivery.attempts as Array<{ id: string; attempt: number; request: { body: string } }>;
+    expect(shown.map((a) => a.attempt)).toEqual(Array.from({ length: 20 }, (_, i) => i + 6));
+    expect(JSON.parse(shown[0].request.body)).toMatchObject({ event: 'baseline.uploaded' });
+    expect(detail.body.delivery.attemptsNextCursor).toBe(shown[0].id);
+
+    const older = await stack.http().get(`/deliveries/${deliveryId}/attempts?cursor=${detail.body.delivery.attemptsNextCursor}`).set(tenant.auth).expect(200);
+    expect(older.body.attempts.map((a: { attempt: number }) => a.attempt)).toEqual([5, 4, 3, 2, 1]);
+    expect(older.body.nextCursor).toBeNull();
+
+    const pages: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await stack.http().get(`/deliveries/${deliveryId}/attempts?limit=7${cursor ? `&cursor=${cursor}` : ''}`).set(tenant.auth).expect(200);
+      pages.push(...res.body.attempts.map((a: { attempt: number }) => a.attempt));
+      cursor = res.body.nextCursor;
+    } while (cursor);
+    expect(pages).toEqual(Array.from({ length: 25 }, (_, i) => 25 - i));
+    // A page carries a body per attempt: 20 at most.
+    await stack.http().get(`/deliveries/${deliveryId}/attempts?limit=21`).set(tenant.auth).expect(422);
+
+    const other = await newTenant(stack, 'Other');
+    await stack.http().get(`/deliveries/${deliveryId}/attempts`).set(other.auth).expect(404);
+  });
+
+  it('shows at most 100 deliveries with an event', async () => {
+    for (let i = 0; i < 101; i += 1) await createWebhook(stack, tenant, `https://hooks.example.com/fan/${i}`, ['baseline.security_finding']);
+    const published = await stack.http().post(`/projects/${tenant.projectId}/events`).set(tenant.auth).send({ event: 'baseline.security_finding', data: documented('baseline.security_finding') }).expect(202);
+    expect(published.body.deliveries).toBe(101);
+    const event = await stack.http().get(`/events/${published.body.event.id}`).set(tenant.auth).expect(200);
+    expect(event.body.event.deliveries).toHaveLength(100);
+  });
+
+  it('answers a browser dashboard on a named origin, and no other origin', async () => {
+    const preflight = await stack
+      .http()
+      .options('/projects')
+      .set('Origin', 'https://dash.example.com')
+      .set('Access-Control-Request-Method', 'POST')
+      .set('Access-Control-Request-Headers', 'authorization,content-type,idempotency-key');
+    expect(preflight.status).toBeLessThan(300);
+    expect(preflight.headers['access-control-allow-origin']).toBe('https://dash.example.com');
+    expect(String(preflight.headers['access-control-allow-headers']).toLowerCase()).toContain('idempotency-key');
+    const get = await stack.http().get('/projects').set('Origin', 'http://localhost:5173').set(tenant.auth).expect(200);
+    expect(get.headers['access-control-allow-origin']).toBe('http://localhost:5173');
+    expect(String(get.headers['access-control-expose-headers']).toLowerCase()).toContain('x-request-id');
+    const stranger = await stack.http().get('/projects').set('Origin', 'https://evil.example.com').set(tenant.auth).expect(200);
+    expect(stranger.headers['access-control-allow-origin']).toBeUndefined();
+  });
+});
