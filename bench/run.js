@@ -429,9 +429,9 @@ async function history(ctx) {
     [deliveries, template.event_id],
   );
   await db.query(
-    `INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, status, attempt_count, scheduled_attempts, next_attempt_at,
+    `INSERT INTO deliveries (id, organization_id, project_id, event_id, webhook_id, event_type, status, attempt_count, scheduled_attempts, next_attempt_at,
                              last_status_code, last_response_time_ms, created_at, completed_at)
-     SELECT 'dlv_H' || lpad(g::text, 25, '0'), $3, 'evt_H' || lpad(g::text, 25, '0'), $2, 'baseline.drift_detected', 'failed', 5, 5, NULL,
+     SELECT 'dlv_H' || lpad(g::text, 25, '0'), $3, (SELECT project_id FROM webhooks WHERE id = $2), 'evt_H' || lpad(g::text, 25, '0'), $2, 'baseline.drift_detected', 'failed', 5, 5, NULL,
             500, 12, now() - interval '1 day', now() - interval '1 day'
        FROM generate_series(1, $1) g`,
     [deliveries, webhookId, template.organization_id],

@@ -52,7 +52,7 @@ describe('delivery history, bounded, and CORS', () => {
     const pages: number[] = [];
     let cursor: string | null = null;
     do {
-      const res = await stack.http().get(`/deliveries/${deliveryId}/attempts?limit=7${cursor ? `&cursor=${cursor}` : ''}`).set(tenant.auth).expect(200);
+      const res: { body: { attempts: Array<{ attempt: number }>; nextCursor: string | null } } = await stack.http().get(`/deliveries/${deliveryId}/attempts?limit=7${cursor ? `&cursor=${cursor}` : ''}`).set(tenant.auth).expect(200);
       pages.push(...res.body.attempts.map((a: { attempt: number }) => a.attempt));
       cursor = res.body.nextCursor;
     } while (cursor);

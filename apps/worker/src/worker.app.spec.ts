@@ -92,7 +92,7 @@ describe('worker app (real Postgres and Redis)', () => {
       await prisma.event.create({ data: { id: eventId, organizationId, projectId, type: 'baseline.uploaded', body } });
       const id = newId('delivery');
       await prisma.delivery.create({
-        data: { id, organizationId, eventId, webhookId, eventType: 'baseline.uploaded', nextAttemptAt: new Date(Date.now() + dueInMs) },
+        data: { id, organizationId, projectId, eventId, webhookId, eventType: 'baseline.uploaded', nextAttemptAt: new Date(Date.now() + dueInMs) },
       });
       ids.push(id);
     }

@@ -152,10 +152,12 @@ describe('DeliveryService (real Postgres)', () => {
   }
 
   async function newDelivery(organizationId: string, eventId: string, webhookId: string, options: { test?: boolean; manual?: boolean } = {}) {
+    const { projectId } = await prisma.webhook.findUniqueOrThrow({ where: { id: webhookId } });
     return prisma.delivery.create({
       data: {
         id: newId('delivery'),
         organizationId,
+        projectId,
         eventId,
         webhookId,
         eventType: 'baseline.uploaded',

@@ -76,7 +76,7 @@ describe('DeliveryStore: HOT claims, manual requests, recordings and lock order 
       const body = buildEnvelope({ event: 'baseline.uploaded', timestamp: new Date(), project, data: { n: 1 } });
       const event = await prisma.event.create({ data: { id: newId('event'), organizationId: org.id, projectId: project.id, type: 'baseline.uploaded', body } });
       return prisma.delivery.create({
-        data: { id: newId('delivery'), organizationId: org.id, eventId: event.id, webhookId, eventType: 'baseline.uploaded', nextAttemptAt: new Date() },
+        data: { id: newId('delivery'), organizationId: org.id, projectId: project.id, eventId: event.id, webhookId, eventType: 'baseline.uploaded', nextAttemptAt: new Date() },
       });
     };
     const delivery = await newDelivery();
@@ -243,8 +243,8 @@ describe('DeliveryStore: HOT claims, manual requests, recordings and lock order 
         INSERT INTO events (id, organization_id, project_id, type, body)
         SELECT 'evt_fill' || g || ${f.webhookId}, ${f.org.id}, ${f.project.id}, 'baseline.uploaded', '{}' FROM generate_series(1, ${n}::int) g
         RETURNING id)
-      INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, status, next_attempt_at)
-      SELECT 'dlv_fill' || e.id, ${f.org.id}, e.id, ${f.webhookId}, 'baseline.uploaded', 'succeeded', NULL FROM e`;
+      INSERT INTO deliveries (id, organization_id, project_id, event_id, webhook_id, event_type, status, next_attempt_at)
+      SELECT 'dlv_fill' || e.id, ${f.org.id}, ${f.project.id}, e.id, ${f.webhookId}, 'baseline.uploaded', 'succeeded', NULL FROM e`;
     await prisma.$executeRawUnsafe('ANALYZE deliveries');
   }
 

@@ -80,6 +80,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
       data: {
         id: newId('delivery'),
         organizationId,
+        projectId,
         eventId,
         webhookId,
         eventType: 'baseline.uploaded',

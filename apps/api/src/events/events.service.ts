@@ -218,8 +218,8 @@ export class EventsService implements BeforeApplicationShutdown {
         ), d AS (
           -- The delivery's state starts from the column defaults (pending, due now): after this
           -- insert only DeliveryStore changes it.
-          INSERT INTO deliveries (id, organization_id, event_id, webhook_id, event_type, test, created_at, body)
-          SELECT y.id, i.organization_id, e.id, y.webhook_id, i.type, i.test, i.created_at, y.body
+          INSERT INTO deliveries (id, organization_id, project_id, event_id, webhook_id, event_type, test, created_at, body)
+          SELECT y.id, i.organization_id, i.project_id, e.id, y.webhook_id, i.type, i.test, i.created_at, y.body
             FROM unnest(${deliveries.map((d) => d.id)}::text[], ${deliveries.map((d) => d.eventId)}::text[], ${deliveries.map((d) => d.webhookId)}::text[],
                         ${deliveries.map((d) => d.body)}::text[])
                  AS y(id, event_id, webhook_id, body)
