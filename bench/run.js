@@ -10,7 +10,7 @@
  *   npm run bench -- --soak 600   also a soak at 500 events/s for 600 s, sampling the worker's RSS
  *   BENCH_PROFILE=api npm run bench  also writes a CPU profile of the API to bench/results/profiles
  *   npm run bench -- --only ingest,burst   some scenarios only (references, burst, paced, ingest,
- *                                 validation, fanout, history); the JSON then goes to bench/results/partial.json
+ *                                 validation, fanout, history, dashboard); the JSON then goes to bench/results/partial.json
  *   npm run bench -- --keep       keeps the bellhop_bench database afterwards, to look into it
  */
 const { fork, spawn, execFileSync } = require('node:child_process');
@@ -424,7 +424,7 @@ async function history(ctx) {
   const template = rows[0];
   await db.query(
     `INSERT INTO events (id, organization_id, project_id, type, body, created_at)
-     SELECT 'evt_H' || lpad(g::text, 25, '0'), e.organization_id, e.project_id, e.type, e.body, now() - interval '1 day'
+     SELECT 'evt_H' || lpad(g::text, 25, '0'), e.organization_id, e.project_id, e.type, e.body, now() - (g % 720) * interval '1 hour' - interval '1 minute'
        FROM generate_series(1, $1) g, (SELECT * FROM events WHERE id = $2) e`,
     [deliveries, template.event_id],
   );
@@ -432,17 +432,20 @@ async function history(ctx) {
     `INSERT INTO deliveries (id, organization_id, project_id, event_id, webhook_id, event_type, status, attempt_count, scheduled_attempts, next_attempt_at,
                              last_status_code, last_response_time_ms, created_at, completed_at)
      SELECT 'dlv_H' || lpad(g::text, 25, '0'), $3, (SELECT project_id FROM webhooks WHERE id = $2), 'evt_H' || lpad(g::text, 25, '0'), $2, 'baseline.drift_detected', 'failed', 5, 5, NULL,
-            500, 12, now() - interval '1 day', now() - interval '1 day'
+            500, 12, now() - (g % 720) * interval '1 hour' - interval '1 minute', now() - (g % 720) * interval '1 hour'
        FROM generate_series(1, $1) g`,
     [deliveries, webhookId, template.organization_id],
   );
   await db.query(
     `INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers, response_status, response_headers, response_body, response_time_ms)
-     SELECT 'att_H' || lpad((g * 5 + k)::text, 25, '0'), 'dlv_H' || lpad(g::text, 25, '0'), k, 'scheduled', now() - interval '1 day',
-            'http://127.0.0.1/bench', '{"content-type":"application/json"}'::jsonb, 500, '{"content-type":"text/plain"}'::jsonb, 'boom', 12
+     SELECT 'att_H' || lpad((g * 5 + k)::text, 25, '0'), 'dlv_H' || lpad(g::text, 25, '0'), k, 'scheduled', now() - (g % 720) * interval '1 hour' - interval '1 minute' + k * interval '1 second',
+            'http://127.0.0.1/bench', '{"content-type":"application/json"}'::jsonb, 500, '{"content-type":"text/plain"}'::jsonb, 'boom', 5 + (g * 7 + k * 13) % 400
        FROM generate_series(1, $1) g, generate_series(1, 5) k`,
     [deliveries],
   );
+  // The rows above were written around the recording statement: their rollups are built as the
+  // dashboard migration builds them for an existing history.
+  await db.query(ROLLUP_SEEDED_HISTORY);
   await db.query('ANALYZE attempts; ANALYZE deliveries; ANALYZE events');
   const total = (await db.query('SELECT count(*)::int AS n FROM attempts')).rows[0].n;
   const sample = (await db.query(`SELECT id FROM deliveries WHERE webhook_id = $1 ORDER BY random() LIMIT 200`, [webhookId])).rows.map((r) => r.id);
@@ -466,6 +469,79 @@ async function history(ctx) {
     listFilteredCursorP95Ms: round(percentile(pageMs, 95)),
     getDeliveryP95Ms: round(percentile(getMs, 95)),
   };
+}
+
+/** The dashboard migration's backfill, for the history seeded above (ids dlv_H...). */
+const ROLLUP_SEEDED_HISTORY = `
+  INSERT INTO webhook_stats_hourly AS h (webhook_id, hour, project_id, deliveries_succeeded, deliveries_failed, deliveries_cancelled,
+                                         attempts, attempts_succeeded, attempts_failed, latency)
+  SELECT s.webhook_id, s.hour, max(s.project_id), sum(s.ds), sum(s.df), sum(s.dc), sum(s.a), sum(s.asu), sum(s.af), bellhop_counts_sum(s.lat)
+    FROM (
+      SELECT d.webhook_id, date_trunc('hour', d.created_at, 'UTC') AS hour, d.project_id,
+             count(*) FILTER (WHERE d.status = 'succeeded') AS ds, count(*) FILTER (WHERE d.status = 'failed') AS df,
+             count(*) FILTER (WHERE d.status = 'cancelled') AS dc, 0 AS a, 0 AS asu, 0 AS af, '{}'::int[] AS lat
+        FROM deliveries d WHERE d.id LIKE 'dlv_H%' AND NOT d.test AND d.status <> 'pending' GROUP BY 1, 2, 3
+      UNION ALL
+      SELECT d.webhook_id, date_trunc('hour', a.created_at, 'UTC'), d.project_id, 0, 0, 0, count(*),
+             count(*) FILTER (WHERE a.error_code IS NULL AND a.response_status BETWEEN 200 AND 299),
+             count(*) FILTER (WHERE NOT (a.error_code IS NULL AND a.response_status BETWEEN 200 AND 299)),
+             bellhop_histogram(COALESCE(array_agg(bellhop_latency_bucket(a.response_time_ms)) FILTER (WHERE a.response_status IS NOT NULL), '{}'))
+        FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.id LIKE 'dlv_H%' AND NOT d.test GROUP BY 1, 2, 3
+    ) s
+   GROUP BY s.webhook_id, s.hour
+  ON CONFLICT (webhook_id, hour) DO UPDATE SET
+         deliveries_succeeded = h.deliveries_succeeded + EXCLUDED.deliveries_succeeded, deliveries_failed = h.deliveries_failed + EXCLUDED.deliveries_failed,
+         deliveries_cancelled = h.deliveries_cancelled + EXCLUDED.deliveries_cancelled, attempts = h.attempts + EXCLUDED.attempts,
+         attempts_succeeded = h.attempts_succeeded + EXCLUDED.attempts_succeeded, attempts_failed = h.attempts_failed + EXCLUDED.attempts_failed,
+         latency = bellhop_counts_add(h.latency, EXCLUDED.latency);
+  INSERT INTO webhook_errors_hourly AS e (webhook_id, hour, code, count)
+  SELECT d.webhook_id, date_trunc('hour', a.created_at, 'UTC'), COALESCE(a.error_code, 'http_' || a.response_status), count(*)
+    FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+   WHERE d.id LIKE 'dlv_H%' AND NOT d.test AND NOT (a.error_code IS NULL AND a.response_status BETWEEN 200 AND 299)
+   GROUP BY 1, 2, 3
+  ON CONFLICT (webhook_id, hour, code) DO UPDATE SET count = e.count + EXCLUDED.count`;
+
+/**
+ * The dashboard at N.historyAttempts attempts in the project (the history scenario's rows, spread
+ * over 30 days): stats of the busy webhook and of the project for each window, and the project's
+ * delivery search with each kind of filter, first pages and a page further on.
+ */
+async function dashboard(ctx) {
+  const { db, token, webhookId, projectId } = ctx;
+  const attemptRows = (await db.query('SELECT count(*)::int AS n FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.project_id = $1', [projectId])).rows[0].n;
+  const cursor = (await db.query(`SELECT id FROM deliveries WHERE project_id = $1 ORDER BY id DESC OFFSET 5000 LIMIT 1`, [projectId])).rows[0]?.id;
+  const from = new Date(Date.now() - 10 * 86_400_000).toISOString();
+  const to = new Date(Date.now() - 9 * 86_400_000).toISOString();
+  const routes = {
+    'webhook stats 24h': `/webhooks/${webhookId}/stats?window=24h`,
+    'webhook stats 7d': `/webhooks/${webhookId}/stats?window=7d`,
+    'webhook stats 30d': `/webhooks/${webhookId}/stats?window=30d`,
+    'project stats 24h': `/projects/${projectId}/stats?window=24h`,
+    'project stats 30d': `/projects/${projectId}/stats?window=30d`,
+    'search, no filter': `/projects/${projectId}/deliveries?limit=50`,
+    'search, a page further on': `/projects/${projectId}/deliveries?limit=50&cursor=${cursor}`,
+    'search status=failed': `/projects/${projectId}/deliveries?status=failed&limit=50`,
+    'search status=succeeded (rare)': `/projects/${projectId}/deliveries?status=succeeded&limit=50`,
+    'search webhookId': `/projects/${projectId}/deliveries?webhookId=${webhookId}&limit=50`,
+    'search event': `/projects/${projectId}/deliveries?event=baseline.drift_detected&limit=50`,
+    'search statusCode=500': `/projects/${projectId}/deliveries?statusCode=500&limit=50`,
+    'search errorCode=timeout (none)': `/projects/${projectId}/deliveries?errorCode=timeout&limit=50`,
+    'search from/to (one day, 10 days ago)': `/projects/${projectId}/deliveries?from=${from}&to=${to}&limit=50`,
+    'search test=true (none)': `/projects/${projectId}/deliveries?test=true&limit=50`,
+  };
+  const rounds = quick ? 20 : 100;
+  const out = [];
+  for (const [name, url] of Object.entries(routes)) {
+    await call('GET', url, undefined, token);
+    const ms = [];
+    for (let i = 0; i < rounds; i++) {
+      const t0 = now();
+      await call('GET', url, undefined, token);
+      ms.push(now() - t0);
+    }
+    out.push({ route: name, p50Ms: round(percentile(ms, 50)), p95Ms: round(percentile(ms, 95)) });
+  }
+  return { attemptRows, routes: out };
 }
 
 async function soak(ctx, seconds) {
@@ -643,6 +719,16 @@ async function main() {
     historyResult = await history(ctx);
     log(`  list p95 ${historyResult.listFirstPageP95Ms} ms, get p95 ${historyResult.getDeliveryP95Ms} ms`);
   }
+  let dashboardResult = null;
+  if (runs('dashboard')) {
+    if (!historyResult) {
+      log(`dashboard: seeding ${N.historyAttempts} attempt rows first`);
+      await history(ctx);
+    }
+    log('dashboard: stats and search');
+    dashboardResult = await dashboard(ctx);
+    for (const r of dashboardResult.routes) log(`  ${r.route}: p95 ${r.p95Ms} ms`);
+  }
   const soakResult = soakSeconds > 0 ? (log(`soak: 500 events/s for ${soakSeconds} s`), await soak(ctx, soakSeconds)) : null;
 
   const resources = {
@@ -667,6 +753,7 @@ async function main() {
     validation: validationResult,
     fanout: fanoutResult,
     history: historyResult,
+    dashboard: dashboardResult,
     resources,
     ratios,
     soak: soakResult,
@@ -690,6 +777,7 @@ async function main() {
   if (validationResult) console.log(table('Ingest with and without payload validation (same path, alternating)', [validationResult]));
   if (fanoutResult) console.log(table('Fan-out', [fanoutResult]));
   if (historyResult) console.log(table('History', [historyResult]));
+  if (dashboardResult) console.log(table(`Dashboard at ${dashboardResult.attemptRows} attempts in the project`, dashboardResult.routes));
   console.log(table('Resources', [resources]));
   if (soakResult) console.log(table('Soak', [{ ...soakResult, samples: soakResult.samples.length }]));
 

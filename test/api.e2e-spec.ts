@@ -73,6 +73,8 @@ describe('API edges with production destination rules', () => {
     check('/events/{eventId}', 'get', 200, (await stack.http().get(`/events/${published.body.event.id}`).set(t.auth).expect(200)).body);
     check('/projects/{projectId}/events', 'get', 200, (await stack.http().get(`/projects/${t.projectId}/events`).set(t.auth).expect(200)).body);
     check('/webhooks/{webhookId}/test', 'post', 202, (await stack.http().post(`/webhooks/${created.body.webhook.id}/test`).set(t.auth).send({}).expect(202)).body);
+    check('/webhooks/{webhookId}/stats', 'get', 200, (await stack.http().get(`/webhooks/${created.body.webhook.id}/stats`).set(t.auth).expect(200)).body);
+    check('/projects/{projectId}/stats', 'get', 200, (await stack.http().get(`/projects/${t.projectId}/stats`).set(t.auth).expect(200)).body);
   });
 
   it('gives every response an X-Request-Id and every error the contract shape', async () => {

@@ -262,6 +262,7 @@ function validBodies(tenant: Tenant, extra: { memberEmail: string }): Record<str
     'POST /projects/{projectId}/webhooks': { url: 'https://hooks.example.com/fuzz', events: ['baseline.uploaded'], enabled: true, description: 'd' },
     'PATCH /webhooks/{webhookId}': { url: 'https://hooks.example.com/fuzz2', events: ['baseline.drift_detected'], enabled: true, description: 'e' },
     'POST /webhooks/{webhookId}/test': { event: 'baseline.uploaded' },
+    'POST /webhooks/{webhookId}/replay': { from: new Date(Date.now() - 3_600_000).toISOString(), status: ['failed'], event: 'baseline.uploaded' },
     'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: documented('baseline.drift_detected') },
     'POST /projects/{projectId}/event-types': { type: `fuzz.t${randomBytes(4).toString('hex')}`, description: 'd', category: 'fuzz', schema: { type: 'object' } },
     'PATCH /projects/{projectId}/event-types/{type}': { description: 'e', schema: { type: 'object', properties: { a: { type: 'string' } } } },
@@ -348,6 +349,7 @@ describe('fuzzing every write route', () => {
     const member = await signup(stack, 'Member');
     await stack.http().post(`/organizations/${tenant.organizationId}/members`).set(tenant.auth).send({ email: member.email, role: 'member' }).expect(201);
     const spareMember = await signup(stack, 'Spare');
+    const replay = await stack.http().post(`/webhooks/${webhook.id}/replay`).set(tenant.auth).send({ from: new Date(Date.now() - 3_600_000).toISOString() }).expect(202);
 
     const spares = {
       project: async () => {
@@ -389,6 +391,7 @@ describe('fuzzing every write route', () => {
       tokenId: '',
       userId: member.userId,
       type: 'fuzz.thing',
+      replayId: replay.body.replay.id,
     };
     return { tenant, ledger, ids, spares, memberEmail: member.email };
   }

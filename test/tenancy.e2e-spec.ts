@@ -44,6 +44,7 @@ function validBodies(extra: { email: string }): Record<string, unknown> {
     'POST /projects/{projectId}/events/batch': { events: [{ event: 'baseline.drift_detected', data: documented('baseline.drift_detected') }] },
     'POST /projects/{projectId}/event-types': { type: 'deploy.stolen' },
     'PATCH /projects/{projectId}/event-types/{type}': { description: 'hijacked', schema: null },
+    'POST /webhooks/{webhookId}/replay': { from: new Date(Date.now() - 3_600_000).toISOString() },
   };
 }
 
@@ -134,6 +135,7 @@ describe('tenancy', () => {
     const token = await apiToken(stack, a, 'admin');
     const colleague = await signup(stack, 'Carol');
     await addMember(stack, a, colleague.email, 'member');
+    const replay = await stack.http().post(`/webhooks/${webhook.id}/replay`).set(a.auth).send({ from: new Date(Date.now() - 3_600_000).toISOString() }).expect(202);
     const ids: Ids = {
       orgId: a.organizationId,
       projectId: a.projectId,
@@ -143,6 +145,7 @@ describe('tenancy', () => {
       tokenId: token.id,
       userId: colleague.userId,
       type: 'deploy.finished',
+      replayId: replay.body.replay.id,
     };
     return { a, ids, secret, token, colleague };
   }

@@ -2,7 +2,7 @@ import type { Response, Test } from 'supertest';
 import type { Stack } from './stack';
 
 /** The id-carrying path parameters the tests know how to fill with real ids. */
-export const KNOWN_PATH_PARAMS = ['orgId', 'projectId', 'webhookId', 'eventId', 'deliveryId', 'tokenId', 'userId', 'type'] as const;
+export const KNOWN_PATH_PARAMS = ['orgId', 'projectId', 'webhookId', 'eventId', 'deliveryId', 'tokenId', 'userId', 'type', 'replayId'] as const;
 export type PathParam = (typeof KNOWN_PATH_PARAMS)[number];
 export type Ids = Record<PathParam, string>;
 
@@ -17,6 +17,7 @@ export const STATUS_OF_CODE: Record<string, number> = {
   plan_limit: 403,
   not_found: 404,
   conflict: 409,
+  webhook_disabled: 409,
   payload_too_large: 413,
   validation_failed: 422,
   rate_limited: 429,

@@ -4,7 +4,7 @@ import { JwtModule } from '@nestjs/jwt';
 import { PassportModule } from '@nestjs/passport';
 import { BellhopConfigModule } from '@bellhop/config';
 import { DatabaseModule } from '@bellhop/database';
-import { DeliveryQueueModule } from '@bellhop/delivery';
+import { DeliveryQueueModule, REPLAY_DRIVER_OPTIONS, ReplayDriver } from '@bellhop/delivery';
 import { HealthModule, MetricsModule, loggerModule } from '@bellhop/observability';
 import { RedisModule } from '@bellhop/queue';
 import { ApiTokenVerifier } from './auth/api-tokens.service';
@@ -23,6 +23,10 @@ import { EventsService } from './events/events.service';
 import { OrganizationsController } from './organizations/organizations.controller';
 import { OrganizationsService } from './organizations/organizations.service';
 import { ProjectsController } from './projects/projects.controller';
+import { ReplaysController } from './replays/replays.controller';
+import { ReplaysService } from './replays/replays.service';
+import { StatsController } from './stats/stats.controller';
+import { StatsService } from './stats/stats.service';
 import { WebhooksController } from './webhooks/webhooks.controller';
 import { WebhooksService } from './webhooks/webhooks.service';
 
@@ -39,7 +43,7 @@ import { WebhooksService } from './webhooks/webhooks.service';
     JwtModule.register({}),
     rateLimitModule,
   ],
-  controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventTypesController, EventsController, DeliveriesController],
+  controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventTypesController, EventsController, DeliveriesController, StatsController, ReplaysController],
   providers: [
     // Rate limits first, so that floods of bad credentials are limited too.
     { provide: APP_GUARD, useClass: RateLimitGuard },
@@ -55,6 +59,11 @@ import { WebhooksService } from './webhooks/webhooks.service';
     EventTypesService,
     EventsService,
     DeliveriesService,
+    ReplaysService,
+    // The workers drive replays; the API only takes a new replay's first step.
+    ReplayDriver,
+    { provide: REPLAY_DRIVER_OPTIONS, useValue: { autoStart: false } },
+    StatsService,
   ],
 })
 export class AppModule {}

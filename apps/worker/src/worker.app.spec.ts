@@ -116,6 +116,38 @@ describe('worker app (real Postgres and Redis)', () => {
     await request(server).get('/metrics').expect(200).expect((res) => expect(res.text).toContain('bellhop_delivery_attempts_total'));
   });
 
+  /** The value of one series of a scrape (`name` or `name{labels}`), or undefined when it is absent. */
+  function series(text: string, name: string): number | undefined {
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.slice(name.length + 1));
+  }
+
+  it('shows the queue by state and the deliveries due, read at scrape time, without webhook or tenant labels', async () => {
+    const server = app.getHttpServer();
+    // 12 attempts of 300 ms at 2 in flight: a backlog of about 2 seconds, in the queue and in Postgres.
+    const ids = await webhookWithDeliveries('/slow-metrics', 12);
+    await dispatcher.dispatch(ids.map((deliveryId) => ({ deliveryId, attempt: 1 })));
+    const busy = (await request(server).get('/metrics').expect(200)).text;
+    expect(busy).toContain('# TYPE bellhop_queue_jobs gauge');
+    expect(busy).toContain('# TYPE bellhop_deliveries_due gauge');
+    const states = ['waiting', 'delayed', 'active', 'failed'].map((state) => series(busy, `bellhop_queue_jobs{state="${state}"}`));
+    expect(states.every((n) => n !== undefined && Number.isInteger(n) && n >= 0)).toBe(true);
+    const [waiting, delayed, active] = states as number[];
+    expect(waiting + delayed + active).toBeGreaterThanOrEqual(1);
+    expect(waiting + delayed + active).toBeLessThanOrEqual(12);
+    expect(active).toBeLessThanOrEqual(config.workerConcurrency);
+    const due = series(busy, 'bellhop_deliveries_due');
+    expect(due).toBeGreaterThanOrEqual(1);
+    expect(due).toBeLessThanOrEqual(12);
+    // Only the state label: no series per webhook, organization or project.
+    expect(busy.split('\n').filter((l) => /^bellhop_(queue_jobs|deliveries_due)\b/.test(l)).every((l) => /^bellhop_(queue_jobs\{state="\w+"\}|deliveries_due) \d+$/.test(l))).toBe(true);
+
+    await waitUntilDone(ids, 15_000);
+    const idle = (await request(server).get('/metrics').expect(200)).text;
+    expect(series(idle, 'bellhop_deliveries_due')).toBe(0);
+    expect(series(idle, 'bellhop_queue_jobs{state="waiting"}')).toBe(0);
+  });
+
   it('delivers a dispatched delivery', async () => {
     const [id] = await webhookWithDeliveries('/now', 1);
     await dispatcher.dispatch([{ deliveryId: id, attempt: 1 }]);

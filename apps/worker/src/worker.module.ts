@@ -1,7 +1,7 @@
 import { DynamicModule, Global, Module } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfigModule, type BellhopConfig } from '@bellhop/config';
 import { DatabaseModule } from '@bellhop/database';
-import { DeliveryEngineModule, DeliveryQueueModule, type DeliveryEngineOptions } from '@bellhop/delivery';
+import { DeliveryEngineModule, DeliveryQueueModule, QueueMetrics, RetentionPurger, type DeliveryEngineOptions } from '@bellhop/delivery';
 import { HealthModule, MetricsModule, loggerModule } from '@bellhop/observability';
 import { RedisModule } from '@bellhop/queue';
 import { configuredDeliveryProcessor } from './delivery.processor';
@@ -22,8 +22,9 @@ export interface WorkerModuleOptions {
 }
 
 /**
- * The worker: consumes the delivery queue, sweeps for lost deliveries, and serves /health,
- * /health/ready and /metrics on WORKER_PORT. Built from the configuration because the BullMQ
+ * The worker: consumes the delivery queue, sweeps for lost deliveries, purges the history past each
+ * project's retention (every RETENTION_INTERVAL), and serves /health, /health/ready and /metrics
+ * (with the queue's and the backlog's gauges) on WORKER_PORT. Built from the configuration because the BullMQ
  * worker options (concurrency, lock duration) are part of the processor's class decoration.
  */
 @Module({})
@@ -41,7 +42,7 @@ export class WorkerModule {
         HealthModule,
         MetricsModule,
       ],
-      providers: [configuredDeliveryProcessor(config)],
+      providers: [configuredDeliveryProcessor(config), RetentionPurger, QueueMetrics],
     };
   }
 }

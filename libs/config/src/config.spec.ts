@@ -36,6 +36,8 @@ describe('loadConfig', () => {
       deliveryTimeoutMs: 30_000,
       workerConcurrency: 50,
       sweepIntervalMs: 30_000,
+      retentionDays: 30,
+      retentionIntervalMs: 600_000,
       allowHttpDestinations: false,
       allowPrivateDestinations: false,
     });
@@ -73,5 +75,23 @@ describe('loadConfig', () => {
     }
     expect(loadConfig({ SWEEP_INTERVAL: '100ms' }).sweepIntervalMs).toBe(100);
     expect(loadConfig({ SWEEP_INTERVAL: '1h' }).sweepIntervalMs).toBe(3_600_000);
+  });
+
+  it('keeps RETENTION_DAYS a whole number of days from 1 to 90, naming the setting when it is not', () => {
+    for (const wrong of ['0', '91', '-1', '7.5', '30d', 'month']) {
+      expect(() => loadConfig({ RETENTION_DAYS: wrong })).toThrow(ConfigError);
+      expect(() => loadConfig({ RETENTION_DAYS: wrong })).toThrow(/RETENTION_DAYS.*1 to 90/);
+    }
+    expect(loadConfig({ RETENTION_DAYS: '1' }).retentionDays).toBe(1);
+    expect(loadConfig({ RETENTION_DAYS: '90' }).retentionDays).toBe(90);
+    expect(loadConfig({ RETENTION_DAYS: '' }).retentionDays).toBe(30);
+  });
+
+  it('reads RETENTION_INTERVAL as a duration from 1s to 24h, naming the setting when it is outside', () => {
+    expect(loadConfig({ RETENTION_INTERVAL: '1h' }).retentionIntervalMs).toBe(3_600_000);
+    expect(loadConfig({ RETENTION_INTERVAL: '1s' }).retentionIntervalMs).toBe(1000);
+    expect(loadConfig({ RETENTION_INTERVAL: '1d' }).retentionIntervalMs).toBe(86_400_000);
+    for (const wrong of ['0', '999ms', '25h', '2d']) expect(() => loadConfig({ RETENTION_INTERVAL: wrong })).toThrow(/RETENTION_INTERVAL.*1s and 24h/);
+    expect(() => loadConfig({ RETENTION_INTERVAL: 'hourly' })).toThrow(/RETENTION_INTERVAL/);
   });
 });

@@ -27,6 +27,10 @@ export interface BellhopConfig {
   maxInFlightPerOrganization: number;
   /** How long a webhook may fail without a single success before it is disabled. */
   autoDisableAfterMs: number;
+  /** Days of history (events, deliveries, attempts) a project keeps unless it says otherwise. */
+  retentionDays: number;
+  /** How often the worker deletes the history older than each project's retention. */
+  retentionIntervalMs: number;
   allowHttpDestinations: boolean;
   allowPrivateDestinations: boolean;
   /** Origins a browser dashboard may call the API from; empty: no cross-origin access. */
@@ -164,6 +168,12 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     throw new ConfigError(`SWEEP_INTERVAL must be between 100ms and 1h, got "${env.SWEEP_INTERVAL}"`);
   }
 
+  // 0 would make the purge a tight loop on Postgres; past a day, history outlives its window by that much.
+  const retentionIntervalMs = duration(env, 'RETENTION_INTERVAL', '10m');
+  if (retentionIntervalMs < 1000 || retentionIntervalMs > 86_400_000) {
+    throw new ConfigError(`RETENTION_INTERVAL must be between 1s and 24h, got "${env.RETENTION_INTERVAL}"`);
+  }
+
   return {
     env: nodeEnv,
     databaseUrl: env.DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop',
@@ -184,6 +194,8 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     maxInFlightPerWebhook: int(env, 'MAX_IN_FLIGHT_PER_WEBHOOK', 10, 1, 1000),
     maxInFlightPerOrganization: int(env, 'MAX_IN_FLIGHT_PER_ORGANIZATION', Math.max(1, Math.ceil(workerConcurrency / 2)), 1, 1000),
     autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),
+    retentionDays: int(env, 'RETENTION_DAYS', 30, 1, 90),
+    retentionIntervalMs,
     allowHttpDestinations: bool(env, 'ALLOW_HTTP_DESTINATIONS', false),
     allowPrivateDestinations: bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false),
     corsOrigins: origins(env, 'CORS_ORIGINS'),

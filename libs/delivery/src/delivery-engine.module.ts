@@ -6,11 +6,14 @@ import { DeliveryQueueModule } from './delivery-queue.module';
 import { DELIVERY_SERVICE_OPTIONS, DeliveryService, DeliveryServiceOptions } from './delivery.service';
 import { HttpSender } from './http-sender';
 import { IN_FLIGHT_LIMITER, RedisInFlightLimiter } from './in-flight-limiter';
+import { OperationalRelay } from './operational-relay';
+import { REPLAY_DRIVER_OPTIONS, ReplayDriver, ReplayDriverOptions } from './replay-driver';
 import { SWEEPER_OPTIONS, Sweeper, SweeperOptions } from './sweeper';
 
 export interface DeliveryEngineOptions {
   service?: DeliveryServiceOptions;
   sweeper?: SweeperOptions;
+  replays?: ReplayDriverOptions;
 }
 
 const providers: Provider[] = [
@@ -32,16 +35,18 @@ const providers: Provider[] = [
   },
   DeliveryService,
   Sweeper,
+  ReplayDriver,
+  OperationalRelay,
 ];
 
 /**
- * The worker side of delivery: the HTTP sender, the per-webhook in-flight cap, the attempt logic
- * and the sweeper. Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
+ * The worker side of delivery: the HTTP sender, the per-webhook in-flight cap, the attempt logic,
+ * the sweeper, the replay driver and the relay of operational events. Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
  */
 @Module({
   imports: [DeliveryQueueModule],
   providers,
-  exports: [DeliveryService, Sweeper, HttpSender, IN_FLIGHT_LIMITER],
+  exports: [DeliveryService, Sweeper, ReplayDriver, OperationalRelay, HttpSender, IN_FLIGHT_LIMITER],
 })
 export class DeliveryEngineModule {
   static forRoot(options: DeliveryEngineOptions = {}): DynamicModule {
@@ -50,6 +55,7 @@ export class DeliveryEngineModule {
       providers: [
         { provide: DELIVERY_SERVICE_OPTIONS, useValue: options.service ?? {} },
         { provide: SWEEPER_OPTIONS, useValue: options.sweeper ?? {} },
+        { provide: REPLAY_DRIVER_OPTIONS, useValue: options.replays ?? {} },
       ],
     };
   }

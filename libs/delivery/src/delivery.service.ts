@@ -10,6 +10,7 @@ import { type Claimed, type ClaimRequest, DeliveryStore, type DeliveryStatus, ty
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 import { HttpSender, type AttemptError, type SendResult } from './http-sender';
 import { IN_FLIGHT_LIMITER, type InFlightLimiter } from './in-flight-limiter';
+import { OperationalRelay } from './operational-relay';
 import { USER_AGENT } from './version';
 import { WebhookHealth } from './webhook-health';
 
@@ -86,6 +87,7 @@ export class DeliveryService {
     private readonly dispatcher: DeliveryDispatcher,
     @Inject(IN_FLIGHT_LIMITER) limiter: InFlightLimiter,
     @Optional() @Inject(DELIVERY_SERVICE_OPTIONS) options?: DeliveryServiceOptions,
+    @Optional() private readonly operational?: OperationalRelay,
   ) {
     this.options = {
       ...DEFAULT_DELIVERY_SERVICE_OPTIONS,
@@ -147,6 +149,7 @@ export class DeliveryService {
   /** Signs, sends, records, then dispatches what comes next. The slots are given back as soon as the request is over. */
   private async attemptClaimed(claimed: Claimed, slot: Extract<Slot, { release: unknown }>): Promise<AttemptOutcome> {
     const startedAt = new Date();
+    if (claimed.dueAt) metrics.deliveryLag.observe(Math.max(0, startedAt.getTime() - claimed.dueAt.getTime()) / 1000);
     let secrets: string[] | null = null;
     let secretProblem: string | null = null;
     try {
@@ -234,11 +237,15 @@ export class DeliveryService {
 
     await this.dispatchNext(claimed, recorded);
     // After the dispatch, and on its own: a failure here must not cost the next attempt.
+    let disabled = false;
     if (recorded.fenced && !claimed.test && !verdict.success && !verdict.gone) {
-      await this.health.checkAutoDisable(claimed.webhookId).catch((err: Error) =>
-        this.logger.error({ msg: 'auto-disable check failed; it runs again at the next failure', webhookId: claimed.webhookId, error: err.message }),
-      );
+      disabled = await this.health.checkAutoDisable(claimed.webhookId).catch((err: Error) => {
+        this.logger.error({ msg: 'auto-disable check failed; it runs again at the next failure', webhookId: claimed.webhookId, error: err.message });
+        return false;
+      });
     }
+    // An operational event was written with the recording (or the disable): publish it now.
+    if (recorded.operationalRaised || disabled) this.operational?.nudge();
     return {
       kind: 'attempted',
       attempt: recorded.attempt,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Batcher, Prisma, PrismaService, isTransientDatabaseError } from '@bellhop/database';
-import { type AttemptTrigger, type AttemptVerdict, isSendableCustomHeader, newId } from '@bellhop/domain';
+import { type AttemptTrigger, type AttemptVerdict, OPERATIONAL_EVENT_TYPES, isSendableCustomHeader, newId } from '@bellhop/domain';
 
 /*
  * The one owner of a delivery's state: status, attempt_count, scheduled_attempts,
@@ -50,6 +50,9 @@ export interface Claimed {
   /** The webhook's custom request headers. */
   headers: Record<string, string>;
   body: string;
+  projectId: string;
+  /** When this attempt was due: the scheduled step's time, or when the manual attempt was asked for. */
+  dueAt: Date | null;
 }
 
 /** Why a job could not claim its delivery. */
@@ -89,6 +92,8 @@ export interface Recorded {
   manualRequestedAt: Date | null;
   /** The webhook was disabled by this recording (410). */
   webhookDisabled: boolean;
+  /** This recording raised an operational event (the relay publishes it). */
+  operationalRaised: boolean;
 }
 
 export type ManualRequestOutcome =
@@ -160,6 +165,8 @@ interface ClaimRow {
   retry_schedule_ms: unknown;
   headers: unknown;
   body: string;
+  project_id: string;
+  due_at: Date | null;
 }
 
 interface RecordRow {
@@ -172,6 +179,7 @@ interface RecordRow {
   next_attempt_at: Date | null;
   manual_requested_at: Date | null;
   webhook_disabled: boolean;
+  operational_raised: boolean;
 }
 
 interface RecordItem extends AttemptRecord {
@@ -224,6 +232,8 @@ export class DeliveryStore {
       retryScheduleMs: row.retry_schedule_ms,
       headers: customHeaders(row.headers),
       body: row.body,
+      projectId: row.project_id,
+      dueAt: row.due_at,
     };
   }
 
@@ -285,11 +295,13 @@ export class DeliveryStore {
                       AND (i.scheduled_attempt IS NULL OR d.scheduled_attempts < i.scheduled_attempt)
                END
         RETURNING d.id, d.webhook_id, d.organization_id, d.event_id, d.event_type, d.test, d.lease_trigger,
-                  d.attempt_count, d.scheduled_attempts, d.lease_token, d.status, d.body
+                  d.attempt_count, d.scheduled_attempts, d.lease_token, d.status, d.body, d.project_id,
+                  -- When the attempt was due (neither column is changed by a claim).
+                  CASE WHEN d.lease_trigger::text IN ('manual', 'replay') THEN d.manual_requested_at ELSE d.next_attempt_at END AS due_at
       )
       SELECT c.id, c.webhook_id, c.organization_id, c.event_id, c.event_type, c.test, c.lease_trigger::text AS trigger,
              c.status::text AS status,
-             c.attempt_count, c.scheduled_attempts, c.lease_token, w.url, w.secret_ciphertext,
+             c.attempt_count, c.scheduled_attempts, c.lease_token, c.project_id, c.due_at, w.url, w.secret_ciphertext,
              w.previous_secrets, w.retry_schedule_ms, w.headers,
              -- The body rendered for the webhook's format, or else the event's envelope.
              COALESCE(c.body, (SELECT e.body FROM events e WHERE e.id = c.event_id)) AS body
@@ -413,6 +425,65 @@ export class DeliveryStore {
           FROM x JOIN u ON u.attempt_id = x.attempt_id
         RETURNING 1`;
 
+  /**
+   * The hourly rollups of the attempts in `u` and of the deliveries in `delivery_changes`, as two
+   * CTEs (stats_written, errors_written). Rows are written in (webhook, hour) order, the order in
+   * which every statement locks them. Test deliveries are never counted.
+   */
+  private static readonly rollupAttempts = Prisma.sql`stats_rows AS (
+        SELECT s.webhook_id, s.hour, max(s.project_id) AS project_id, sum(s.succeeded)::int AS deliveries_succeeded,
+               sum(s.failed)::int AS deliveries_failed, sum(s.cancelled)::int AS deliveries_cancelled,
+               sum(s.attempts)::int AS attempts, sum(s.attempts_succeeded)::int AS attempts_succeeded,
+               sum(s.attempts_failed)::int AS attempts_failed,
+               bellhop_histogram(COALESCE(array_agg(s.bucket) FILTER (WHERE s.bucket IS NOT NULL), '{}')) AS latency
+          FROM (
+            SELECT c.webhook_id, c.hour, c.project_id, c.succeeded, c.failed, c.cancelled,
+                   0 AS attempts, 0 AS attempts_succeeded, 0 AS attempts_failed, NULL::int AS bucket
+              FROM delivery_changes c
+            UNION ALL
+            SELECT u.webhook_id, date_trunc('hour', u.started_at, 'UTC'), u.project_id, 0, 0, 0,
+                   1, u.success::int, (NOT u.success)::int,
+                   CASE WHEN u.code IS NOT NULL THEN bellhop_latency_bucket(u.time_ms) END
+              FROM u WHERE NOT u.test
+          ) s
+         GROUP BY s.webhook_id, s.hour
+      ), stats_written AS (
+        INSERT INTO webhook_stats_hourly AS h (webhook_id, hour, project_id, deliveries_succeeded, deliveries_failed,
+                                               deliveries_cancelled, attempts, attempts_succeeded, attempts_failed, latency)
+        SELECT * FROM stats_rows ORDER BY webhook_id, hour
+        ON CONFLICT (webhook_id, hour) DO UPDATE SET
+               deliveries_succeeded = h.deliveries_succeeded + EXCLUDED.deliveries_succeeded,
+               deliveries_failed = h.deliveries_failed + EXCLUDED.deliveries_failed,
+               deliveries_cancelled = h.deliveries_cancelled + EXCLUDED.deliveries_cancelled,
+               attempts = h.attempts + EXCLUDED.attempts,
+               attempts_succeeded = h.attempts_succeeded + EXCLUDED.attempts_succeeded,
+               attempts_failed = h.attempts_failed + EXCLUDED.attempts_failed,
+               latency = bellhop_counts_add(h.latency, EXCLUDED.latency)
+        RETURNING 1
+      ), errors_written AS (
+        -- Failed attempts by error code, or http_<status> for an answer that was not 2xx.
+        INSERT INTO webhook_errors_hourly AS e (webhook_id, hour, code, count)
+        SELECT u.webhook_id, date_trunc('hour', u.started_at, 'UTC') AS hour, COALESCE(u.error_code, 'http_' || u.code) AS code, count(*)::int
+          FROM u
+         WHERE NOT u.test AND NOT u.success AND (u.error_code IS NOT NULL OR u.code IS NOT NULL)
+         GROUP BY 1, 2, 3
+         ORDER BY 1, 2, 3
+        ON CONFLICT (webhook_id, hour, code) DO UPDATE SET count = e.count + EXCLUDED.count
+        RETURNING 1
+      )`;
+
+  /** The rollups of deliveries cancelled in `changed` (those that were pending), in the hour they were created. */
+  private static readonly rollupCancelled = Prisma.sql`cancelled_written AS (
+        INSERT INTO webhook_stats_hourly AS h (webhook_id, hour, project_id, deliveries_cancelled)
+        SELECT c.webhook_id, date_trunc('hour', c.created_at, 'UTC') AS hour, max(c.project_id), count(*)::int
+          FROM changed c
+         WHERE NOT c.test AND c.old_status = 'pending'::"DeliveryStatus"
+         GROUP BY 1, 2
+         ORDER BY 1, 2
+        ON CONFLICT (webhook_id, hour) DO UPDATE SET deliveries_cancelled = h.deliveries_cancelled + EXCLUDED.deliveries_cancelled
+        RETURNING 1
+      )`;
+
   private async recordMany(items: RecordItem[]): Promise<Recorded[]> {
     // The common case in one statement: the lease holders' attempts. (Under a concurrent change of
     // a row, the token is checked again on the row as it is then.)
@@ -443,6 +514,7 @@ export class DeliveryStore {
                  ELSE d.completed_at END,
                last_status_code = x.code,
                last_response_time_ms = x.time_ms,
+               last_error_code = x.error_code,
                -- The manual attempt is made: its request is done, unless another was made meanwhile.
                manual_requested_at = CASE
                  WHEN x.trigger IN ('manual', 'replay') AND d.manual_trigger IS NULL THEN NULL
@@ -452,13 +524,27 @@ export class DeliveryStore {
          WHERE d.id = x.id AND d.lease_token = x.token
         RETURNING d.id, x.attempt_id, d.webhook_id, d.attempt_count, d.status, d.scheduled_attempts, d.next_attempt_at,
                   CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
-                  x.success, x.gone, x.test, x.started_at
+                  x.success, x.gone, x.test, x.started_at, x.trigger, x.status_at_claim, x.code, x.time_ms, x.error_code, x.error_message,
+                  d.project_id, d.organization_id, d.event_id, d.event_type, d.created_at, d.replay_id,
+                  d.event_type IN (${Prisma.join(OPERATIONAL_EVENT_TYPES)}) AS operational
       ), inserted AS (${DeliveryStore.insertAttempts}
-      ), outcome AS (
+      ), delivery_changes AS (
+        -- Deliveries that ended (succeeded or failed) with this attempt, or changed how they ended
+        -- (a manual attempt of a failed one succeeded): the rollup of the hour they were created in.
+        -- A delivery cancelled while the attempt was in flight stays cancelled: nothing changes here.
+        SELECT u.webhook_id, u.project_id, date_trunc('hour', u.created_at, 'UTC') AS hour,
+               (u.status::text = 'succeeded')::int - (u.status_at_claim = 'succeeded')::int AS succeeded,
+               (u.status::text = 'failed')::int - (u.status_at_claim = 'failed')::int AS failed,
+               -(u.status_at_claim = 'cancelled')::int AS cancelled
+          FROM u
+         WHERE NOT u.test AND u.status::text <> u.status_at_claim AND u.status::text IN ('succeeded', 'failed')
+      ), ${DeliveryStore.rollupAttempts}, outcome AS (
         -- One row per webhook, so that each webhook row is updated once by this statement. Test
         -- deliveries never move it.
         SELECT u.webhook_id,
                bool_or(u.gone) AS gone,
+               -- A 410 to an operational delivery disables the webhook but raises no further event.
+               bool_or(u.gone AND NOT u.operational) AS gone_raises,
                bool_or(u.success) AS succeeded,
                min(u.started_at) FILTER (WHERE NOT u.success AND NOT u.gone) AS first_failure,
                max(u.started_at) FILTER (WHERE u.success) AS last_success,
@@ -477,6 +563,8 @@ export class DeliveryStore {
         SELECT w.id, w.enabled AS was_enabled
           FROM webhooks w JOIN outcome o ON o.webhook_id = w.id
          WHERE w.deleted_at IS NULL
+           -- After the rollup rows: every statement locks deliveries, then rollups, then webhooks.
+           AND (SELECT count(*) FROM stats_written) + (SELECT count(*) FROM errors_written) >= 0
            AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL)
                 OR o.last_success >= COALESCE(w.last_success_at, '-infinity') + interval '1 second'
                 OR o.last_failure >= COALESCE(w.last_failure_at, '-infinity') + interval '1 second')
@@ -499,10 +587,39 @@ export class DeliveryStore {
           FROM webhooks_locked l JOIN outcome o ON o.webhook_id = l.id
          WHERE w.id = l.id
         -- Disabled by this recording: it was enabled when locked, and the lock is held since.
-        RETURNING w.id, (o.gone AND l.was_enabled) AS disabled
+        RETURNING w.id, (o.gone AND l.was_enabled) AS disabled, (o.gone_raises AND l.was_enabled) AS raises,
+                  w.name, w.url, w.project_id, w.organization_id, COALESCE(w.failing_since, o.last_failure) AS failing_since
+      ), replays_counted AS (
+        -- A replay's progress: its attempts as they are recorded (by the lease holder only, so once each).
+        UPDATE replays r SET succeeded = r.succeeded + c.succeeded, failed = r.failed + c.failed
+          FROM (SELECT u.replay_id, count(*) FILTER (WHERE u.success)::int AS succeeded, count(*) FILTER (WHERE NOT u.success)::int AS failed
+                  FROM u WHERE u.trigger = 'replay' AND u.replay_id IS NOT NULL GROUP BY u.replay_id) c
+         WHERE r.id = c.replay_id
+        RETURNING 1
+      ), outbox AS (
+        -- Operational events, in the statement that causes them (published by the worker's relay):
+        -- a delivery that ended failed, and a webhook disabled by a 410. Never for test deliveries
+        -- nor for operational deliveries themselves.
+        INSERT INTO operational_outbox (id, organization_id, project_id, type, data, about_webhook_id)
+        SELECT gen_random_uuid()::text, u.organization_id, u.project_id, 'delivery.exhausted',
+               json_build_object('deliveryId', u.id, 'webhookId', u.webhook_id, 'eventId', u.event_id, 'event', u.event_type,
+                                 'attempts', u.attempt_count, 'lastStatusCode', u.code,
+                                 'lastError', CASE WHEN u.error_code IS NULL THEN NULL ELSE json_build_object('code', u.error_code, 'message', u.error_message) END),
+               u.webhook_id
+          FROM u
+         WHERE u.status::text = 'failed' AND u.status_at_claim <> 'failed' AND NOT u.test AND NOT u.operational
+        UNION ALL
+        SELECT gen_random_uuid()::text, wc.organization_id, wc.project_id, 'webhook.disabled',
+               json_build_object('webhookId', wc.id, 'name', wc.name, 'url', wc.url, 'reason', 'gone',
+                                 'failingSince', to_char(wc.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+               wc.id
+          FROM webhooks_changed wc
+         WHERE wc.raises
+        RETURNING 1
       )
       SELECT u.id, u.attempt_id, true AS fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
-             u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND NOT u.test AND wc.disabled, false) AS webhook_disabled
+             u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND NOT u.test AND wc.disabled, false) AS webhook_disabled,
+             (SELECT count(*) FROM outbox) > 0 AS operational_raised
         FROM u LEFT JOIN webhooks_changed wc ON wc.id = u.webhook_id`;
     const byAttempt = new Map(rows.map((row) => [row.attempt_id, row]));
     const others = items.filter((item) => !byAttempt.has(item.attemptId));
@@ -517,11 +634,14 @@ export class DeliveryStore {
             FROM x
            WHERE d.id = x.id
           RETURNING d.id, x.attempt_id, d.attempt_count, d.status, d.scheduled_attempts, d.next_attempt_at,
-                    CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at
+                    CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
+                    d.webhook_id, d.project_id, x.test, x.success, x.started_at, x.code, x.time_ms, x.error_code
         ), inserted AS (${DeliveryStore.insertAttempts}
-        )
+        ), delivery_changes AS (
+          SELECT NULL::text AS webhook_id, NULL::text AS project_id, NULL::timestamptz AS hour, 0 AS succeeded, 0 AS failed, 0 AS cancelled WHERE false
+        ), ${DeliveryStore.rollupAttempts}
         SELECT u.id, u.attempt_id, false AS fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
-               u.next_attempt_at, u.manual_requested_at, false AS webhook_disabled
+               u.next_attempt_at, u.manual_requested_at, false AS webhook_disabled, false AS operational_raised
           FROM u`;
       for (const row of stale) byAttempt.set(row.attempt_id, row);
     }
@@ -533,7 +653,8 @@ export class DeliveryStore {
       const earlier = await this.prisma.$queryRaw<RecordRow[]>`
         SELECT d.id, a.id AS attempt_id, COALESCE(d.lease_token <> x.token, true) AS fenced, a.attempt,
                d.status::text AS status, d.scheduled_attempts, d.next_attempt_at,
-               CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at, false AS webhook_disabled
+               CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at, false AS webhook_disabled,
+               false AS operational_raised
           FROM unnest(${missing.map((i) => i.attemptId)}::text[], ${missing.map((i) => i.claimed.leaseToken)}::text[]) AS x(attempt_id, token)
           JOIN attempts a ON a.id = x.attempt_id
           JOIN deliveries d ON d.id = a.delivery_id`;
@@ -550,6 +671,7 @@ export class DeliveryStore {
         nextAttemptAt: row.next_attempt_at,
         manualRequestedAt: row.manual_requested_at,
         webhookDisabled: row.webhook_disabled,
+        operationalRaised: row.operational_raised,
       };
     });
   }
@@ -559,19 +681,29 @@ export class DeliveryStore {
    * ends cancelled, and a waiting manual request is dropped. Not while an attempt holds the lease.
    */
   async cancelInactive(deliveryId: string): Promise<boolean> {
-    const changed = await this.prisma.$executeRaw`
-      UPDATE deliveries d SET
-             status = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN 'cancelled'::"DeliveryStatus" ELSE d.status END,
-             completed_at = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN now() ELSE d.completed_at END,
-             next_attempt_at = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN NULL ELSE d.next_attempt_at END,
-             manual_requested_at = NULL, manual_trigger = NULL,
-             lease_token = NULL, lease_until = NULL, lease_trigger = NULL
-        FROM webhooks w
-       WHERE d.id = ${deliveryId} AND w.id = d.webhook_id
-         AND (w.deleted_at IS NOT NULL OR NOT (w.enabled OR d.test))
-         AND (d.lease_until IS NULL OR d.lease_until < now())
-         AND (d.status = 'pending'::"DeliveryStatus" OR d.manual_requested_at IS NOT NULL OR d.lease_trigger IS NOT NULL)`;
-    return changed > 0;
+    // The row is locked first, so that its status before the change is known (for the rollup).
+    const [row] = await this.prisma.$queryRaw<Array<{ changed: number }>>`
+      WITH target AS (
+        SELECT d.id, d.status AS old_status
+          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.id = ${deliveryId}
+           AND (w.deleted_at IS NOT NULL OR NOT (w.enabled OR d.test))
+           AND (d.lease_until IS NULL OR d.lease_until < now())
+           AND (d.status = 'pending'::"DeliveryStatus" OR d.manual_requested_at IS NOT NULL OR d.lease_trigger IS NOT NULL)
+           FOR NO KEY UPDATE OF d
+      ), changed AS (
+        UPDATE deliveries d SET
+               status = CASE WHEN t.old_status = 'pending'::"DeliveryStatus" THEN 'cancelled'::"DeliveryStatus" ELSE d.status END,
+               completed_at = CASE WHEN t.old_status = 'pending'::"DeliveryStatus" THEN now() ELSE d.completed_at END,
+               next_attempt_at = CASE WHEN t.old_status = 'pending'::"DeliveryStatus" THEN NULL ELSE d.next_attempt_at END,
+               manual_requested_at = NULL, manual_trigger = NULL,
+               lease_token = NULL, lease_until = NULL, lease_trigger = NULL
+          FROM target t
+         WHERE d.id = t.id
+        RETURNING d.webhook_id, d.project_id, d.created_at, d.test, t.old_status
+      ), ${DeliveryStore.rollupCancelled}
+      SELECT count(*)::int AS changed FROM changed`;
+    return (row?.changed ?? 0) > 0;
   }
 
   /**
@@ -581,12 +713,23 @@ export class DeliveryStore {
    */
   cancelForWebhook(webhookId: string) {
     return this.prisma.$executeRaw`
-      UPDATE deliveries d SET
-             status = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN 'cancelled'::"DeliveryStatus" ELSE d.status END,
-             completed_at = CASE WHEN d.status = 'pending'::"DeliveryStatus" THEN now() ELSE d.completed_at END,
-             next_attempt_at = NULL, manual_requested_at = NULL, manual_trigger = NULL
-       WHERE d.webhook_id = ${webhookId}
-         AND (d.status = 'pending'::"DeliveryStatus" OR d.manual_requested_at IS NOT NULL)`;
+      WITH target AS (
+        SELECT d.id, d.status AS old_status
+          FROM deliveries d
+         WHERE d.webhook_id = ${webhookId}
+           AND (d.status = 'pending'::"DeliveryStatus" OR d.manual_requested_at IS NOT NULL)
+         ORDER BY d.id
+           FOR NO KEY UPDATE OF d
+      ), changed AS (
+        UPDATE deliveries d SET
+               status = CASE WHEN t.old_status = 'pending'::"DeliveryStatus" THEN 'cancelled'::"DeliveryStatus" ELSE d.status END,
+               completed_at = CASE WHEN t.old_status = 'pending'::"DeliveryStatus" THEN now() ELSE d.completed_at END,
+               next_attempt_at = NULL, manual_requested_at = NULL, manual_trigger = NULL
+          FROM target t
+         WHERE d.id = t.id
+        RETURNING d.webhook_id, d.project_id, d.created_at, d.test, t.old_status
+      ), ${DeliveryStore.rollupCancelled}
+      SELECT 1`;
   }
 
   /**
@@ -676,5 +819,63 @@ export class DeliveryStore {
         })),
       ];
     });
+  }
+
+  /**
+   * requestReplayAttempts: one attempt with trigger `replay` for each of these deliveries of the
+   * replay's webhook, outside the schedule, as soon as possible: the manual retry's transition for
+   * a page of deliveries at once, recording which replay asked (replay_id). Only while the webhook
+   * is enabled and not deleted; a delivery with a manual attempt already waiting (or a replay
+   * attempt still in flight, whose recording counts for the replay that asked for it) is skipped.
+   * Rows are taken in id order, the order in which claims and recordings lock them. Call inside
+   * the transaction that holds the replay. Returns the deliveries queued, in id order.
+   */
+  async requestReplayAttempts(
+    replay: { id: string; webhookId: string },
+    deliveryIds: readonly string[],
+    db: Prisma.TransactionClient = this.prisma,
+    /** The replay's match over `d`, checked again on the locked rows (a manual retry may have changed a status since the page was read). */
+    match: Prisma.Sql = Prisma.sql`true`,
+  ): Promise<Array<{ id: string; webhookId: string; organizationId: string; requestedAt: Date }>> {
+    if (deliveryIds.length === 0) return [];
+    const ids = [...new Set(deliveryIds)].sort();
+    const rows = await db.$queryRaw<Array<{ id: string; webhook_id: string; organization_id: string; requested_at: Date }>>`
+      WITH target AS (
+        SELECT d.id
+          FROM deliveries d
+         WHERE d.id = ANY(${ids}::text[]) AND d.webhook_id = ${replay.webhookId}
+           AND (SELECT w.enabled AND w.deleted_at IS NULL FROM webhooks w WHERE w.id = d.webhook_id)
+           AND d.manual_trigger IS NULL
+           AND (d.manual_requested_at IS NULL OR d.lease_trigger IS DISTINCT FROM 'replay'::"AttemptTrigger")
+           AND ${match}
+         ORDER BY d.id
+           FOR NO KEY UPDATE OF d
+      )
+      UPDATE deliveries d SET manual_requested_at = now(), manual_trigger = 'replay'::"AttemptTrigger", replay_id = ${replay.id}
+        FROM target t
+       WHERE d.id = t.id
+      RETURNING d.id, d.webhook_id, d.organization_id, d.manual_requested_at AS requested_at`;
+    return rows
+      .map((row) => ({ id: row.id, webhookId: row.webhook_id, organizationId: row.organization_id, requestedAt: row.requested_at }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /**
+   * outstandingReplayAttempts: the replay's attempts asked for and not yet recorded (waiting or in
+   * flight): manual_requested_at stays set until the attempt is recorded. A manual retry asked for
+   * afterwards by a user is not the replay's. Read from the partial index on (replay_id) WHERE
+   * manual_requested_at IS NOT NULL: a handful of rows per replay. With `atWebhook`, those of every
+   * replay of the same webhook (running, or finished within the hour), which share its room.
+   */
+  async outstandingReplayAttempts(replayId: string, db: Prisma.TransactionClient = this.prisma, atWebhook = false): Promise<number> {
+    const replays = atWebhook
+      ? Prisma.sql`(SELECT r2.id FROM replays r JOIN replays r2 ON r2.webhook_id = r.webhook_id
+                     WHERE r.id = ${replayId} AND (r2.status = 'running' OR r2.completed_at > now() - interval '1 hour'))`
+      : Prisma.sql`(${replayId})`;
+    const [row] = await db.$queryRaw<Array<{ outstanding: number }>>`
+      SELECT count(*)::int AS outstanding FROM deliveries
+       WHERE replay_id IN ${replays} AND manual_requested_at IS NOT NULL
+         AND (manual_trigger = 'replay'::"AttemptTrigger" OR lease_trigger = 'replay'::"AttemptTrigger")`;
+    return row?.outstanding ?? 0;
   }
 }

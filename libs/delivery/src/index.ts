@@ -8,4 +8,8 @@ export * from './capacity-gate';
 export * from './webhook-health';
 export * from './delivery.service';
 export * from './sweeper';
+export * from './replay-driver';
+export * from './retention';
+export * from './queue-metrics';
 export * from './delivery-engine.module';
+export * from './operational-relay';

@@ -179,6 +179,9 @@ const RESERVED_TYPE_PREFIXES: readonly string[] = [
   ...new Set([...EVENT_TYPES.filter((t) => t.internal).map((t) => `${t.type.split('.')[0]}.`), ...SOURCE_TYPE_PREFIXES]),
 ];
 
+/** The operational types, raised by Bellhop itself (their failures raise nothing further). */
+export const OPERATIONAL_EVENT_TYPES: readonly string[] = EVENT_TYPES.filter((t) => t.internal).map((t) => t.type);
+
 /** Categories a project's own type cannot join: operational events are Bellhop's, source events the sources'. */
 export const RESERVED_CATEGORIES: readonly string[] = ['operational', 'source', ...RESERVED_TYPE_PREFIXES.map((prefix) => prefix.slice(0, -1))];
 

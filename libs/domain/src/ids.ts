@@ -1,5 +1,5 @@
 import { randomFillSync } from 'node:crypto';
-import { monotonicFactory } from 'ulid';
+import { monotonicFactory, ulid as ulidAt } from 'ulid';
 
 export const IdPrefix = {
   user: 'usr',
@@ -13,6 +13,7 @@ export const IdPrefix = {
   session: 'ses',
   audit: 'aud',
   request: 'req',
+  replay: 'rpl',
 } as const;
 
 export type IdKind = keyof typeof IdPrefix;
@@ -37,6 +38,11 @@ const ulid = monotonicFactory(randomUnit);
 /** A prefixed, URL-safe id that sorts by creation time: `wh_01JH3...`. */
 export function newId(kind: IdKind): string {
   return `${IdPrefix[kind]}_${ulid()}`;
+}
+
+/** An id whose time part is `at` rather than now (a row dated when its cause happened). */
+export function newIdAt(kind: IdKind, at: Date): string {
+  return `${IdPrefix[kind]}_${ulidAt(at.getTime(), randomUnit)}`;
 }
 
 const ID_PATTERN = /^[a-z]{2,4}_[0-9A-HJKMNP-TV-Z]{26}$/;

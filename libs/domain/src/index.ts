@@ -9,3 +9,4 @@ export * from './payload-validation';
 export * from './formats';
 export * from './schema-sandbox';
 export * from './json-values';
+export * from './latency-histogram';

@@ -1,5 +1,5 @@
 import { Public } from './public';
-import { Controller, Get, Header, Module } from '@nestjs/common';
+import { Controller, Get, Global, Header, Inject, Module } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { Counter, Histogram, Registry, collectDefaultMetrics, Gauge } from 'prom-client';
 
@@ -43,6 +43,12 @@ export const metrics = {
     help: 'Due deliveries the sweeper put back on the queue',
     registers: [registry],
   }),
+  deliveryLag: new Histogram({
+    name: 'bellhop_delivery_lag_seconds',
+    help: 'Time from when an attempt was due to when it started',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [registry],
+  }),
   inFlight: new Gauge({
     name: 'bellhop_delivery_attempts_in_flight',
     help: 'Attempts being made right now by this worker',
@@ -50,16 +56,32 @@ export const metrics = {
   }),
 };
 
+/**
+ * The registry of one app rather than of the process, for gauges collected at scrape time from
+ * that app's own connections (the worker's queue and backlog). Each app gets its own, so an API and
+ * a worker booted in one process (tests) do not show each other's, and the API never shows them.
+ */
+export const APP_METRICS = Symbol('APP_METRICS');
+
 @ApiExcludeController()
 @Public()
 @Controller('metrics')
 export class MetricsController {
+  constructor(@Inject(APP_METRICS) private readonly appRegistry: Registry) {}
+
   @Get()
   @Header('Content-Type', registry.contentType)
-  scrape(): Promise<string> {
-    return registry.metrics();
+  async scrape(): Promise<string> {
+    const shared = await registry.metrics();
+    if (this.appRegistry.getMetricsAsArray().length === 0) return shared;
+    return `${shared}\n${await this.appRegistry.metrics()}`;
   }
 }
 
-@Module({ controllers: [MetricsController] })
+@Global()
+@Module({
+  controllers: [MetricsController],
+  providers: [{ provide: APP_METRICS, useFactory: () => new Registry() }],
+  exports: [APP_METRICS],
+})
 export class MetricsModule {}

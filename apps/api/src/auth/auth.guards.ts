@@ -22,6 +22,8 @@ export { Public };
 export interface AccessOptions {
   /** The least role the caller needs in the organization the route acts in. */
   role?: Role;
+  /** Resolve a deleted webhook too: the route answers for it itself (a replay's 409 webhook_disabled). */
+  deletedWebhook?: boolean;
 }
 
 /**
@@ -86,7 +88,7 @@ export class TenantGuard implements CanActivate {
     if (!principal) throw new AppError('unauthenticated', 'Authentication required');
     const params = req.params as Record<string, string>;
     const memberships = await this.memberships.of(principal);
-    const organizationId = await this.resolveOrganization(params, [...memberships.keys()]);
+    const organizationId = await this.resolveOrganization(params, [...memberships.keys()], options);
     if (organizationId === undefined) return true;
     // Same queries and the same answer for a missing id and for another tenant's id.
     const role = organizationId === null ? undefined : memberships.get(organizationId);
@@ -100,7 +102,7 @@ export class TenantGuard implements CanActivate {
    * The organization owning the route's resource, looked up only among the caller's organizations;
    * null when there is none such; undefined when the route names no tenant resource.
    */
-  private async resolveOrganization(params: Record<string, string>, orgIds: string[]): Promise<string | null | undefined> {
+  private async resolveOrganization(params: Record<string, string>, orgIds: string[], options: AccessOptions = {}): Promise<string | null | undefined> {
     const inScope = { in: orgIds };
     const found = (row: { organizationId: string } | null) => row?.organizationId ?? null;
     const select = { organizationId: true } as const;
@@ -117,7 +119,12 @@ export class TenantGuard implements CanActivate {
     }
     if (params.webhookId !== undefined) {
       if (!isId('webhook', params.webhookId)) return null;
-      return found(await this.prisma.webhook.findFirst({ where: { id: params.webhookId, organizationId: inScope, deletedAt: null }, select }));
+      const live = options.deletedWebhook ? {} : { deletedAt: null };
+      return found(await this.prisma.webhook.findFirst({ where: { id: params.webhookId, organizationId: inScope, ...live }, select }));
+    }
+    if (params.replayId !== undefined) {
+      if (!isId('replay', params.replayId)) return null;
+      return found(await this.prisma.replay.findFirst({ where: { id: params.replayId, organizationId: inScope }, select }));
     }
     if (params.deliveryId !== undefined) {
       if (!isId('delivery', params.deliveryId)) return null;
@@ -174,6 +181,7 @@ export function forgetProject(projectId: string): void {
 function resourceName(params: Record<string, string>): string {
   if (params.webhookId) return 'Webhook';
   if (params.deliveryId) return 'Delivery';
+  if (params.replayId) return 'Replay';
   if (params.eventId) return 'Event';
   if (params.projectId) return 'Project';
   if (params.tokenId) return 'API token';

@@ -17,7 +17,9 @@ export type AuditAction =
   | 'organization.updated'
   | 'event_type.created'
   | 'event_type.updated'
-  | 'event_type.deleted';
+  | 'event_type.deleted'
+  | 'replay.created'
+  | 'replay.cancelled';
 
 export interface AuditInput {
   organizationId: string;

@@ -1,4 +1,4 @@
-import type { ApiToken, Attempt, AuditLogEntry, Delivery, Event, Organization, Project, User, Webhook } from '@bellhop/database';
+import type { ApiToken, Attempt, AuditLogEntry, Delivery, Event, Organization, Project, Replay, User, Webhook } from '@bellhop/database';
 
 import { formatDurations, webhookHealth } from '@bellhop/domain';
 
@@ -10,7 +10,14 @@ export const present = {
 
   organization: (o: Organization) => ({ id: o.id, name: o.name, plan: o.plan }),
 
-  project: (p: Project) => ({ id: p.id, name: p.name, organizationId: p.organizationId, createdAt: iso(p.createdAt) }),
+  /** `retentionDays` is the effective one: the project's own, else the server's (`defaultRetentionDays`). */
+  project: (p: Project, defaultRetentionDays: number) => ({
+    id: p.id,
+    name: p.name,
+    organizationId: p.organizationId,
+    retentionDays: p.retentionDays ?? defaultRetentionDays,
+    createdAt: iso(p.createdAt),
+  }),
 
   /**
    * Never includes a secret: only the routes that reveal one add it beside the webhook.
@@ -72,6 +79,18 @@ export const present = {
   }),
 
   apiToken: (t: ApiToken) => ({ id: t.id, name: t.name, role: t.role, createdAt: iso(t.createdAt), lastUsedAt: iso(t.lastUsedAt) }),
+
+  replay: (r: Replay) => ({
+    id: r.id,
+    webhookId: r.webhookId,
+    status: r.status,
+    matched: r.matched,
+    queued: r.queued,
+    succeeded: r.succeeded,
+    failed: r.failed,
+    createdAt: iso(r.createdAt),
+    completedAt: iso(r.completedAt),
+  }),
 
   auditEntry: (e: AuditLogEntry) => ({
     id: e.id,

@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiProperty, ApiPropertyOptional, type ApiPropertyOptions } from '@nestjs/swagger';
 import { WEBHOOK_FORMATS } from '@bellhop/domain';
 
 /*
@@ -125,6 +125,49 @@ export class DeliveryEnvelope {
   delivery: DeliveryResponse;
 }
 
+export class ReplayResponse {
+  @ApiProperty({ example: 'rpl_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T' })
+  id: string;
+  @ApiProperty()
+  webhookId: string;
+  @ApiProperty({ enum: ['running', 'completed', 'cancelled'] })
+  status: string;
+  @ApiProperty({ description: 'Deliveries that matched when the replay was created' })
+  matched: number;
+  @ApiProperty({ description: 'Replay attempts requested so far (a delivery with a manual attempt already waiting is skipped)' })
+  queued: number;
+  @ApiProperty({ description: 'Replay attempts that succeeded' })
+  succeeded: number;
+  @ApiProperty({ description: 'Replay attempts that failed' })
+  failed: number;
+  @ApiProperty(dateTime)
+  createdAt: string;
+  @ApiProperty(nullableDateTime)
+  completedAt: string | null;
+}
+
+export class ReplayEnvelope {
+  @ApiProperty({ type: ReplayResponse })
+  replay: ReplayResponse;
+}
+
+export class ReplayDryRun {
+  @ApiProperty({ description: 'Deliveries that would be replayed' })
+  matched: number;
+}
+
+export class ReplayDryRunEnvelope {
+  @ApiProperty({ type: ReplayDryRun })
+  replay: ReplayDryRun;
+}
+
+export class DeliveryList {
+  @ApiProperty({ type: [DeliveryResponse], description: 'Newest first; no bodies' })
+  deliveries: DeliveryResponse[];
+  @ApiProperty({ type: String, nullable: true })
+  nextCursor: string | null;
+}
+
 export class EventTypeResponse {
   @ApiProperty({ example: 'baseline.drift_detected' })
   type: string;
@@ -201,4 +244,136 @@ export class EventDetail extends EventResponse {
 export class EventDetailEnvelope {
   @ApiProperty({ type: EventDetail })
   event: EventDetail;
+}
+
+export class StatsDeliveries {
+  @ApiProperty({ description: 'Deliveries created in the window (test deliveries left out)' })
+  total: number;
+  @ApiProperty()
+  succeeded: number;
+  @ApiProperty()
+  failed: number;
+  @ApiProperty()
+  pending: number;
+  @ApiProperty()
+  cancelled: number;
+}
+
+export class StatsAttempts {
+  @ApiProperty({ description: 'Attempts started in the window' })
+  total: number;
+  @ApiProperty()
+  succeeded: number;
+  @ApiProperty()
+  failed: number;
+}
+
+export interface StatsLatency {
+  p50: number;
+  p95: number;
+  p99: number;
+}
+
+/** Inline rather than a reference: OpenAPI 3.0 cannot make a referenced schema nullable. */
+const latencySchema = (description: string): ApiPropertyOptions => ({
+  type: 'object',
+  nullable: true,
+  description: `${description}; milliseconds, each within about 5% (read from a histogram)`,
+  properties: { p50: { type: 'number' }, p95: { type: 'number' }, p99: { type: 'number' } },
+  required: ['p50', 'p95', 'p99'],
+});
+
+export class StatsError {
+  @ApiProperty({ example: 'http_500', description: "The attempt's error code, or http_<status> for an answer that was not 2xx" })
+  code: string;
+  @ApiProperty()
+  count: number;
+}
+
+export class StatsBucket {
+  @ApiProperty(dateTime)
+  from: string;
+  @ApiProperty(dateTime)
+  to: string;
+  @ApiProperty({ description: 'Deliveries created in the bucket that succeeded' })
+  succeeded: number;
+  @ApiProperty({ description: 'Deliveries created in the bucket that failed' })
+  failed: number;
+  @ApiProperty({ description: 'Attempts started in the bucket' })
+  attempts: number;
+  @ApiProperty({ type: Number, nullable: true })
+  p95Ms: number | null;
+}
+
+export class WebhookStats {
+  @ApiProperty()
+  webhookId: string;
+  @ApiProperty({ enum: ['24h', '7d', '30d'] })
+  window: string;
+  @ApiProperty(dateTime)
+  from: string;
+  @ApiProperty(dateTime)
+  to: string;
+  @ApiProperty({ type: StatsDeliveries })
+  deliveries: StatsDeliveries;
+  @ApiProperty({ type: StatsAttempts })
+  attempts: StatsAttempts;
+  @ApiProperty({ type: Number, nullable: true, description: 'succeeded / (succeeded + failed) deliveries; null when none' })
+  successRate: number | null;
+  @ApiProperty(latencySchema('Attempts that got a response; null when none'))
+  latencyMs: StatsLatency | null;
+  @ApiProperty({ type: [StatsError], description: 'Most first' })
+  errors: StatsError[];
+  @ApiProperty({ type: [StatsBucket], description: '24 hourly buckets (24h), 28 of six hours (7d) or 30 daily (30d)' })
+  series: StatsBucket[];
+}
+
+export class WebhookStatsResponse {
+  @ApiProperty({ type: WebhookStats })
+  stats: WebhookStats;
+}
+
+export class ProjectWebhookStats {
+  @ApiProperty()
+  webhookId: string;
+  @ApiProperty()
+  name: string;
+  @ApiProperty()
+  url: string;
+  @ApiProperty()
+  enabled: boolean;
+  @ApiProperty({ type: WebhookHealthResponse })
+  health: WebhookHealthResponse;
+  @ApiProperty({ type: StatsDeliveries })
+  deliveries: StatsDeliveries;
+  @ApiProperty({ type: Number, nullable: true })
+  successRate: number | null;
+  @ApiProperty(latencySchema('Attempts that got a response; null when none'))
+  latencyMs: StatsLatency | null;
+}
+
+export class ProjectStats {
+  @ApiProperty()
+  projectId: string;
+  @ApiProperty({ enum: ['24h', '7d', '30d'] })
+  window: string;
+  @ApiProperty(dateTime)
+  from: string;
+  @ApiProperty(dateTime)
+  to: string;
+  @ApiProperty({ type: StatsDeliveries })
+  deliveries: StatsDeliveries;
+  @ApiProperty({ type: StatsAttempts })
+  attempts: StatsAttempts;
+  @ApiProperty({ type: Number, nullable: true })
+  successRate: number | null;
+  @ApiProperty(latencySchema('Attempts that got a response; null when none'))
+  latencyMs: StatsLatency | null;
+  @ApiProperty({ type: [ProjectWebhookStats], description: "The project's webhooks (deleted ones count in the totals only)" })
+  webhooks: ProjectWebhookStats[];
+}
+
+export class ProjectStatsResponse {
+  @ApiProperty({ type: ProjectStats })
+  stats: ProjectStats;
 }

@@ -1,9 +1,11 @@
 import { Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Authenticated, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { DeliveriesService } from './deliveries.service';
 import { AttemptsQuery, ListDeliveriesQuery } from './dto/list-deliveries.query';
+import { SearchDeliveriesQuery } from './dto/search-deliveries.query';
+import { DeliveryList } from '../common/responses';
 
 @ApiTags('deliveries')
 @Controller()
@@ -13,8 +15,17 @@ export class DeliveriesController {
   @Get('webhooks/:webhookId/deliveries')
   @Authenticated()
   @ApiOperation({ summary: 'Delivery history of a webhook, newest first' })
+  @ApiOkResponse({ type: DeliveryList })
   list(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Query() query: ListDeliveriesQuery) {
     return this.deliveries.list(tenant, webhookId, query);
+  }
+
+  @Get('projects/:projectId/deliveries')
+  @Authenticated()
+  @ApiOperation({ summary: "The project's deliveries, deleted webhooks' included, newest first, filtered" })
+  @ApiOkResponse({ type: DeliveryList })
+  search(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Query() query: SearchDeliveriesQuery) {
+    return this.deliveries.search(tenant, projectId, query);
   }
 
   @Get('deliveries/:deliveryId')

@@ -6,7 +6,9 @@ import { AppError } from '@bellhop/domain';
 import { TenantScope } from '../auth/principal';
 import { page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
+import { deliverySearchSql } from './delivery-search';
 import { AttemptsQuery, ListDeliveriesQuery } from './dto/list-deliveries.query';
+import { SearchDeliveriesQuery } from './dto/search-deliveries.query';
 
 /** Attempts shown with a delivery (the most recent); the rest are paged. */
 const ATTEMPTS_SHOWN = 20;
@@ -38,6 +40,31 @@ export class DeliveriesService {
     });
     const { items, nextCursor } = page(rows, query);
     return { deliveries: items.map(present.delivery), nextCursor };
+  }
+
+  /**
+   * The project's deliveries, deleted webhooks' included, newest first, filtered. The page's ids
+   * come from one statement built for the indexes (see deliverySearchSql), then its rows by id.
+   */
+  async search(tenant: TenantScope, projectId: string, query: SearchDeliveriesQuery) {
+    const scope = { organizationId: tenant.organizationId, projectId };
+    const [project, found] = await Promise.all([
+      this.prisma.project.findFirst({ where: { id: projectId, organizationId: tenant.organizationId }, select: { id: true } }),
+      this.prisma.$queryRaw<Array<{ id: string }>>(deliverySearchSql(scope, query)),
+    ]);
+    if (!project) throw AppError.notFound('Project');
+    // The cursor comes from the ids: a row deleted in between (retention) must not end the pages early.
+    const { items: ids, nextCursor } = page(found, query);
+    const rows =
+      ids.length === 0
+        ? []
+        : await this.prisma.delivery.findMany({
+            // Lists never carry bodies.
+            omit: { body: true },
+            where: { id: { in: ids.map((row) => row.id) }, organizationId: tenant.organizationId },
+            orderBy: { id: 'desc' },
+          });
+    return { deliveries: rows.map(present.delivery), nextCursor };
   }
 
   async get(tenant: TenantScope, deliveryId: string) {

@@ -4,9 +4,9 @@ import type { Response } from 'express';
 import { AppError, EVENT_TYPES } from '@bellhop/domain';
 import { Authenticated, Public, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
-import { PageQuery } from '../common/pagination';
 import { BatchPublished, EventDetailEnvelope, EventList, EventTypeList, PublishedEvent } from '../common/responses';
 import { PublishBatchDto, PublishEventDto } from './dto/publish-event.dto';
+import { ListEventsQuery } from './dto/list-events.query';
 import { EventTypesService } from '../event-types/event-types.service';
 import { EventsService, MAX_IDEMPOTENCY_KEY_LENGTH } from './events.service';
 
@@ -58,8 +58,9 @@ export class EventsController {
 
   @Get('projects/:projectId/events')
   @Authenticated()
+  @ApiOperation({ summary: "The project's events (test sends aside), newest first, by type and creation time" })
   @ApiOkResponse({ type: EventList })
-  list(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Query() query: PageQuery) {
+  list(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Query() query: ListEventsQuery) {
     return this.events.list(tenant, projectId, query);
   }
 

@@ -4,9 +4,11 @@ import { DeliveryDispatcher, type Dispatch } from '@bellhop/delivery';
 import { AppError, envelopeOf, newId, renderBody, subscriptionsFor } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { TenantScope } from '../auth/principal';
-import { PageQuery, page, pageArgs } from '../common/pagination';
+import { page, pageArgs } from '../common/pagination';
+import { idBounds, timeRange } from '../common/time-range';
 import { present } from '../common/present';
 import { EventTypesService } from '../event-types/event-types.service';
+import { ListEventsQuery } from './dto/list-events.query';
 
 export interface PublishResult {
   replayed: boolean;
@@ -290,11 +292,22 @@ export class EventsService implements BeforeApplicationShutdown {
     return { replayed: true, event: present.event(first), deliveries: first._count.deliveries, deliveryIds: [] };
   }
 
-  async list(tenant: TenantScope, projectId: string, query: PageQuery) {
+  async list(tenant: TenantScope, projectId: string, query: ListEventsQuery) {
     const args = pageArgs(query);
+    const range = timeRange(query);
+    const ids = idBounds('event', range);
     const rows = await this.prisma.event.findMany({
       ...args,
-      where: { ...args.where, projectId, organizationId: tenant.organizationId, test: false },
+      where: {
+        ...args.where,
+        projectId,
+        organizationId: tenant.organizationId,
+        test: false,
+        ...(query.event ? { type: query.event } : {}),
+        ...(range.from || range.to ? { createdAt: { ...(range.from ? { gte: range.from } : {}), ...(range.to ? { lt: range.to } : {}) } } : {}),
+        // Ids sort by time: this bound lets the (project_id, test, id) index range narrow to the window.
+        ...(ids.gte || ids.lt ? { AND: [{ id: { ...(ids.gte ? { gte: ids.gte } : {}), ...(ids.lt ? { lt: ids.lt } : {}) } }] } : {}),
+      },
       select: { id: true, type: true, createdAt: true, projectId: true },
     });
     const { items, nextCursor } = page(rows, query);

@@ -1,6 +1,7 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Patch, Post, Query } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { PrismaService } from '@bellhop/database';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { PrismaService, type Project } from '@bellhop/database';
 import { AppError, newId } from '@bellhop/domain';
 import { Authenticated, CurrentPrincipal, MembershipService, Tenant, forgetProject } from '../auth/auth.guards';
 import { Principal, TenantScope, roleAtLeast } from '../auth/principal';
@@ -14,7 +15,12 @@ export class ProjectsController {
   constructor(
     private readonly prisma: PrismaService,
     private readonly memberships: MembershipService,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
   ) {}
+
+  private present(project: Project) {
+    return present.project(project, this.config.retentionDays);
+  }
 
   @Post()
   @Authenticated()
@@ -31,8 +37,11 @@ export class ProjectsController {
     const role = mine.get(organizationId);
     if (!role) throw AppError.notFound('Organization');
     if (!roleAtLeast(role, 'admin')) throw AppError.forbidden();
-    const project = await this.prisma.project.create({ data: { id: newId('project'), name: dto.name, organizationId } });
-    return { project: present.project(project) };
+    // Left out, the project follows the RETENTION_DAYS setting (null), also when the setting changes later.
+    const project = await this.prisma.project.create({
+      data: { id: newId('project'), name: dto.name, organizationId, retentionDays: dto.retentionDays ?? null },
+    });
+    return { project: this.present(project) };
   }
 
   @Get()
@@ -43,21 +52,26 @@ export class ProjectsController {
     const args = pageArgs(query);
     const rows = await this.prisma.project.findMany({ ...args, where: { ...args.where, organizationId: { in: orgIds } } });
     const { items, nextCursor } = page(rows, query);
-    return { projects: items.map(present.project), nextCursor };
+    return { projects: items.map((project) => this.present(project)), nextCursor };
   }
 
   @Get(':projectId')
   @Authenticated()
   async get(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string) {
-    return { project: present.project(await this.find(tenant, projectId)) };
+    return { project: this.present(await this.find(tenant, projectId)) };
   }
 
   @Patch(':projectId')
   @Authenticated({ role: 'admin' })
+  @ApiOperation({ summary: "Rename a project or change its history's retention (owner or admin)" })
   async update(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: UpdateProjectDto) {
+    if (dto.name === undefined && dto.retentionDays === undefined) {
+      throw new AppError('validation_failed', 'Nothing to change: give name or retentionDays', [{ field: 'name', message: 'give name or retentionDays' }]);
+    }
     await this.find(tenant, projectId);
-    const project = await this.prisma.project.update({ where: { id: projectId }, data: { name: dto.name } });
-    return { project: present.project(project) };
+    // A shorter retention takes effect at the worker's next purge (RETENTION_INTERVAL).
+    const project = await this.prisma.project.update({ where: { id: projectId }, data: { name: dto.name, retentionDays: dto.retentionDays } });
+    return { project: this.present(project) };
   }
 
   @Delete(':projectId')

@@ -1,0 +1,191 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { PrismaService } from '@bellhop/database';
+import { AppError, addCounts, percentile, webhookHealth } from '@bellhop/domain';
+import { TenantScope } from '../auth/principal';
+import { StatsWindow } from './dto/stats.query';
+
+const HOUR_MS = 3_600_000;
+
+/** Each window's buckets: 24 hours, 28 six-hour periods, 30 days, aligned in UTC and ending after the current one. */
+const WINDOWS: Record<StatsWindow, { bucketMs: number; buckets: number }> = {
+  '24h': { bucketMs: HOUR_MS, buckets: 24 },
+  '7d': { bucketMs: 6 * HOUR_MS, buckets: 28 },
+  '30d': { bucketMs: 24 * HOUR_MS, buckets: 30 },
+};
+
+interface RollupRow {
+  webhook_id: string;
+  hour: Date;
+  deliveries_succeeded: number;
+  deliveries_failed: number;
+  deliveries_cancelled: number;
+  attempts: number;
+  attempts_succeeded: number;
+  attempts_failed: number;
+  latency: number[];
+}
+
+interface Totals {
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  attempts: number;
+  attemptsSucceeded: number;
+  attemptsFailed: number;
+  latency: number[];
+}
+
+const emptyTotals = (): Totals => ({ succeeded: 0, failed: 0, cancelled: 0, attempts: 0, attemptsSucceeded: 0, attemptsFailed: 0, latency: [] });
+
+function add(into: Totals, row: RollupRow): void {
+  into.succeeded += row.deliveries_succeeded;
+  into.failed += row.deliveries_failed;
+  into.cancelled += row.deliveries_cancelled;
+  into.attempts += row.attempts;
+  into.attemptsSucceeded += row.attempts_succeeded;
+  into.attemptsFailed += row.attempts_failed;
+  addCounts(into.latency, row.latency);
+}
+
+const successRate = (t: Totals): number | null => (t.succeeded + t.failed === 0 ? null : t.succeeded / (t.succeeded + t.failed));
+const latencyMs = (counts: number[]) => {
+  const p50 = percentile(counts, 50);
+  return p50 === null ? null : { p50, p95: percentile(counts, 95)!, p99: percentile(counts, 99)! };
+};
+const deliveriesOf = (t: Totals, pending: number) => ({
+  total: t.succeeded + t.failed + t.cancelled + pending,
+  succeeded: t.succeeded,
+  failed: t.failed,
+  pending,
+  cancelled: t.cancelled,
+});
+
+/**
+ * The dashboard's numbers, read from the hourly rollups that the recording statements keep
+ * (webhook_stats_hourly, webhook_errors_hourly): at most a few hundred rows per webhook whatever
+ * the traffic. Only pending deliveries are counted live, from the (project|webhook, status, id)
+ * indexes. Test deliveries are in neither.
+ */
+@Injectable()
+export class StatsService {
+  constructor(
+    private readonly prisma: PrismaService,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+  ) {}
+
+  /** The window's bounds, aligned to its buckets in UTC: the last bucket holds now. */
+  static windowOf(window: StatsWindow, now = Date.now()) {
+    const { bucketMs, buckets } = WINDOWS[window];
+    const to = Math.floor(now / bucketMs) * bucketMs + bucketMs;
+    return { from: new Date(to - buckets * bucketMs), to: new Date(to), bucketMs, buckets };
+  }
+
+  async forWebhook(tenant: TenantScope, webhookId: string, window: StatsWindow = '24h') {
+    const webhook = await this.prisma.webhook.findFirst({ where: { id: webhookId, organizationId: tenant.organizationId, deletedAt: null }, select: { id: true } });
+    if (!webhook) throw AppError.notFound('Webhook');
+    const { from, to, bucketMs, buckets } = StatsService.windowOf(window);
+    const [rows, errors, [pending]] = await Promise.all([
+      this.prisma.$queryRaw<RollupRow[]>`
+        SELECT webhook_id, hour, deliveries_succeeded, deliveries_failed, deliveries_cancelled, attempts, attempts_succeeded, attempts_failed, latency
+          FROM webhook_stats_hourly
+         WHERE webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}`,
+      this.prisma.$queryRaw<Array<{ code: string; count: number }>>`
+        SELECT code, sum(count)::int AS count
+          FROM webhook_errors_hourly
+         WHERE webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}
+         GROUP BY code
+         ORDER BY 2 DESC, 1`,
+      this.prisma.$queryRaw<Array<{ count: number }>>`
+        SELECT count(*)::int AS count FROM deliveries
+         WHERE webhook_id = ${webhookId} AND status = 'pending'::"DeliveryStatus" AND NOT test
+           AND created_at >= ${from} AND created_at < ${to}`,
+    ]);
+    const total = emptyTotals();
+    const series = Array.from({ length: buckets }, (_, i) => ({ from: from.getTime() + i * bucketMs, totals: emptyTotals() }));
+    for (const row of rows) {
+      add(total, row);
+      const bucket = series[Math.floor((row.hour.getTime() - from.getTime()) / bucketMs)];
+      if (bucket) add(bucket.totals, row);
+    }
+    return {
+      stats: {
+        webhookId,
+        window,
+        from: from.toISOString(),
+        to: to.toISOString(),
+        deliveries: deliveriesOf(total, pending?.count ?? 0),
+        attempts: { total: total.attempts, succeeded: total.attemptsSucceeded, failed: total.attemptsFailed },
+        successRate: successRate(total),
+        latencyMs: latencyMs(total.latency),
+        errors: errors.map((e) => ({ code: e.code, count: e.count })),
+        series: series.map((b) => ({
+          from: new Date(b.from).toISOString(),
+          to: new Date(b.from + bucketMs).toISOString(),
+          succeeded: b.totals.succeeded,
+          failed: b.totals.failed,
+          attempts: b.totals.attempts,
+          p95Ms: percentile(b.totals.latency, 95),
+        })),
+      },
+    };
+  }
+
+  async forProject(tenant: TenantScope, projectId: string, window: StatsWindow = '24h') {
+    const project = await this.prisma.project.findFirst({ where: { id: projectId, organizationId: tenant.organizationId }, select: { id: true } });
+    if (!project) throw AppError.notFound('Project');
+    const { from, to } = StatsService.windowOf(window);
+    const [webhooks, rows, pending] = await Promise.all([
+      this.prisma.webhook.findMany({
+        where: { projectId, organizationId: tenant.organizationId, deletedAt: null },
+        orderBy: { id: 'asc' },
+        select: { id: true, name: true, url: true, enabled: true, failingSince: true, lastSuccessAt: true, lastFailureAt: true, lastDeliveryAt: true },
+      }),
+      // Deleted webhooks' rows too: the project's totals keep their history.
+      this.prisma.$queryRaw<RollupRow[]>`
+        SELECT webhook_id, hour, deliveries_succeeded, deliveries_failed, deliveries_cancelled, attempts, attempts_succeeded, attempts_failed, latency
+          FROM webhook_stats_hourly
+         WHERE project_id = ${projectId} AND hour >= ${from} AND hour < ${to}`,
+      this.prisma.$queryRaw<Array<{ webhook_id: string; count: number }>>`
+        SELECT webhook_id, count(*)::int AS count FROM deliveries
+         WHERE project_id = ${projectId} AND status = 'pending'::"DeliveryStatus" AND NOT test
+           AND created_at >= ${from} AND created_at < ${to}
+         GROUP BY webhook_id`,
+    ]);
+    const total = emptyTotals();
+    const byWebhook = new Map<string, Totals>();
+    for (const row of rows) {
+      add(total, row);
+      let own = byWebhook.get(row.webhook_id);
+      if (!own) byWebhook.set(row.webhook_id, (own = emptyTotals()));
+      add(own, row);
+    }
+    const pendingOf = new Map(pending.map((p) => [p.webhook_id, p.count]));
+    const allPending = pending.reduce((sum, p) => sum + p.count, 0);
+    return {
+      stats: {
+        projectId,
+        window,
+        from: from.toISOString(),
+        to: to.toISOString(),
+        deliveries: deliveriesOf(total, allPending),
+        attempts: { total: total.attempts, succeeded: total.attemptsSucceeded, failed: total.attemptsFailed },
+        successRate: successRate(total),
+        latencyMs: latencyMs(total.latency),
+        webhooks: webhooks.map((w) => {
+          const own = byWebhook.get(w.id) ?? emptyTotals();
+          return {
+            webhookId: w.id,
+            name: w.name,
+            url: w.url,
+            enabled: w.enabled,
+            health: webhookHealth(w, this.config.autoDisableAfterMs),
+            deliveries: deliveriesOf(own, pendingOf.get(w.id) ?? 0),
+            successRate: successRate(own),
+            latencyMs: latencyMs(own.latency),
+          };
+        }),
+      },
+    };
+  }
+}

@@ -1,0 +1,303 @@
+import { performance } from 'node:perf_hooks';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy, Optional } from '@nestjs/common';
+import { Client, type QueryResultRow } from 'pg';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+
+/** Rollups and finished replays are kept this long whatever a project's retention (its longest possible). */
+export const ROLLUP_RETENTION_DAYS = 90;
+
+/** Only one worker purges at a time; the others find the lock taken and skip their turn. */
+const LOCK_KEY = 'bellhop.retention';
+
+export interface RetentionOptions {
+  /** Purge once when the app boots, then every RETENTION_INTERVAL. Default true. */
+  autoStart?: boolean;
+  /** Rows per statement. Default 500. */
+  batchSize?: number;
+}
+
+export const RETENTION_OPTIONS = Symbol('RETENTION_OPTIONS');
+
+export interface PurgeResult {
+  /** False when another worker held the purge lock: this one did nothing. */
+  ran: boolean;
+  projects: number;
+  /** Deliveries deleted; their attempts went with them (ON DELETE CASCADE). */
+  deliveries: number;
+  events: number;
+  /** Rows of webhook_stats_hourly and webhook_errors_hourly. */
+  rollups: number;
+  replays: number;
+  statements: number;
+  longestStatementMs: number;
+  durationMs: number;
+}
+
+/**
+ * Deletes the history each project no longer keeps: finished deliveries (with their attempts)
+ * created before now − the project's retentionDays (else RETENTION_DAYS), then the events of that
+ * age left without a delivery; and, for every project, rollup rows and finished replays older than
+ * 90 days. Every statement deletes at most `batchSize` rows in its own short transaction and skips
+ * rows another transaction holds, so deliveries being claimed, recorded or retried never wait on
+ * it; what it skipped goes at the next run. A delivery still pending, leased or waiting for a
+ * manual or replay attempt is never deleted, however old.
+ *
+ * It walks each project's deliveries and events in id order (ULIDs: creation order) from the
+ * oldest and stops at the first row inside the window, so a run reads what it deletes plus the
+ * old rows it keeps, never a project's whole history.
+ */
+@Injectable()
+export class RetentionPurger implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly logger = new Logger(RetentionPurger.name);
+  private readonly batchSize: number;
+  private readonly autoStart: boolean;
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<unknown> | null = null;
+  private stopped = true;
+  /** Bumped by stop(): a purge that sees it change stops at its next statement. */
+  private generation = 0;
+
+  constructor(
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+    @Optional() @Inject(RETENTION_OPTIONS) options?: RetentionOptions,
+  ) {
+    this.batchSize = options?.batchSize ?? 500;
+    this.autoStart = options?.autoStart ?? true;
+  }
+
+  onApplicationBootstrap(): void {
+    if (this.autoStart) this.start();
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await this.stop();
+  }
+
+  /** Purges now, then every RETENTION_INTERVAL until stop(). */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.tick();
+  }
+
+  /** Stops the timer, cuts a purge in progress short at its next statement, and waits for it. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.generation++;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One full purge. In this process purges run one after another: a call during the timer's purge waits for it. */
+  purgeOnce(): Promise<PurgeResult> {
+    const run = (this.running ?? Promise.resolve()).catch(() => undefined).then(() => this.purge());
+    this.running = run;
+    return run;
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    this.purgeOnce()
+      .catch((err: Error) => this.logger.error({ msg: 'retention purge failed; retrying at the next interval', error: err.message }))
+      .finally(() => {
+        if (this.stopped) return;
+        this.timer = setTimeout(() => this.tick(), this.config.retentionIntervalMs);
+        this.timer.unref();
+      });
+  }
+
+  private async purge(): Promise<PurgeResult> {
+    const started = performance.now();
+    const generation = this.generation;
+    const result: PurgeResult = { ran: false, projects: 0, deliveries: 0, events: 0, rollups: 0, replays: 0, statements: 0, longestStatementMs: 0, durationMs: 0 };
+    // A connection of its own: a session-level advisory lock belongs to one connection, which
+    // Prisma's pool does not give; it also keeps the purge off the pool the attempts use.
+    const client = new Client({ connectionString: this.config.databaseUrl, application_name: 'bellhop-retention' });
+    client.on('error', (err) => this.logger.warn({ msg: 'retention purge: connection error', error: err.message }));
+    await client.connect();
+    try {
+      // Row locks in the way are skipped, not waited for; these only bound the unforeseen.
+      await client.query(`SET lock_timeout = '5s'; SET statement_timeout = '60s'`);
+      const lock = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked', [LOCK_KEY]);
+      if (!lock.rows[0]?.locked) return result;
+      result.ran = true;
+      const sql = <R extends QueryResultRow>(text: string, params: unknown[]) => this.statement<R>(client, result, generation, text, params);
+      await this.purgeProjects(sql, result);
+      await this.purgeRollups(sql, result);
+      await this.purgeReplays(sql, result);
+    } catch (err) {
+      if (!(err instanceof Stopped)) throw err;
+    } finally {
+      // Closing the session releases the advisory lock.
+      await client.end().catch(() => undefined);
+      result.durationMs = Math.round(performance.now() - started);
+    }
+    if (result.ran) {
+      this.logger.log({
+        msg: 'retention purge',
+        projects: result.projects,
+        deliveries: result.deliveries,
+        events: result.events,
+        rollups: result.rollups,
+        replays: result.replays,
+        statements: result.statements,
+        longestStatementMs: result.longestStatementMs,
+        durationMs: result.durationMs,
+        stoppedEarly: generation !== this.generation,
+      });
+    }
+    return result;
+  }
+
+  private async purgeProjects(sql: Sql, result: PurgeResult): Promise<void> {
+    let after = '';
+    for (;;) {
+      // The cutoff comes from the database's clock, the one created_at was written with.
+      const { rows } = await sql<{ id: string; cutoff: Date }>(
+        `SELECT id, now() - make_interval(days => LEAST(GREATEST(COALESCE(retention_days, $2), 1), ${ROLLUP_RETENTION_DAYS})) AS cutoff
+           FROM projects WHERE id > $1 ORDER BY id LIMIT 1000`,
+        [after, this.config.retentionDays],
+      );
+      for (const project of rows) {
+        result.projects++;
+        result.deliveries += await this.purgeDeliveries(sql, project.id, project.cutoff);
+        // Events after deliveries: an event goes once its last delivery has gone.
+        for (const test of [false, true]) result.events += await this.purgeEvents(sql, project.id, test, project.cutoff);
+      }
+      if (rows.length < 1000) return;
+      after = rows[rows.length - 1].id;
+    }
+  }
+
+  /** Finished deliveries of one project created before `cutoff`, oldest first, along (project_id, id). */
+  private async purgeDeliveries(sql: Sql, projectId: string, cutoff: Date): Promise<number> {
+    let deleted = 0;
+    let after = '';
+    for (;;) {
+      const { rows } = await sql<{ id: string; old: boolean }>(
+        `SELECT id, created_at < $3 AS old FROM deliveries WHERE project_id = $1 AND id > $2 ORDER BY id LIMIT $4`,
+        [projectId, after, cutoff, this.batchSize],
+      );
+      const edge = rows.findIndex((row) => !row.old);
+      const old = (edge === -1 ? rows : rows.slice(0, edge)).map((row) => row.id);
+      if (old.length > 0) {
+        // The conditions are checked again on the locked rows: a delivery claimed or given a manual
+        // attempt since the read above stays. Rows locked by another transaction are skipped.
+        const gone = await sql(
+          `DELETE FROM deliveries WHERE id IN (
+             SELECT id FROM deliveries
+              WHERE id = ANY($1::text[]) AND created_at < $2
+                AND status <> 'pending' AND (lease_until IS NULL OR lease_until < now()) AND manual_requested_at IS NULL
+                FOR UPDATE SKIP LOCKED)`,
+          [old, cutoff],
+        );
+        deleted += gone.rowCount ?? 0;
+      }
+      if (edge !== -1 || rows.length < this.batchSize) return deleted;
+      after = rows[rows.length - 1].id;
+    }
+  }
+
+  /** Events of one project created before `cutoff` that no delivery refers to any more, along (project_id, test, id). */
+  private async purgeEvents(sql: Sql, projectId: string, test: boolean, cutoff: Date): Promise<number> {
+    let deleted = 0;
+    let after = '';
+    for (;;) {
+      const { rows } = await sql<{ id: string; old: boolean }>(
+        `SELECT id, created_at < $4 AS old FROM events WHERE project_id = $1 AND test = $2 AND id > $3 ORDER BY id LIMIT $5`,
+        [projectId, test, after, cutoff, this.batchSize],
+      );
+      const edge = rows.findIndex((row) => !row.old);
+      const old = (edge === -1 ? rows : rows.slice(0, edge)).map((row) => row.id);
+      if (old.length > 0) {
+        // NOT EXISTS probes the unique index on deliveries (event_id, webhook_id).
+        const gone = await sql(
+          `DELETE FROM events WHERE id IN (
+             SELECT e.id FROM events e
+              WHERE e.id = ANY($1::text[]) AND e.created_at < $2
+                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                FOR UPDATE SKIP LOCKED)`,
+          [old, cutoff],
+        );
+        deleted += gone.rowCount ?? 0;
+      }
+      if (edge !== -1 || rows.length < this.batchSize) return deleted;
+      after = rows[rows.length - 1].id;
+    }
+  }
+
+  /**
+   * Hourly rollups older than 90 days, webhook by webhook along each table's primary key (no index
+   * leads with the hour). The webhooks are found in the table itself, a page at a time with one
+   * index probe each, so the rows of deleted webhooks and projects go too.
+   */
+  private async purgeRollups(sql: Sql, result: PurgeResult): Promise<void> {
+    const tables = [
+      { table: 'webhook_stats_hourly', key: ['webhook_id', 'hour'] },
+      { table: 'webhook_errors_hourly', key: ['webhook_id', 'hour', 'code'] },
+    ];
+    for (const { table, key } of tables) {
+      let after = '';
+      for (;;) {
+        const { rows } = await sql<{ webhook_id: string }>(
+          `WITH RECURSIVE hooks(webhook_id, n) AS (
+             (SELECT webhook_id, 1 FROM ${table} WHERE webhook_id > $1 ORDER BY webhook_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT t.webhook_id FROM ${table} t WHERE t.webhook_id > h.webhook_id ORDER BY t.webhook_id LIMIT 1), h.n + 1
+               FROM hooks h WHERE h.webhook_id IS NOT NULL AND h.n < $2)
+           SELECT webhook_id FROM hooks WHERE webhook_id IS NOT NULL`,
+          [after, this.batchSize],
+        );
+        if (rows.length === 0) break;
+        const hooks = rows.map((row) => row.webhook_id);
+        for (;;) {
+          const gone = await sql(
+            `DELETE FROM ${table} t USING (
+               SELECT ${key.map((k) => `o.${k}`).join(', ')} FROM unnest($1::text[]) AS h(id)
+                CROSS JOIN LATERAL (SELECT ${key.join(', ')} FROM ${table}
+                                     WHERE webhook_id = h.id AND hour < now() - make_interval(days => $2) LIMIT $3) o
+                LIMIT $3) old
+             WHERE ${key.map((k) => `t.${k} = old.${k}`).join(' AND ')}`,
+            [hooks, ROLLUP_RETENTION_DAYS, this.batchSize],
+          );
+          result.rollups += gone.rowCount ?? 0;
+          if ((gone.rowCount ?? 0) < this.batchSize) break;
+        }
+        if (rows.length < this.batchSize) break;
+        after = hooks[hooks.length - 1];
+      }
+    }
+  }
+
+  /** Replays finished more than 90 days ago (a handful per webhook: no index needed). */
+  private async purgeReplays(sql: Sql, result: PurgeResult): Promise<void> {
+    for (;;) {
+      const gone = await sql(
+        `DELETE FROM replays WHERE id IN (
+           SELECT id FROM replays
+            WHERE status <> 'running' AND COALESCE(completed_at, created_at) < now() - make_interval(days => $1)
+            LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+        [ROLLUP_RETENTION_DAYS, this.batchSize],
+      );
+      result.replays += gone.rowCount ?? 0;
+      if ((gone.rowCount ?? 0) < this.batchSize) return;
+    }
+  }
+
+  /** Runs one statement (its own transaction), timing it; stops the purge once stop() was called. */
+  private async statement<R extends QueryResultRow>(client: Client, result: PurgeResult, generation: number, text: string, params: unknown[]) {
+    if (generation !== this.generation) throw new Stopped();
+    const started = performance.now();
+    const answer = await client.query<R>(text, params);
+    const ms = performance.now() - started;
+    result.statements++;
+    result.longestStatementMs = Math.max(result.longestStatementMs, Math.round(ms));
+    return answer;
+  }
+}
+
+type Sql = <R extends QueryResultRow>(text: string, params: unknown[]) => Promise<{ rows: R[]; rowCount: number | null }>;
+
+/** The purge was stopped (the app is closing): what it did stays done, the rest waits for the next run. */
+class Stopped extends Error {}
