@@ -1,4 +1,5 @@
 import { Client } from 'pg';
+import { StatsCompactor } from '@bellhop/delivery';
 import { latencyBucket } from '@bellhop/domain';
 import { withStackAndReceiver } from './support/harness';
 import { eventually, newTenant } from './support/tenant';
@@ -141,6 +142,17 @@ describe('dashboard stats', () => {
     expect(byId.get(ok)).toMatchObject({ name: '127.0.0.1', enabled: true, health: { status: 'healthy' }, deliveries: { total: 6, succeeded: 6 }, successRate: 1 });
     expect(byId.get(fail)).toMatchObject({ health: { status: 'failing' }, deliveries: { total: 2, failed: 2 }, successRate: 0 });
     expect(byId.get(refused)).toMatchObject({ latencyMs: null });
+
+    // Folding the deltas the recordings appended into the hourly rows changes no number.
+    const compactor = h.stack.worker!.get(StatsCompactor);
+    await compactor.foldAll();
+    const deltasLeft = new Client({ connectionString: h.stack.databaseUrl });
+    await deltasLeft.connect();
+    expect((await deltasLeft.query('SELECT count(*)::int AS n FROM webhook_stats_deltas')).rows[0].n).toBe(0);
+    await deltasLeft.end();
+    expect(await stats(`/webhooks/${ok}`)).toEqual({ ...okStats, latencyMs: okStats.latencyMs, series: okStats.series });
+    expect(await stats(`/webhooks/${fail}`)).toEqual(failStats);
+    expect(await stats(`/projects/${h.tenant.projectId}`)).toEqual(project);
 
     // Other windows: the same numbers in 28 six-hour or 30 daily buckets, aligned in UTC.
     for (const [window, buckets, size] of [['7d', 28, 6 * 3_600_000], ['30d', 30, 24 * 3_600_000]] as const) {

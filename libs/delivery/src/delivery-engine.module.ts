@@ -7,6 +7,7 @@ import { DELIVERY_SERVICE_OPTIONS, DeliveryService, DeliveryServiceOptions } fro
 import { HttpSender } from './http-sender';
 import { IN_FLIGHT_LIMITER, RedisInFlightLimiter } from './in-flight-limiter';
 import { OperationalRelay } from './operational-relay';
+import { StatsCompactor } from './stats-compactor';
 import { REPLAY_DRIVER_OPTIONS, ReplayDriver, ReplayDriverOptions } from './replay-driver';
 import { SWEEPER_OPTIONS, Sweeper, SweeperOptions } from './sweeper';
 
@@ -37,16 +38,17 @@ const providers: Provider[] = [
   Sweeper,
   ReplayDriver,
   OperationalRelay,
+  StatsCompactor,
 ];
 
 /**
  * The worker side of delivery: the HTTP sender, the per-webhook in-flight cap, the attempt logic,
- * the sweeper, the replay driver and the relay of operational events. Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
+ * the sweeper, the replay driver, the relay of operational events and the stats compactor. Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
  */
 @Module({
   imports: [DeliveryQueueModule],
   providers,
-  exports: [DeliveryService, Sweeper, ReplayDriver, OperationalRelay, HttpSender, IN_FLIGHT_LIMITER],
+  exports: [DeliveryService, Sweeper, ReplayDriver, OperationalRelay, StatsCompactor, HttpSender, IN_FLIGHT_LIMITER],
 })
 export class DeliveryEngineModule {
   static forRoot(options: DeliveryEngineOptions = {}): DynamicModule {

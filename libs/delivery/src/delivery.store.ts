@@ -426,61 +426,45 @@ export class DeliveryStore {
         RETURNING 1`;
 
   /**
-   * The hourly rollups of the attempts in `u` and of the deliveries in `delivery_changes`, as two
-   * CTEs (stats_written, errors_written). Rows are written in (webhook, hour) order, the order in
-   * which every statement locks them. Test deliveries are never counted.
+   * What the attempts in `u` and the deliveries in `delivery_changes` add to the hourly rollups, as
+   * one CTE (stats_written): a delta row per webhook and hour, appended, so that concurrent
+   * recordings never share a row. The worker folds them into webhook_stats_hourly (StatsCompactor).
+   * Test deliveries are never counted.
    */
   private static readonly rollupAttempts = Prisma.sql`stats_rows AS (
         SELECT s.webhook_id, s.hour, max(s.project_id) AS project_id, sum(s.succeeded)::int AS deliveries_succeeded,
                sum(s.failed)::int AS deliveries_failed, sum(s.cancelled)::int AS deliveries_cancelled,
                sum(s.attempts)::int AS attempts, sum(s.attempts_succeeded)::int AS attempts_succeeded,
                sum(s.attempts_failed)::int AS attempts_failed,
-               bellhop_histogram(COALESCE(array_agg(s.bucket) FILTER (WHERE s.bucket IS NOT NULL), '{}')) AS latency
+               COALESCE(array_agg(s.bucket) FILTER (WHERE s.bucket IS NOT NULL), '{}') AS buckets,
+               COALESCE(array_agg(s.error) FILTER (WHERE s.error IS NOT NULL), '{}') AS errors
           FROM (
             SELECT c.webhook_id, c.hour, c.project_id, c.succeeded, c.failed, c.cancelled,
-                   0 AS attempts, 0 AS attempts_succeeded, 0 AS attempts_failed, NULL::int AS bucket
+                   0 AS attempts, 0 AS attempts_succeeded, 0 AS attempts_failed, NULL::int AS bucket, NULL::text AS error
               FROM delivery_changes c
             UNION ALL
             SELECT u.webhook_id, date_trunc('hour', u.started_at, 'UTC'), u.project_id, 0, 0, 0,
                    1, u.success::int, (NOT u.success)::int,
-                   CASE WHEN u.code IS NOT NULL THEN bellhop_latency_bucket(u.time_ms) END
+                   CASE WHEN u.code IS NOT NULL THEN bellhop_latency_bucket(u.time_ms) END,
+                   -- A failed attempt's error code, or http_<status> for an answer that was not 2xx.
+                   CASE WHEN NOT u.success THEN COALESCE(u.error_code, 'http_' || u.code) END
               FROM u WHERE NOT u.test
           ) s
          GROUP BY s.webhook_id, s.hour
       ), stats_written AS (
-        INSERT INTO webhook_stats_hourly AS h (webhook_id, hour, project_id, deliveries_succeeded, deliveries_failed,
-                                               deliveries_cancelled, attempts, attempts_succeeded, attempts_failed, latency)
-        SELECT * FROM stats_rows ORDER BY webhook_id, hour
-        ON CONFLICT (webhook_id, hour) DO UPDATE SET
-               deliveries_succeeded = h.deliveries_succeeded + EXCLUDED.deliveries_succeeded,
-               deliveries_failed = h.deliveries_failed + EXCLUDED.deliveries_failed,
-               deliveries_cancelled = h.deliveries_cancelled + EXCLUDED.deliveries_cancelled,
-               attempts = h.attempts + EXCLUDED.attempts,
-               attempts_succeeded = h.attempts_succeeded + EXCLUDED.attempts_succeeded,
-               attempts_failed = h.attempts_failed + EXCLUDED.attempts_failed,
-               latency = bellhop_counts_add(h.latency, EXCLUDED.latency)
-        RETURNING 1
-      ), errors_written AS (
-        -- Failed attempts by error code, or http_<status> for an answer that was not 2xx.
-        INSERT INTO webhook_errors_hourly AS e (webhook_id, hour, code, count)
-        SELECT u.webhook_id, date_trunc('hour', u.started_at, 'UTC') AS hour, COALESCE(u.error_code, 'http_' || u.code) AS code, count(*)::int
-          FROM u
-         WHERE NOT u.test AND NOT u.success AND (u.error_code IS NOT NULL OR u.code IS NOT NULL)
-         GROUP BY 1, 2, 3
-         ORDER BY 1, 2, 3
-        ON CONFLICT (webhook_id, hour, code) DO UPDATE SET count = e.count + EXCLUDED.count
+        INSERT INTO webhook_stats_deltas (webhook_id, hour, project_id, deliveries_succeeded, deliveries_failed,
+                                          deliveries_cancelled, attempts, attempts_succeeded, attempts_failed, buckets, errors)
+        SELECT * FROM stats_rows
         RETURNING 1
       )`;
 
-  /** The rollups of deliveries cancelled in `changed` (those that were pending), in the hour they were created. */
+  /** What deliveries cancelled in `changed` (those that were pending) add to the rollups of the hour they were created in. */
   private static readonly rollupCancelled = Prisma.sql`cancelled_written AS (
-        INSERT INTO webhook_stats_hourly AS h (webhook_id, hour, project_id, deliveries_cancelled)
+        INSERT INTO webhook_stats_deltas (webhook_id, hour, project_id, deliveries_cancelled)
         SELECT c.webhook_id, date_trunc('hour', c.created_at, 'UTC') AS hour, max(c.project_id), count(*)::int
           FROM changed c
          WHERE NOT c.test AND c.old_status = 'pending'::"DeliveryStatus"
          GROUP BY 1, 2
-         ORDER BY 1, 2
-        ON CONFLICT (webhook_id, hour) DO UPDATE SET deliveries_cancelled = h.deliveries_cancelled + EXCLUDED.deliveries_cancelled
         RETURNING 1
       )`;
 
@@ -498,6 +482,42 @@ export class DeliveryStore {
                  WHEN x.trigger IN ('manual', 'replay') THEN d.status
                  WHEN x.retry_ms IS NOT NULL THEN 'pending'::"DeliveryStatus"
                  ELSE 'failed'::"DeliveryStatus" END`;
+    // The parts only some recordings need are left out of the others' statement: it is planned at
+    // every call, and its planning is most of its cost.
+    const replaysCounted = items.some((item) => item.claimed.trigger === 'replay')
+      ? Prisma.sql`      ), replays_counted AS (
+        -- A replay's progress: its attempts as they are recorded (by the lease holder only, so once each).
+        UPDATE replays r SET succeeded = r.succeeded + c.succeeded, failed = r.failed + c.failed
+          FROM (SELECT u.replay_id, count(*) FILTER (WHERE u.success)::int AS succeeded, count(*) FILTER (WHERE NOT u.success)::int AS failed
+                  FROM u WHERE u.trigger = 'replay' AND u.replay_id IS NOT NULL GROUP BY u.replay_id) c
+         WHERE r.id = c.replay_id
+        RETURNING 1
+`
+      : Prisma.empty;
+    // Operational events come only from a failed attempt (a delivery ending failed, a 410).
+    const outboxWrite = items.some((item) => !item.verdict.success)
+      ? Prisma.sql`      ), outbox AS (
+        -- Operational events, in the statement that causes them (published by the worker's relay):
+        -- a delivery that ended failed, and a webhook disabled by a 410. Never for test deliveries
+        -- nor for operational deliveries themselves.
+        INSERT INTO operational_outbox (id, organization_id, project_id, type, data, about_webhook_id)
+        SELECT gen_random_uuid()::text, u.organization_id, u.project_id, 'delivery.exhausted',
+               json_build_object('deliveryId', u.id, 'webhookId', u.webhook_id, 'eventId', u.event_id, 'event', u.event_type,
+                                 'attempts', u.attempt_count, 'lastStatusCode', u.code,
+                                 'lastError', CASE WHEN u.error_code IS NULL THEN NULL ELSE json_build_object('code', u.error_code, 'message', u.error_message) END),
+               u.webhook_id
+          FROM u
+         WHERE u.status::text = 'failed' AND u.status_at_claim <> 'failed' AND NOT u.test AND NOT u.operational
+        UNION ALL
+        SELECT gen_random_uuid()::text, wc.organization_id, wc.project_id, 'webhook.disabled',
+               json_build_object('webhookId', wc.id, 'name', wc.name, 'url', wc.url, 'reason', 'gone',
+                                 'failingSince', to_char(wc.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+               wc.id
+          FROM webhooks_changed wc
+         WHERE wc.raises
+        RETURNING 1
+`
+      : Prisma.empty;
     const rows = await this.prisma.$queryRaw<RecordRow[]>`
       WITH x AS (${this.attemptsRelation(items, false)}
       ), u AS (
@@ -563,8 +583,6 @@ export class DeliveryStore {
         SELECT w.id, w.enabled AS was_enabled
           FROM webhooks w JOIN outcome o ON o.webhook_id = w.id
          WHERE w.deleted_at IS NULL
-           -- After the rollup rows: every statement locks deliveries, then rollups, then webhooks.
-           AND (SELECT count(*) FROM stats_written) + (SELECT count(*) FROM errors_written) >= 0
            AND ((o.gone AND w.enabled) OR (o.succeeded AND w.failing_since IS NOT NULL) OR (o.first_failure IS NOT NULL AND w.failing_since IS NULL)
                 OR o.last_success >= COALESCE(w.last_success_at, '-infinity') + interval '1 second'
                 OR o.last_failure >= COALESCE(w.last_failure_at, '-infinity') + interval '1 second')
@@ -589,37 +607,10 @@ export class DeliveryStore {
         -- Disabled by this recording: it was enabled when locked, and the lock is held since.
         RETURNING w.id, (o.gone AND l.was_enabled) AS disabled, (o.gone_raises AND l.was_enabled) AS raises,
                   w.name, w.url, w.project_id, w.organization_id, COALESCE(w.failing_since, o.last_failure) AS failing_since
-      ), replays_counted AS (
-        -- A replay's progress: its attempts as they are recorded (by the lease holder only, so once each).
-        UPDATE replays r SET succeeded = r.succeeded + c.succeeded, failed = r.failed + c.failed
-          FROM (SELECT u.replay_id, count(*) FILTER (WHERE u.success)::int AS succeeded, count(*) FILTER (WHERE NOT u.success)::int AS failed
-                  FROM u WHERE u.trigger = 'replay' AND u.replay_id IS NOT NULL GROUP BY u.replay_id) c
-         WHERE r.id = c.replay_id
-        RETURNING 1
-      ), outbox AS (
-        -- Operational events, in the statement that causes them (published by the worker's relay):
-        -- a delivery that ended failed, and a webhook disabled by a 410. Never for test deliveries
-        -- nor for operational deliveries themselves.
-        INSERT INTO operational_outbox (id, organization_id, project_id, type, data, about_webhook_id)
-        SELECT gen_random_uuid()::text, u.organization_id, u.project_id, 'delivery.exhausted',
-               json_build_object('deliveryId', u.id, 'webhookId', u.webhook_id, 'eventId', u.event_id, 'event', u.event_type,
-                                 'attempts', u.attempt_count, 'lastStatusCode', u.code,
-                                 'lastError', CASE WHEN u.error_code IS NULL THEN NULL ELSE json_build_object('code', u.error_code, 'message', u.error_message) END),
-               u.webhook_id
-          FROM u
-         WHERE u.status::text = 'failed' AND u.status_at_claim <> 'failed' AND NOT u.test AND NOT u.operational
-        UNION ALL
-        SELECT gen_random_uuid()::text, wc.organization_id, wc.project_id, 'webhook.disabled',
-               json_build_object('webhookId', wc.id, 'name', wc.name, 'url', wc.url, 'reason', 'gone',
-                                 'failingSince', to_char(wc.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
-               wc.id
-          FROM webhooks_changed wc
-         WHERE wc.raises
-        RETURNING 1
-      )
+${replaysCounted}${outboxWrite}      )
       SELECT u.id, u.attempt_id, true AS fenced, u.attempt_count AS attempt, u.status::text AS status, u.scheduled_attempts,
              u.next_attempt_at, u.manual_requested_at, COALESCE(u.gone AND NOT u.test AND wc.disabled, false) AS webhook_disabled,
-             (SELECT count(*) FROM outbox) > 0 AS operational_raised
+             ${outboxWrite === Prisma.empty ? Prisma.sql`false` : Prisma.sql`(SELECT count(*) FROM outbox) > 0`} AS operational_raised
         FROM u LEFT JOIN webhooks_changed wc ON wc.id = u.webhook_id`;
     const byAttempt = new Map(rows.map((row) => [row.attempt_id, row]));
     const others = items.filter((item) => !byAttempt.has(item.attemptId));

@@ -13,3 +13,4 @@ export * from './retention';
 export * from './queue-metrics';
 export * from './delivery-engine.module';
 export * from './operational-relay';
+export * from './stats-compactor';

@@ -26,6 +26,24 @@ CREATE TABLE "webhook_stats_hourly" (
 );
 
 -- CreateTable
+CREATE TABLE "webhook_stats_deltas" (
+    "id" BIGSERIAL NOT NULL,
+    "webhook_id" TEXT NOT NULL,
+    "hour" TIMESTAMPTZ(3) NOT NULL,
+    "project_id" TEXT NOT NULL,
+    "deliveries_succeeded" INTEGER NOT NULL DEFAULT 0,
+    "deliveries_failed" INTEGER NOT NULL DEFAULT 0,
+    "deliveries_cancelled" INTEGER NOT NULL DEFAULT 0,
+    "attempts" INTEGER NOT NULL DEFAULT 0,
+    "attempts_succeeded" INTEGER NOT NULL DEFAULT 0,
+    "attempts_failed" INTEGER NOT NULL DEFAULT 0,
+    "buckets" INTEGER[] DEFAULT ARRAY[]::INTEGER[],
+    "errors" TEXT[] DEFAULT ARRAY[]::TEXT[],
+
+    CONSTRAINT "webhook_stats_deltas_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateTable
 CREATE TABLE "webhook_errors_hourly" (
     "webhook_id" TEXT NOT NULL,
     "hour" TIMESTAMPTZ(3) NOT NULL,

@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { PrismaService } from '@bellhop/database';
 import { AppError, addCounts, percentile, webhookHealth } from '@bellhop/domain';
+import { Prisma } from '@bellhop/database';
 import { TenantScope } from '../auth/principal';
 import { StatsWindow } from './dto/stats.query';
 
@@ -23,7 +24,10 @@ interface RollupRow {
   attempts: number;
   attempts_succeeded: number;
   attempts_failed: number;
-  latency: number[];
+  /** Hourly rows: the latency histogram. */
+  latency: number[] | null;
+  /** Deltas not folded yet: the latency bucket of each attempt. */
+  buckets: number[] | null;
 }
 
 interface Totals {
@@ -45,7 +49,21 @@ function add(into: Totals, row: RollupRow): void {
   into.attempts += row.attempts;
   into.attemptsSucceeded += row.attempts_succeeded;
   into.attemptsFailed += row.attempts_failed;
-  addCounts(into.latency, row.latency);
+  if (row.latency) addCounts(into.latency, row.latency);
+  for (const bucket of row.buckets ?? []) into.latency[bucket] = (into.latency[bucket] ?? 0) + 1;
+}
+
+const ROLLUP_COLUMNS = Prisma.sql`webhook_id, hour, deliveries_succeeded, deliveries_failed, deliveries_cancelled, attempts, attempts_succeeded, attempts_failed`;
+
+/**
+ * The rollup rows of a window: the hourly rows, and the deltas the worker has not folded into them
+ * yet (a second's worth, normally).
+ */
+function rollupRows(where: Prisma.Sql): Prisma.Sql {
+  return Prisma.sql`
+    SELECT ${ROLLUP_COLUMNS}, latency, NULL::int[] AS buckets FROM webhook_stats_hourly WHERE ${where}
+    UNION ALL
+    SELECT ${ROLLUP_COLUMNS}, NULL::int[], buckets FROM webhook_stats_deltas WHERE ${where}`;
 }
 
 const successRate = (t: Totals): number | null => (t.succeeded + t.failed === 0 ? null : t.succeeded / (t.succeeded + t.failed));
@@ -62,9 +80,9 @@ const deliveriesOf = (t: Totals, pending: number) => ({
 });
 
 /**
- * The dashboard's numbers, read from the hourly rollups that the recording statements keep
- * (webhook_stats_hourly, webhook_errors_hourly): at most a few hundred rows per webhook whatever
- * the traffic. Only pending deliveries are counted live, from the (project|webhook, status, id)
+ * The dashboard's numbers, read from the hourly rollups (webhook_stats_hourly,
+ * webhook_errors_hourly, and the deltas that recordings and cancels append until the worker folds
+ * them in): at most a few hundred rows per webhook whatever the traffic. Only pending deliveries are counted live, from the (project|webhook, status, id)
  * indexes. Test deliveries are in neither.
  */
 @Injectable()
@@ -86,14 +104,13 @@ export class StatsService {
     if (!webhook) throw AppError.notFound('Webhook');
     const { from, to, bucketMs, buckets } = StatsService.windowOf(window);
     const [rows, errors, [pending]] = await Promise.all([
-      this.prisma.$queryRaw<RollupRow[]>`
-        SELECT webhook_id, hour, deliveries_succeeded, deliveries_failed, deliveries_cancelled, attempts, attempts_succeeded, attempts_failed, latency
-          FROM webhook_stats_hourly
-         WHERE webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}`,
+      this.prisma.$queryRaw<RollupRow[]>(rollupRows(Prisma.sql`webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}`)),
       this.prisma.$queryRaw<Array<{ code: string; count: number }>>`
         SELECT code, sum(count)::int AS count
-          FROM webhook_errors_hourly
-         WHERE webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}
+          FROM (SELECT code, count FROM webhook_errors_hourly WHERE webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}
+                UNION ALL
+                SELECT c, 1 FROM webhook_stats_deltas d CROSS JOIN LATERAL unnest(d.errors) AS c
+                 WHERE d.webhook_id = ${webhookId} AND d.hour >= ${from} AND d.hour < ${to}) e
          GROUP BY code
          ORDER BY 2 DESC, 1`,
       this.prisma.$queryRaw<Array<{ count: number }>>`
@@ -142,10 +159,7 @@ export class StatsService {
         select: { id: true, name: true, url: true, enabled: true, failingSince: true, lastSuccessAt: true, lastFailureAt: true, lastDeliveryAt: true },
       }),
       // Deleted webhooks' rows too: the project's totals keep their history.
-      this.prisma.$queryRaw<RollupRow[]>`
-        SELECT webhook_id, hour, deliveries_succeeded, deliveries_failed, deliveries_cancelled, attempts, attempts_succeeded, attempts_failed, latency
-          FROM webhook_stats_hourly
-         WHERE project_id = ${projectId} AND hour >= ${from} AND hour < ${to}`,
+      this.prisma.$queryRaw<RollupRow[]>(rollupRows(Prisma.sql`project_id = ${projectId} AND hour >= ${from} AND hour < ${to}`)),
       this.prisma.$queryRaw<Array<{ webhook_id: string; count: number }>>`
         SELECT webhook_id, count(*)::int AS count FROM deliveries
          WHERE project_id = ${projectId} AND status = 'pending'::"DeliveryStatus" AND NOT test
