@@ -57,7 +57,8 @@ export class StatsCompactor implements OnApplicationBootstrap, OnModuleDestroy {
     for (;;) {
       const n = await this.foldOnce();
       folded += n;
-      if (n < FOLD_BATCH) return folded;
+      // At shutdown, what is left waits for the next worker: the stats routes read deltas too.
+      if (n < FOLD_BATCH || this.stopped) return folded;
     }
   }
 

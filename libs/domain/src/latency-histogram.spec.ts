@@ -1,4 +1,4 @@
-import { addCounts, latencyBucket, latencyOfBucket, percentile, LATENCY_BUCKETS } from './latency-histogram';
+import { addCounts, countBucket, latencyBucket, latencyOfBucket, percentile, LATENCY_BUCKETS } from './latency-histogram';
 
 describe('latency histogram', () => {
   it('puts each value in a bucket whose middle is within about 5% of it', () => {
@@ -22,6 +22,18 @@ describe('latency histogram', () => {
     expect(Math.abs(percentile(counts, 99)! - 99) / 99).toBeLessThan(0.06);
     expect(percentile([], 50)).toBeNull();
     expect(percentile([0, 0], 95)).toBeNull();
+  });
+
+  it('counts single observations without leaving holes, and reads sparse arrays as zeros', () => {
+    const counts: number[] = [];
+    for (const ms of [20, 22, 3000]) countBucket(counts, latencyBucket(ms));
+    expect(counts.every((n) => typeof n === 'number')).toBe(true);
+    expect(Math.abs(percentile(counts, 50)! - 22) / 22).toBeLessThan(0.06);
+    const sparse: number[] = [];
+    sparse[latencyBucket(20)] = 2;
+    sparse[latencyBucket(3000)] = 1;
+    expect(Math.abs(percentile(sparse, 50)! - 20) / 20).toBeLessThan(0.06);
+    expect(addCounts([], sparse).every((n) => typeof n === 'number')).toBe(true);
   });
 
   it('adds counts of different lengths', () => {

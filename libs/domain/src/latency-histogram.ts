@@ -22,19 +22,26 @@ export function latencyOfBucket(bucket: number): number {
 
 /** Adds `counts` into `into` (element-wise; `into` grows as needed). */
 export function addCounts(into: number[], counts: readonly number[]): number[] {
-  for (let i = 0; i < counts.length; i++) into[i] = (into[i] ?? 0) + counts[i];
+  for (let i = 0; i < counts.length; i++) into[i] = (into[i] ?? 0) + (counts[i] ?? 0);
+  return into;
+}
+
+/** Counts one observation in `bucket` (`into` grows as needed, with zeros, never holes). */
+export function countBucket(into: number[], bucket: number): number[] {
+  for (let i = into.length; i < bucket; i++) into[i] = 0;
+  into[bucket] = (into[bucket] ?? 0) + 1;
   return into;
 }
 
 /** The p-th percentile (0 < p ≤ 100) of a histogram, or null when it counts nothing. */
 export function percentile(counts: readonly number[], p: number): number | null {
-  const total = counts.reduce((sum, n) => sum + n, 0);
+  const total = counts.reduce((sum, n) => sum + (n ?? 0), 0);
   if (total === 0) return null;
   // The smallest value with at least p% of the observations at or below it (nearest rank).
   const rank = Math.max(1, Math.ceil((p / 100) * total));
   let seen = 0;
   for (let i = 0; i < counts.length; i++) {
-    seen += counts[i];
+    seen += counts[i] ?? 0;
     if (seen >= rank) return latencyOfBucket(i);
   }
   return latencyOfBucket(counts.length - 1);

@@ -1,8 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { PrismaService } from '@bellhop/database';
-import { AppError, addCounts, percentile, webhookHealth } from '@bellhop/domain';
-import { Prisma } from '@bellhop/database';
+import { Prisma, PrismaService } from '@bellhop/database';
+import { AppError, addCounts, countBucket, percentile, webhookHealth } from '@bellhop/domain';
 import { TenantScope } from '../auth/principal';
 import { StatsWindow } from './dto/stats.query';
 
@@ -50,7 +49,7 @@ function add(into: Totals, row: RollupRow): void {
   into.attemptsSucceeded += row.attempts_succeeded;
   into.attemptsFailed += row.attempts_failed;
   if (row.latency) addCounts(into.latency, row.latency);
-  for (const bucket of row.buckets ?? []) into.latency[bucket] = (into.latency[bucket] ?? 0) + 1;
+  for (const bucket of row.buckets ?? []) countBucket(into.latency, bucket);
 }
 
 const ROLLUP_COLUMNS = Prisma.sql`webhook_id, hour, deliveries_succeeded, deliveries_failed, deliveries_cancelled, attempts, attempts_succeeded, attempts_failed`;
@@ -92,6 +91,23 @@ export class StatsService {
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
   ) {}
 
+  /**
+   * Runs the reads of one answer in one snapshot (a repeatable-read, read-only transaction), so
+   * that a delivery recorded meanwhile is counted once: pending, or in the rollups, not both.
+   */
+  private snapshot<T extends readonly unknown[]>(reads: (tx: Prisma.TransactionClient) => { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+    return this.prisma.$transaction(
+      async (tx) => {
+        await tx.$executeRaw`SET TRANSACTION READ ONLY`;
+        const results: unknown[] = [];
+        // One connection: the reads run one after the other.
+        for (const read of reads(tx)) results.push(await read);
+        return results as unknown as T;
+      },
+      { isolationLevel: Prisma.TransactionIsolationLevel.RepeatableRead },
+    );
+  }
+
   /** The window's bounds, aligned to its buckets in UTC: the last bucket holds now. */
   static windowOf(window: StatsWindow, now = Date.now()) {
     const { bucketMs, buckets } = WINDOWS[window];
@@ -103,9 +119,9 @@ export class StatsService {
     const webhook = await this.prisma.webhook.findFirst({ where: { id: webhookId, organizationId: tenant.organizationId, deletedAt: null }, select: { id: true } });
     if (!webhook) throw AppError.notFound('Webhook');
     const { from, to, bucketMs, buckets } = StatsService.windowOf(window);
-    const [rows, errors, [pending]] = await Promise.all([
-      this.prisma.$queryRaw<RollupRow[]>(rollupRows(Prisma.sql`webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}`)),
-      this.prisma.$queryRaw<Array<{ code: string; count: number }>>`
+    const [rows, errors, [pending]] = await this.snapshot((tx) => [
+      tx.$queryRaw<RollupRow[]>(rollupRows(Prisma.sql`webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}`)),
+      tx.$queryRaw<Array<{ code: string; count: number }>>`
         SELECT code, sum(count)::int AS count
           FROM (SELECT code, count FROM webhook_errors_hourly WHERE webhook_id = ${webhookId} AND hour >= ${from} AND hour < ${to}
                 UNION ALL
@@ -113,11 +129,11 @@ export class StatsService {
                  WHERE d.webhook_id = ${webhookId} AND d.hour >= ${from} AND d.hour < ${to}) e
          GROUP BY code
          ORDER BY 2 DESC, 1`,
-      this.prisma.$queryRaw<Array<{ count: number }>>`
+      tx.$queryRaw<Array<{ count: number }>>`
         SELECT count(*)::int AS count FROM deliveries
          WHERE webhook_id = ${webhookId} AND status = 'pending'::"DeliveryStatus" AND NOT test
            AND created_at >= ${from} AND created_at < ${to}`,
-    ]);
+    ] as const);
     const total = emptyTotals();
     const series = Array.from({ length: buckets }, (_, i) => ({ from: from.getTime() + i * bucketMs, totals: emptyTotals() }));
     for (const row of rows) {
@@ -152,20 +168,20 @@ export class StatsService {
     const project = await this.prisma.project.findFirst({ where: { id: projectId, organizationId: tenant.organizationId }, select: { id: true } });
     if (!project) throw AppError.notFound('Project');
     const { from, to } = StatsService.windowOf(window);
-    const [webhooks, rows, pending] = await Promise.all([
-      this.prisma.webhook.findMany({
+    const [webhooks, rows, pending] = await this.snapshot((tx) => [
+      tx.webhook.findMany({
         where: { projectId, organizationId: tenant.organizationId, deletedAt: null },
         orderBy: { id: 'asc' },
         select: { id: true, name: true, url: true, enabled: true, failingSince: true, lastSuccessAt: true, lastFailureAt: true, lastDeliveryAt: true },
       }),
       // Deleted webhooks' rows too: the project's totals keep their history.
-      this.prisma.$queryRaw<RollupRow[]>(rollupRows(Prisma.sql`project_id = ${projectId} AND hour >= ${from} AND hour < ${to}`)),
-      this.prisma.$queryRaw<Array<{ webhook_id: string; count: number }>>`
+      tx.$queryRaw<RollupRow[]>(rollupRows(Prisma.sql`project_id = ${projectId} AND hour >= ${from} AND hour < ${to}`)),
+      tx.$queryRaw<Array<{ webhook_id: string; count: number }>>`
         SELECT webhook_id, count(*)::int AS count FROM deliveries
          WHERE project_id = ${projectId} AND status = 'pending'::"DeliveryStatus" AND NOT test
            AND created_at >= ${from} AND created_at < ${to}
          GROUP BY webhook_id`,
-    ]);
+    ] as const);
     const total = emptyTotals();
     const byWebhook = new Map<string, Totals>();
     for (const row of rows) {
