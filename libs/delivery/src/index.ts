@@ -14,3 +14,4 @@ export * from './queue-metrics';
 export * from './delivery-engine.module';
 export * from './operational-relay';
 export * from './stats-compactor';
+export * from './background-loop';

@@ -1,7 +1,8 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { PrismaService } from '@bellhop/database';
 import { OPERATIONAL_EVENT_TYPES, envelopeOf, findEventType, newIdAt, renderBody, subscriptionsFor } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
+import { BackgroundLoop } from './background-loop';
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 
 /** How often the outbox is looked at when nothing nudges the relay (a recording in another worker, a crash). */
@@ -37,53 +38,24 @@ interface Subscriber {
  * the outbox row locked, so an outbox row is published exactly once however many workers relay.
  */
 @Injectable()
-export class OperationalRelay implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger(OperationalRelay.name);
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<unknown> | null = null;
-  private again = false;
-  private stopped = true;
+export class OperationalRelay extends BackgroundLoop<number> {
+  protected readonly logger = new Logger(OperationalRelay.name);
   private batchSize = BATCH;
 
   constructor(
     private readonly prisma: PrismaService,
     private readonly dispatcher: DeliveryDispatcher,
-  ) {}
-
-  onApplicationBootstrap(): void {
-    this.stopped = false;
-    this.schedule(0);
+  ) {
+    // Nudged by the recordings that write to the outbox; the poll finds what other workers wrote.
+    super('publishing operational events', true);
   }
 
-  async onModuleDestroy(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+  protected pass(): Promise<number> {
+    return this.drain();
   }
 
-  /** Something was written to the outbox: publish it now (or right after the run in progress). */
-  nudge(): void {
-    if (this.stopped) return;
-    if (this.running) this.again = true;
-    else this.schedule(0);
-  }
-
-  private schedule(ms: number): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.tick(), ms);
-    this.timer.unref();
-  }
-
-  private async tick(): Promise<void> {
-    if (this.stopped || this.running) return;
-    this.timer = null;
-    this.running = this.drain().catch((err: Error) => this.logger.error({ msg: 'publishing operational events failed; retrying', error: err.message }));
-    await this.running;
-    this.running = null;
-    if (this.stopped) return;
-    const again = this.again;
-    this.again = false;
-    this.schedule(again ? 0 : POLL_MS);
+  protected delayAfter(): number {
+    return POLL_MS;
   }
 
   /** Publishes everything in the outbox. The number of events published. */

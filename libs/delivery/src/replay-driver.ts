@@ -1,7 +1,8 @@
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Prisma, PrismaService } from '@bellhop/database';
 import { DEFAULT_DELIVERY_SERVICE_OPTIONS, DELIVERY_SERVICE_OPTIONS, type DeliveryServiceOptions } from './delivery.service';
+import { BackgroundLoop } from './background-loop';
 import { DeliveryStore } from './delivery.store';
 import { DeliveryDispatcher } from './dispatcher';
 
@@ -97,17 +98,13 @@ interface ReplayRow {
  * one indexed query every idleIntervalMs.
  */
 @Injectable()
-export class ReplayDriver implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger(ReplayDriver.name);
-  private readonly autoStart: boolean;
+export class ReplayDriver extends BackgroundLoop<ReplayPass> {
+  protected readonly logger = new Logger(ReplayDriver.name);
   private readonly minIntervalMs: number;
   private readonly activeIntervalMs: number;
   private readonly idleIntervalMs: number;
   private nextDelayMs: number;
   readonly cap: number;
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<unknown> | null = null;
-  private stopped = true;
   /** The last replay of the previous pass, when it was a full one. */
   private after: string | null = null;
 
@@ -119,7 +116,7 @@ export class ReplayDriver implements OnApplicationBootstrap, OnModuleDestroy {
     @Optional() @Inject(REPLAY_DRIVER_OPTIONS) options?: ReplayDriverOptions,
     @Optional() @Inject(DELIVERY_SERVICE_OPTIONS) deliveryOptions?: DeliveryServiceOptions,
   ) {
-    this.autoStart = options?.autoStart ?? true;
+    super('replay pass', options?.autoStart ?? true);
     this.minIntervalMs = options?.minIntervalMs ?? 20;
     this.activeIntervalMs = Math.max(this.minIntervalMs, options?.activeIntervalMs ?? 200);
     this.idleIntervalMs = options?.idleIntervalMs ?? 2000;
@@ -129,27 +126,8 @@ export class ReplayDriver implements OnApplicationBootstrap, OnModuleDestroy {
     this.cap = Math.max(1, options?.maxInFlightPerWebhook ?? Math.floor(webhookCap / 2));
   }
 
-  onApplicationBootstrap(): void {
-    if (this.autoStart) this.start();
-  }
-
-  async onModuleDestroy(): Promise<void> {
-    await this.stop();
-  }
-
-  /** Drives now, then again after each pass until stop(). */
-  start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.tick();
-  }
-
-  /** Stops the timer and waits for a pass in progress. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running?.catch(() => undefined);
+  protected pass(): Promise<ReplayPass> {
+    return this.runOnce();
   }
 
   /** One pass: a step of every running replay (PASS_SIZE at most; the next pass goes on from there). */
@@ -245,30 +223,13 @@ export class ReplayDriver implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   /** A replay moves as fast as its webhook answers, and an idle worker looks only every idleIntervalMs. */
-  private delayAfter(pass: ReplayPass): number {
+  protected delayAfter(pass: ReplayPass | null): number {
+    if (pass === null) return this.idleIntervalMs;
     if (pass.running === 0) {
       this.nextDelayMs = this.minIntervalMs;
       return this.idleIntervalMs;
     }
     this.nextDelayMs = pass.queued > 0 ? this.minIntervalMs : Math.min(2 * this.nextDelayMs, this.activeIntervalMs);
     return this.nextDelayMs;
-  }
-
-  private tick(): void {
-    if (this.stopped) return;
-    this.running = this.runOnce()
-      .then(
-        (pass) => this.delayAfter(pass),
-        (err: Error) => {
-          this.logger.error({ msg: 'replay pass failed; retrying later', error: err.message });
-          return this.idleIntervalMs;
-        },
-      )
-      .then((delayMs) => {
-        this.running = null;
-        if (this.stopped) return;
-        this.timer = setTimeout(() => this.tick(), delayMs);
-        this.timer.unref();
-      });
   }
 }

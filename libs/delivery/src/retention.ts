@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { Client, type QueryResultRow } from 'pg';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { BackgroundLoop } from './background-loop';
 
 /** Rollups and finished replays are kept this long whatever a project's retention (its longest possible). */
 export const ROLLUP_RETENTION_DAYS = 90;
@@ -47,13 +48,11 @@ export interface PurgeResult {
  * old rows it keeps, never a project's whole history.
  */
 @Injectable()
-export class RetentionPurger implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger(RetentionPurger.name);
+export class RetentionPurger extends BackgroundLoop<PurgeResult> {
+  protected readonly logger = new Logger(RetentionPurger.name);
   private readonly batchSize: number;
-  private readonly autoStart: boolean;
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<unknown> | null = null;
-  private stopped = true;
+  /** Purges of this process, one after another (the timer's and purgeOnce's). */
+  private chain: Promise<unknown> = Promise.resolve();
   /** Bumped by stop(): a purge that sees it change stops at its next statement. */
   private generation = 0;
 
@@ -61,50 +60,30 @@ export class RetentionPurger implements OnApplicationBootstrap, OnModuleDestroy 
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
     @Optional() @Inject(RETENTION_OPTIONS) options?: RetentionOptions,
   ) {
+    super('retention purge', options?.autoStart ?? true);
     this.batchSize = options?.batchSize ?? 500;
-    this.autoStart = options?.autoStart ?? true;
   }
 
-  onApplicationBootstrap(): void {
-    if (this.autoStart) this.start();
+  protected pass(): Promise<PurgeResult> {
+    return this.purgeOnce();
   }
 
-  async onModuleDestroy(): Promise<void> {
-    await this.stop();
-  }
-
-  /** Purges now, then every RETENTION_INTERVAL until stop(). */
-  start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.tick();
+  protected delayAfter(): number {
+    return this.config.retentionIntervalMs;
   }
 
   /** Stops the timer, cuts a purge in progress short at its next statement, and waits for it. */
-  async stop(): Promise<void> {
-    this.stopped = true;
+  override async stop(): Promise<void> {
     this.generation++;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running?.catch(() => undefined);
+    await super.stop();
+    await this.chain.catch(() => undefined);
   }
 
   /** One full purge. In this process purges run one after another: a call during the timer's purge waits for it. */
   purgeOnce(): Promise<PurgeResult> {
-    const run = (this.running ?? Promise.resolve()).catch(() => undefined).then(() => this.purge());
-    this.running = run;
+    const run = this.chain.catch(() => undefined).then(() => this.purge());
+    this.chain = run;
     return run;
-  }
-
-  private tick(): void {
-    if (this.stopped) return;
-    this.purgeOnce()
-      .catch((err: Error) => this.logger.error({ msg: 'retention purge failed; retrying at the next interval', error: err.message }))
-      .finally(() => {
-        if (this.stopped) return;
-        this.timer = setTimeout(() => this.tick(), this.config.retentionIntervalMs);
-        this.timer.unref();
-      });
   }
 
   private async purge(): Promise<PurgeResult> {

@@ -1,5 +1,6 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { PrismaService } from '@bellhop/database';
+import { BackgroundLoop } from './background-loop';
 
 /** How soon the next fold runs after one that folded something, and after one that found nothing. */
 const FOLD_INTERVAL_MS = 1_000;
@@ -16,39 +17,19 @@ const FOLD_BATCH = 5_000;
  * hourly rows are written in (webhook, hour) order.
  */
 @Injectable()
-export class StatsCompactor implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger(StatsCompactor.name);
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<unknown> | null = null;
-  private stopped = true;
+export class StatsCompactor extends BackgroundLoop<number> {
+  protected readonly logger = new Logger(StatsCompactor.name);
 
-  constructor(private readonly prisma: PrismaService) {}
-
-  onApplicationBootstrap(): void {
-    this.stopped = false;
-    this.schedule();
+  constructor(private readonly prisma: PrismaService) {
+    super('folding stats deltas', true);
   }
 
-  async onModuleDestroy(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+  protected pass(): Promise<number> {
+    return this.foldAll();
   }
 
-  private schedule(delayMs = FOLD_INTERVAL_MS): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.foldAll()
-        .catch((err: Error) => {
-          this.logger.error({ msg: 'folding stats deltas failed; retrying', error: err.message });
-          return 1;
-        })
-        .then((folded) => {
-          this.running = null;
-          this.schedule(folded > 0 ? FOLD_INTERVAL_MS : IDLE_INTERVAL_MS);
-        });
-    }, delayMs);
-    this.timer.unref();
+  protected delayAfter(folded: number | null): number {
+    return folded === 0 ? IDLE_INTERVAL_MS : FOLD_INTERVAL_MS;
   }
 
   /** Folds every delta there is now. The number of delta rows folded. */

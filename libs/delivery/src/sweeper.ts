@@ -1,9 +1,10 @@
 import { InjectQueue } from '@nestjs/bullmq';
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import type { Queue } from 'bullmq';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { metrics } from '@bellhop/observability';
 import { DeliveryJob, Queues, deliveryJobId, manualJobId } from '@bellhop/queue';
+import { BackgroundLoop } from './background-loop';
 import { DeliveryStore, type LostCandidate } from './delivery.store';
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 
@@ -42,14 +43,10 @@ export interface SweepResult {
  * read with SKIP LOCKED and a job id is per attempt, so adding it twice is a no-op.
  */
 @Injectable()
-export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger(Sweeper.name);
+export class Sweeper extends BackgroundLoop<SweepResult> {
+  protected readonly logger = new Logger(Sweeper.name);
   private readonly graceMs: number;
   private readonly batchSize: number;
-  private readonly autoStart: boolean;
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<unknown> | null = null;
-  private stopped = true;
 
   constructor(
     private readonly store: DeliveryStore,
@@ -58,32 +55,18 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly dispatcher: DeliveryDispatcher,
     @Optional() @Inject(SWEEPER_OPTIONS) options?: SweeperOptions,
   ) {
+    super('sweep', options?.autoStart ?? true);
     this.graceMs = options?.graceMs ?? Math.min(5000, config.sweepIntervalMs);
     this.batchSize = options?.batchSize ?? 1000;
-    this.autoStart = options?.autoStart ?? true;
   }
 
-  onApplicationBootstrap(): void {
-    if (this.autoStart) this.start();
+  /** Sweeps at boot, then every SWEEP_INTERVAL. */
+  protected pass(): Promise<SweepResult> {
+    return this.sweep();
   }
 
-  async onModuleDestroy(): Promise<void> {
-    await this.stop();
-  }
-
-  /** Sweeps now, then every SWEEP_INTERVAL until stop(). */
-  start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    this.tick();
-  }
-
-  /** Stops the timer and waits for a sweep in progress. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running?.catch(() => undefined);
+  protected delayAfter(): number {
+    return this.config.sweepIntervalMs;
   }
 
   /** Where the last sweep stopped in due order; the next one goes on from there. */
@@ -157,17 +140,5 @@ export class Sweeper implements OnApplicationBootstrap, OnModuleDestroy {
       missing.push({ ...owner, attempt: row.scheduledAttempt });
     }
     // waiting, prioritized, or active and not yet claimed: it is on its way.
-  }
-
-  private tick(): void {
-    if (this.stopped) return;
-    this.running = this.sweep()
-      .catch((err: Error) => this.logger.error({ msg: 'sweep failed; retrying at the next interval', error: err.message }))
-      .finally(() => {
-        this.running = null;
-        if (this.stopped) return;
-        this.timer = setTimeout(() => this.tick(), this.config.sweepIntervalMs);
-        this.timer.unref();
-      });
   }
 }

@@ -305,9 +305,8 @@ export class StatsBucket {
   p95Ms: number | null;
 }
 
-export class WebhookStats {
-  @ApiProperty()
-  webhookId: string;
+/** What both stats answers hold for their window. */
+class StatsWindowFields {
   @ApiProperty({ enum: ['24h', '7d', '30d'] })
   window: string;
   @ApiProperty(dateTime)
@@ -322,6 +321,11 @@ export class WebhookStats {
   successRate: number | null;
   @ApiProperty(latencySchema('Attempts that got a response; null when none'))
   latencyMs: StatsLatency | null;
+}
+
+export class WebhookStats extends StatsWindowFields {
+  @ApiProperty()
+  webhookId: string;
   @ApiProperty({ type: [StatsError], description: 'Most first' })
   errors: StatsError[];
   @ApiProperty({ type: [StatsBucket], description: '24 hourly buckets (24h), 28 of six hours (7d) or 30 daily (30d)' })
@@ -352,23 +356,9 @@ export class ProjectWebhookStats {
   latencyMs: StatsLatency | null;
 }
 
-export class ProjectStats {
+export class ProjectStats extends StatsWindowFields {
   @ApiProperty()
   projectId: string;
-  @ApiProperty({ enum: ['24h', '7d', '30d'] })
-  window: string;
-  @ApiProperty(dateTime)
-  from: string;
-  @ApiProperty(dateTime)
-  to: string;
-  @ApiProperty({ type: StatsDeliveries })
-  deliveries: StatsDeliveries;
-  @ApiProperty({ type: StatsAttempts })
-  attempts: StatsAttempts;
-  @ApiProperty({ type: Number, nullable: true })
-  successRate: number | null;
-  @ApiProperty(latencySchema('Attempts that got a response; null when none'))
-  latencyMs: StatsLatency | null;
   @ApiProperty({ type: [ProjectWebhookStats], description: "The project's webhooks (deleted ones count in the totals only)" })
   webhooks: ProjectWebhookStats[];
 }
