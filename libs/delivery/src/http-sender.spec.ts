@@ -183,6 +183,23 @@ describe('HttpSender', () => {
     expect(receiver.connections).toBe(0);
   });
 
+  it.each([
+    ['::ffff:0:0:0', '::ffff:0:ffff:ffff'], // IPv4-translated
+    ['64:ff9b:1::', '64:ff9b:1:ffff:ffff:ffff:ffff:ffff'], // local-use NAT64, RFC 8215
+    ['5f00::', '5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff'], // SRv6 SIDs, RFC 9602
+    ['3fff::', '3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff'], // documentation, RFC 9637
+  ])('refuses a name resolving into %s - %s, and those literals, without connecting', async (first, last) => {
+    const receiver = await server((_req, res) => res.end('reached'));
+    for (const address of [first, last]) {
+      const resolver: Resolver = (_host, _opts, cb) => cb(null, [{ address, family: 6 }]);
+      const named = await sender({ allowPrivate: false, resolver }).send(request(`http://special.example:${receiver.port}/`));
+      expect(named).toMatchObject({ statusCode: null, error: { code: 'blocked_address' } });
+      const literal = await sender({ allowPrivate: false }).send(request(`http://[${address}]:${receiver.port}/`));
+      expect(literal).toMatchObject({ statusCode: null, error: { code: 'blocked_address' } });
+    }
+    expect(receiver.connections).toBe(0);
+  });
+
   it('reports a name that does not resolve as dns_failure', async () => {
     const resolver: Resolver = (host, _opts, cb) =>
       cb(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' }), []);

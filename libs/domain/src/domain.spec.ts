@@ -87,6 +87,65 @@ describe('destinations', () => {
   });
 });
 
+describe('destinations: special-purpose ranges added after the IANA registries', () => {
+  // [range, first address, last address] — every address of each range is refused.
+  const ranges: Array<[string, string, string]> = [
+    ['::ffff:0:0:0/96 (IPv4-translated)', '::ffff:0:0:0', '::ffff:0:ffff:ffff'],
+    ['64:ff9b:1::/48 (local-use NAT64)', '64:ff9b:1::', '64:ff9b:1:ffff:ffff:ffff:ffff:ffff'],
+    ['100:0:0:1::/64 (dummy prefix)', '100:0:0:1::', '100::1:ffff:ffff:ffff:ffff'],
+    ['5f00::/16 (SRv6 SIDs)', '5f00::', '5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff'],
+    ['3fff::/20 (documentation)', '3fff::', '3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff'],
+  ];
+  const strict = { allowHttp: false, allowPrivate: false };
+
+  describe.each(ranges)('%s', (_range, first, last) => {
+    it.each([first, last])('refuses %s at send time (isPrivateAddress)', (address) => expect(isPrivateAddress(address)).toBe(true));
+    it.each([first, last])('refuses %s in a webhook URL', (address) => expect(checkWebhookUrl(`https://[${address}]/hook`, strict)).not.toBeNull());
+    it.each([first, last])('still accepts %s when private destinations are allowed', (address) =>
+      expect(checkWebhookUrl(`https://[${address}]/hook`, { allowHttp: false, allowPrivate: true })).toBeNull(),
+    );
+  });
+
+  it('refuses the ranges whatever IPv4 address they carry, and wherever it sits', () => {
+    for (const address of ['::ffff:0:8.8.8.8', '::ffff:0:808:808', '64:ff9b:1::8.8.8.8', '64:ff9b:1::808:808', '64:ff9b:1:808:8:800::', '64:ff9b:1::1%eth0']) {
+      expect(isPrivateAddress(address)).toBe(true);
+    }
+    expect(checkWebhookUrl('https://[64:ff9b:1::808:808]/', strict)).not.toBeNull();
+    expect(checkWebhookUrl('https://[::ffff:0:8.8.8.8]/', strict)).not.toBeNull();
+  });
+
+  // Just outside each range. Public (2000::/3 global unicast) neighbours must stay allowed.
+  it.each(['3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff', '3fff:1000::', '2001:200::1', '2a00:1450::1'])('keeps the public neighbour %s allowed', (address) => {
+    expect(isPrivateAddress(address)).toBe(false);
+    expect(checkWebhookUrl(`https://[${address}]/hook`, strict)).toBeNull();
+  });
+
+  // The other neighbours lie in space that is unassigned or reserved by the IETF (::/8, 4000::/3),
+  // not public; these only show the new prefixes end where they should (behaviour there is unchanged).
+  it.each([
+    '::fffe:ffff:ffff:ffff',
+    '::ffff:1:0:0',
+    '64:ff9b:0:ffff:ffff:ffff:ffff:ffff',
+    '64:ff9b:2::',
+    '100:0:0:2::',
+    '5eff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
+    '5f01::',
+  ])('does not stretch a new range over %s', (address) => expect(isPrivateAddress(address)).toBe(false));
+
+  it('keeps the well-known NAT64 prefix and IPv4-mapped addresses judged by their IPv4 part', () => {
+    expect(isPrivateAddress('64:ff9b::808:808')).toBe(false);
+    expect(isPrivateAddress('64:ff9b::a00:1')).toBe(true);
+    expect(isPrivateAddress('::ffff:8.8.8.8')).toBe(false);
+    expect(isPrivateAddress('::ffff:0:0')).toBe(true); // ::ffff:0.0.0.0, "this network"
+    expect(checkWebhookUrl('https://[64:ff9b::808:808]/', strict)).toBeNull();
+  });
+
+  it.each(['192.0.0.9', '192.0.0.170', '192.0.0.255', '100:0:0:1::1', '2001:2::1', '2001:4:112::1', 'fe80::1%eth0', '255.255.255.255'])(
+    'refuses the registry entry (or, for 2001:4:112::1, the wider IETF block) containing %s',
+    (address) => expect(isPrivateAddress(address)).toBe(true),
+  );
+});
+
 describe('decideAttempt (the retry rules)', () => {
   const schedule = [60_000, 300_000];
   const facts = { trigger: 'scheduled' as const, statusCode: 500, errored: false, scheduledAttemptsBefore: 0, scheduleMs: schedule, now: 0 };
