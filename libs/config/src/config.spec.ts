@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from './config';
+import { randomBytes } from 'node:crypto';
+import { ConfigError, DEV_JWT_SECRET, DEV_SECRETS_KEY, loadConfig } from './config';
 import { parseDuration, parseDurationList } from './duration';
 
 describe('parseDuration', () => {
@@ -20,6 +21,9 @@ describe('parseDuration', () => {
     expect(parseDurationList('100ms, 200ms')).toEqual([100, 200]);
   });
 });
+
+const GOOD_JWT_SECRET = randomBytes(32).toString('base64');
+const GOOD_SECRETS_KEY = randomBytes(32).toString('base64');
 
 describe('loadConfig', () => {
   it('has the contract defaults in development, with the missing secrets reported', () => {
@@ -46,11 +50,79 @@ describe('loadConfig', () => {
 
   it('stops a production boot without secrets, naming the setting', () => {
     expect(() => loadConfig({ NODE_ENV: 'production', SECRETS_KEY: Buffer.alloc(32).toString('base64') })).toThrow(/JWT_SECRET/);
-    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) })).toThrow(/SECRETS_KEY/);
-    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'short', SECRETS_KEY: Buffer.alloc(32).toString('base64') })).toThrow(ConfigError);
-    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32), SECRETS_KEY: Buffer.alloc(16).toString('base64') })).toThrow(/32 bytes/);
-    const ok = loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32), SECRETS_KEY: Buffer.alloc(32, 9).toString('base64') });
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: GOOD_JWT_SECRET })).toThrow(/SECRETS_KEY/);
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'short', SECRETS_KEY: GOOD_SECRETS_KEY })).toThrow(ConfigError);
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: GOOD_JWT_SECRET, SECRETS_KEY: randomBytes(16).toString('base64') })).toThrow(/32 bytes/);
+    const ok = loadConfig({ NODE_ENV: 'production', JWT_SECRET: GOOD_JWT_SECRET, SECRETS_KEY: GOOD_SECRETS_KEY });
     expect(ok.warnings).toEqual([]);
+  });
+
+  describe('in production', () => {
+    const production = (env: Record<string, string>) => loadConfig({ NODE_ENV: 'production', JWT_SECRET: GOOD_JWT_SECRET, SECRETS_KEY: GOOD_SECRETS_KEY, ...env });
+
+    it('accepts random keys, with nothing to warn about', () => {
+      const config = production({});
+      expect(config.jwtSecret).toBe(GOOD_JWT_SECRET);
+      expect(config.secretsKey.equals(Buffer.from(GOOD_SECRETS_KEY, 'base64'))).toBe(true);
+      expect(config.warnings).toEqual([]);
+      // A random hex JWT secret and a base64url key pass too.
+      expect(production({ JWT_SECRET: randomBytes(16).toString('hex'), SECRETS_KEY: randomBytes(32).toString('base64url') }).warnings).toEqual([]);
+    });
+
+    it('refuses the development JWT_SECRET, naming it', () => {
+      expect(() => production({ JWT_SECRET: DEV_JWT_SECRET })).toThrow(ConfigError);
+      expect(() => production({ JWT_SECRET: DEV_JWT_SECRET })).toThrow(/JWT_SECRET.*development/);
+    });
+
+    it('refuses the development SECRETS_KEY, naming it', () => {
+      const devKey = DEV_SECRETS_KEY.toString('base64');
+      expect(devKey).toBe(Buffer.alloc(32, 7).toString('base64'));
+      expect(() => production({ SECRETS_KEY: devKey })).toThrow(ConfigError);
+      expect(() => production({ SECRETS_KEY: devKey })).toThrow(/SECRETS_KEY.*development/);
+    });
+
+    it('refuses a JWT_SECRET under 32 bytes, naming it', () => {
+      expect(() => production({ JWT_SECRET: randomBytes(15).toString('hex') })).toThrow(/JWT_SECRET.*32 bytes/);
+    });
+
+    it('refuses a SECRETS_KEY that is not base64 of exactly 32 bytes, naming it', () => {
+      for (const wrong of [randomBytes(16).toString('base64'), randomBytes(33).toString('base64'), randomBytes(32).toString('hex'), `${GOOD_SECRETS_KEY.slice(0, 20)}!!${GOOD_SECRETS_KEY.slice(20)}`]) {
+        expect(() => production({ SECRETS_KEY: wrong })).toThrow(/SECRETS_KEY.*base64 of exactly 32 bytes/);
+      }
+    });
+
+    it('refuses low-entropy keys, naming the setting', () => {
+      for (const weak of ['x'.repeat(32), 'password'.repeat(4), '0123456'.repeat(5)]) {
+        expect(() => production({ JWT_SECRET: weak })).toThrow(/JWT_SECRET.*predictable/);
+      }
+      const sevenValues = Buffer.from(Array.from({ length: 32 }, (_, i) => i % 7));
+      for (const weak of [Buffer.alloc(32), Buffer.alloc(32, 9), sevenValues]) {
+        expect(() => production({ SECRETS_KEY: weak.toString('base64') })).toThrow(/SECRETS_KEY.*predictable/);
+      }
+      const eightValues = Buffer.from(Array.from({ length: 32 }, (_, i) => i % 8));
+      expect(production({ SECRETS_KEY: eightValues.toString('base64') }).warnings).toEqual([]);
+    });
+
+    it('warns loudly, without refusing, when private or http destinations are allowed', () => {
+      const config = production({ ALLOW_PRIVATE_DESTINATIONS: 'true', ALLOW_HTTP_DESTINATIONS: 'true' });
+      expect(config.allowPrivateDestinations).toBe(true);
+      expect(config.allowHttpDestinations).toBe(true);
+      expect(config.warnings).toHaveLength(2);
+      expect(config.warnings.find((w) => w.includes('ALLOW_PRIVATE_DESTINATIONS'))).toMatch(/^WARNING: .*production/);
+      expect(config.warnings.find((w) => w.includes('ALLOW_HTTP_DESTINATIONS'))).toMatch(/^WARNING: .*production/);
+      expect(production({ ALLOW_HTTP_DESTINATIONS: 'true' }).warnings).toEqual([expect.stringMatching(/ALLOW_HTTP_DESTINATIONS/)]);
+      // Outside production these are ordinary development settings.
+      expect(loadConfig({ NODE_ENV: 'test', JWT_SECRET: GOOD_JWT_SECRET, SECRETS_KEY: GOOD_SECRETS_KEY, ALLOW_PRIVATE_DESTINATIONS: 'true', ALLOW_HTTP_DESTINATIONS: 'true' }).warnings).toEqual([]);
+    });
+  });
+
+  it('uses the development keys outside production, saying so', () => {
+    const config = loadConfig({ NODE_ENV: 'development' });
+    expect(config.jwtSecret).toBe(DEV_JWT_SECRET);
+    expect(config.secretsKey.equals(DEV_SECRETS_KEY)).toBe(true);
+    expect(config.warnings).toEqual([expect.stringMatching(/JWT_SECRET.*DEVELOPMENT key/), expect.stringMatching(/SECRETS_KEY.*DEVELOPMENT key/)]);
+    // The development keys given explicitly, or simple keys, still work outside production.
+    expect(loadConfig({ JWT_SECRET: DEV_JWT_SECRET, SECRETS_KEY: DEV_SECRETS_KEY.toString('base64') }).warnings).toEqual([]);
   });
 
   it('refuses nonsense settings with a message naming them', () => {

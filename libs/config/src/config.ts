@@ -29,6 +29,8 @@ export interface BellhopConfig {
   autoDisableAfterMs: number;
   /** Days of history (events, deliveries, attempts) a project keeps unless it says otherwise. */
   retentionDays: number;
+  /** Organizations one user may own (counting the one made at signup). */
+  maxOrganizationsPerUser: number;
   /** How often the worker deletes the history older than each project's retention. */
   retentionIntervalMs: number;
   allowHttpDestinations: boolean;
@@ -41,7 +43,7 @@ export interface BellhopConfig {
   rateLimit: RateLimit;
   /** Login and signup attempts per window for each client address. */
   authRateLimit: RateLimit;
-  /** Development defaults that were filled in because a secret was missing; logged at boot. */
+  /** Logged at boot: development keys filled in for missing secrets, and risky production settings. */
   warnings: string[];
 }
 
@@ -70,7 +72,30 @@ function rateLimit(env: Env, name: string, fallback: string): RateLimit {
 
 type Env = Record<string, string | undefined>;
 
-const DEV_JWT_SECRET = 'bellhop-development-jwt-secret-do-not-use-in-production';
+/** Published development keys: used when a secret is missing outside production, refused in production. */
+export const DEV_JWT_SECRET = 'bellhop-development-jwt-secret-do-not-use-in-production';
+export const DEV_SECRETS_KEY = Buffer.alloc(32, 7);
+
+/**
+ * A key with fewer distinct bytes than this is refused in production as obviously low-entropy
+ * (`xxxx…`, `passwordpassword…`, a repeated byte). 32 random bytes have about 30 distinct values,
+ * a random 32-character hex or base64 string about 14 to 25: they are never near it.
+ */
+export const MIN_DISTINCT_KEY_BYTES = 8;
+
+function distinctBytes(bytes: Buffer): number {
+  return new Set(bytes).size;
+}
+
+/** Strict base64 (or base64url) of exactly 32 bytes: Buffer.from would silently skip stray characters. */
+function base64Key(raw: string): Buffer | undefined {
+  const text = raw.trim();
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) return undefined;
+  const bytes = Buffer.from(text, 'base64');
+  const canonical = bytes.toString('base64').replace(/=+$/, '');
+  const given = text.replace(/=+$/, '').replace(/-/g, '+').replace(/_/g, '/');
+  return bytes.length === 32 && canonical === given ? bytes : undefined;
+}
 
 /** Comma-separated origins (`https://dash.example.com`): scheme, host and port only. */
 function origins(env: Env, name: string): string[] {
@@ -119,7 +144,8 @@ function duration(env: Env, name: string, fallback: string): number {
 
 /**
  * Builds the typed configuration from environment variables. In production a missing or weak
- * secret is an error naming the setting; elsewhere a clearly reported development default is used.
+ * secret (too short, a development key, fewer than MIN_DISTINCT_KEY_BYTES distinct bytes) is an
+ * error naming the setting; elsewhere a clearly reported development default is used.
  */
 export function loadConfig(env: Env = process.env): BellhopConfig {
   const nodeEnv = env.NODE_ENV === 'production' ? 'production' : env.NODE_ENV === 'test' ? 'test' : 'development';
@@ -130,20 +156,40 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
   if (!jwtSecret) {
     if (production) throw new ConfigError('JWT_SECRET is required in production (at least 32 bytes)');
     jwtSecret = DEV_JWT_SECRET;
-    warnings.push('JWT_SECRET is not set: using the development default. Never do this in production.');
+    warnings.push(`JWT_SECRET is not set: using the published DEVELOPMENT key (NODE_ENV=${nodeEnv}). It is refused in production.`);
   } else if (Buffer.byteLength(jwtSecret) < 32) {
     throw new ConfigError('JWT_SECRET must be at least 32 bytes');
+  } else if (production && jwtSecret === DEV_JWT_SECRET) {
+    throw new ConfigError('JWT_SECRET is the published development key: set a random one in production (at least 32 bytes)');
+  } else if (production && distinctBytes(Buffer.from(jwtSecret)) < MIN_DISTINCT_KEY_BYTES) {
+    throw new ConfigError(`JWT_SECRET is too predictable for production (fewer than ${MIN_DISTINCT_KEY_BYTES} distinct characters): use at least 32 random bytes`);
   }
 
   let secretsKey: Buffer;
   if (!env.SECRETS_KEY) {
     if (production) throw new ConfigError('SECRETS_KEY is required in production (base64 of 32 random bytes)');
     // A fixed development key keeps secrets readable across restarts of a development install.
-    secretsKey = Buffer.alloc(32, 7);
-    warnings.push('SECRETS_KEY is not set: using the development default. Never do this in production.');
+    secretsKey = Buffer.from(DEV_SECRETS_KEY);
+    warnings.push(`SECRETS_KEY is not set: using the published DEVELOPMENT key (NODE_ENV=${nodeEnv}). It is refused in production.`);
   } else {
-    secretsKey = Buffer.from(env.SECRETS_KEY, 'base64');
-    if (secretsKey.length !== 32) throw new ConfigError('SECRETS_KEY must be the base64 of exactly 32 bytes');
+    const key = base64Key(env.SECRETS_KEY);
+    if (!key) throw new ConfigError('SECRETS_KEY must be the base64 of exactly 32 bytes');
+    if (production && key.equals(DEV_SECRETS_KEY)) {
+      throw new ConfigError('SECRETS_KEY is the published development key: set a random one in production (base64 of 32 random bytes)');
+    }
+    if (production && distinctBytes(key) < MIN_DISTINCT_KEY_BYTES) {
+      throw new ConfigError(`SECRETS_KEY is too predictable for production (fewer than ${MIN_DISTINCT_KEY_BYTES} distinct bytes): use base64 of 32 random bytes`);
+    }
+    secretsKey = key;
+  }
+
+  const allowHttpDestinations = bool(env, 'ALLOW_HTTP_DESTINATIONS', false);
+  const allowPrivateDestinations = bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false);
+  if (production && allowHttpDestinations) {
+    warnings.push('WARNING: ALLOW_HTTP_DESTINATIONS=true in production: webhooks may send events and signatures over plain http://');
+  }
+  if (production && allowPrivateDestinations) {
+    warnings.push('WARNING: ALLOW_PRIVATE_DESTINATIONS=true in production: webhooks may reach loopback, private and cloud metadata addresses (SSRF)');
   }
 
   const plan = (env.DEFAULT_PLAN || 'solo') as Plan;
@@ -195,9 +241,10 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     maxInFlightPerOrganization: int(env, 'MAX_IN_FLIGHT_PER_ORGANIZATION', Math.max(1, Math.ceil(workerConcurrency / 2)), 1, 1000),
     autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),
     retentionDays: int(env, 'RETENTION_DAYS', 30, 1, 90),
+    maxOrganizationsPerUser: int(env, 'MAX_ORGANIZATIONS_PER_USER', 5, 1, 1000),
     retentionIntervalMs,
-    allowHttpDestinations: bool(env, 'ALLOW_HTTP_DESTINATIONS', false),
-    allowPrivateDestinations: bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false),
+    allowHttpDestinations,
+    allowPrivateDestinations,
     corsOrigins: origins(env, 'CORS_ORIGINS'),
     bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: env.LOG_LEVEL || (nodeEnv === 'test' ? 'warn' : 'info'),
