@@ -104,6 +104,12 @@ describe('retention', () => {
     expect((await http().patch(`/projects/${id}`).set(h.tenant.auth).send({ name: 'renamed' }).expect(200)).body.project).toMatchObject({ name: 'renamed', retentionDays: 90 });
     expect((await http().patch(`/projects/${id}`).set(h.tenant.auth).send({ retentionDays: 1 }).expect(200)).body.project).toMatchObject({ name: 'renamed', retentionDays: 1 });
     expect((await http().get(`/projects/${id}`).set(h.tenant.auth).expect(200)).body.project.retentionDays).toBe(1);
+    // Nothing to change is refused; each change, and the project's deletion, is in the audit log.
+    await http().patch(`/projects/${id}`).set(h.tenant.auth).send({}).expect(422);
+    await http().delete(`/projects/${id}`).set(h.tenant.auth).expect(204);
+    const audit = (await http().get(`/organizations/${h.tenant.organizationId}/audit-log`).set(h.tenant.auth).expect(200)).body.entries;
+    const about = audit.filter((e: { target: { id: string } }) => e.target.id === id).map((e: { action: string }) => e.action);
+    expect(about).toEqual(['project.deleted', 'project.updated', 'project.updated', 'project.updated']);
   });
 
   it('lets owners and admins change retentionDays, not members (403), and not another organization (404)', async () => {

@@ -434,6 +434,9 @@ describe('tenancy', () => {
       const other = await signup(stack, 'Grace');
       const res = await stack.http().post(`/organizations/${a.organizationId}/members`).set(a.auth).send({ email: other.email, role: 'member' });
       expect(res.body).toEqual(errorShape(403, 'plan_limit'));
+      // The same answer for an address without an account: no way to tell who has one.
+      const nobody = await stack.http().post(`/organizations/${a.organizationId}/members`).set(a.auth).send({ email: 'nobody-at-all@example.com', role: 'member' });
+      expect(nobody.body).toEqual(errorShape(403, 'plan_limit'));
       const members = await stack.http().get(`/organizations/${a.organizationId}/members`).set(a.auth).expect(200);
       expect(members.body.members.map((m: { user: { id: string } }) => m.user.id)).toEqual([a.userId]);
     });

@@ -48,6 +48,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     // Tests hammer the API from one address and token; the rate-limit test sets its own limits.
     RATE_LIMIT: '100000/1m',
     AUTH_RATE_LIMIT: '100000/1m',
+    // The fuzz walk creates many organizations with one user; the limit's own test sets it low.
+    MAX_ORGANIZATIONS_PER_USER: '1000',
     PORT: '0',
     WORKER_PORT: '0',
     ...options.env,

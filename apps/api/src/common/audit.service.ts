@@ -15,6 +15,8 @@ export type AuditAction =
   | 'api_token.created'
   | 'api_token.revoked'
   | 'organization.updated'
+  | 'project.updated'
+  | 'project.deleted'
   | 'event_type.created'
   | 'event_type.updated'
   | 'event_type.deleted'

@@ -1,4 +1,5 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { PrismaService, isUniqueViolation } from '@bellhop/database';
 import type { Plan, Prisma, Role } from '@bellhop/database';
 import { AppError, newId } from '@bellhop/domain';
@@ -19,6 +20,7 @@ export class OrganizationsService {
   constructor(
     private readonly prisma: PrismaService,
     private readonly audit: AuditService,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
   ) {}
 
   async list(principal: Principal) {
@@ -37,10 +39,18 @@ export class OrganizationsService {
   async create(principal: Principal, name: string, plan: 'free' | 'solo' | 'team') {
     if (principal.type !== 'user') throw AppError.forbidden('API tokens cannot create organizations');
     const id = newId('organization');
-    const [organization] = await this.prisma.$transaction([
-      this.prisma.organization.create({ data: { id, name, plan } }),
-      this.prisma.membership.create({ data: { organizationId: id, userId: principal.userId!, role: 'owner' } }),
-    ]);
+    const limit = this.config.maxOrganizationsPerUser;
+    const organization = await this.prisma.$transaction(async (tx) => {
+      // The user's row is locked first: two creations at once cannot both pass the count.
+      await tx.$queryRaw`SELECT 1 FROM users WHERE id = ${principal.userId!} FOR UPDATE`;
+      const owned = await tx.membership.count({ where: { userId: principal.userId!, role: 'owner' } });
+      if (owned >= limit) {
+        throw new AppError('plan_limit', `A user may own at most ${limit} organizations (MAX_ORGANIZATIONS_PER_USER); this one owns ${owned}`);
+      }
+      const created = await tx.organization.create({ data: { id, name, plan } });
+      await tx.membership.create({ data: { organizationId: id, userId: principal.userId!, role: 'owner' } });
+      return created;
+    });
     return { organization: present.organization(organization) };
   }
 
@@ -63,18 +73,27 @@ export class OrganizationsService {
     return { members: rows.map((m) => this.member(m.user, m.role)) };
   }
 
+  /** 403 plan_limit when the organization's plan has no room for one more member. */
+  private async assertMemberRoom(db: Tx | PrismaService, organizationId: string): Promise<void> {
+    const { plan } = await db.organization.findUniqueOrThrow({ where: { id: organizationId }, select: { plan: true } });
+    const count = await db.membership.count({ where: { organizationId } });
+    if (count >= MEMBER_LIMIT[plan]) {
+      throw new AppError('plan_limit', `The ${plan} plan allows ${MEMBER_LIMIT[plan]} member; upgrade to team to add more`);
+    }
+  }
+
   async addMember(tenant: TenantScope, dto: AddMemberDto, requestId: string) {
     this.assertCanGrant(tenant, dto.role);
+    // The plan first: an organization with no room answers the same whether the address has an
+    // account or not, so that adding members cannot be used to find out who has one.
+    await this.assertMemberRoom(this.prisma, tenant.organizationId);
     const user = await this.prisma.user.findUnique({ where: { email: dto.email } });
     if (!user) throw AppError.notFound('User');
     try {
       await this.prisma.$transaction(async (tx) => {
-        // Counted under the organization's lock: two adds at once must not both see room for one.
-        const { plan } = await this.lockOrganization(tx, tenant.organizationId);
-        const count = await tx.membership.count({ where: { organizationId: tenant.organizationId } });
-        if (count >= MEMBER_LIMIT[plan]) {
-          throw new AppError('plan_limit', `The ${plan} plan allows ${MEMBER_LIMIT[plan]} member; upgrade to team to add more`);
-        }
+        // Counted again under the organization's lock: two adds at once must not both see room for one.
+        await this.lockOrganization(tx, tenant.organizationId);
+        await this.assertMemberRoom(tx, tenant.organizationId);
         await tx.membership.create({ data: { organizationId: tenant.organizationId, userId: user.id, role: dto.role } });
         await tx.auditLogEntry.create({
           data: this.audit.entry({ ...this.base(tenant, requestId), action: 'member.added', target: { type: 'user', id: user.id } }),
