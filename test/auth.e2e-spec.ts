@@ -117,11 +117,52 @@ describe('authentication', () => {
     async function createToken(role: 'owner' | 'admin' | 'member' = 'admin') {
       const res = await stack.http().post(`/organizations/${tenant.organizationId}/api-tokens`).set(tenant.auth).send({ name: 'ci', role }).expect(201);
       expect(res.body).toEqual({
-        apiToken: { id: expect.stringMatching(/^tok_/), name: 'ci', role, createdAt: expect.any(String), lastUsedAt: null },
+        apiToken: { id: expect.stringMatching(/^tok_/), name: 'ci', role, createdAt: expect.any(String), lastUsedAt: null, expiresAt: null },
         token: expect.stringMatching(/^bht_/),
       });
       return { id: res.body.apiToken.id as string, token: res.body.token as string };
     }
+
+    it('refuses a token after its expiresAt (401), and refuses an expiresAt in the past or malformed (422)', async () => {
+      const tokens = `/organizations/${tenant.organizationId}/api-tokens`;
+      const soon = new Date(Date.now() + 1500).toISOString();
+      const res = await stack.http().post(tokens).set(tenant.auth).send({ name: 'short', role: 'admin', expiresAt: soon }).expect(201);
+      expect(res.body.apiToken.expiresAt).toBe(soon);
+      await stack.http().get(`/projects/${tenant.projectId}`).set(bearer(res.body.token)).expect(200);
+      await new Promise((resolve) => setTimeout(resolve, 1700));
+      await expect401(bearer(res.body.token), 'expired token');
+      for (const expiresAt of [new Date(Date.now() - 1000).toISOString(), 'tomorrow', '2026-13-01T00:00:00Z', 42, null]) {
+        const bad = await stack.http().post(tokens).set(tenant.auth).send({ name: 'bad', role: 'admin', expiresAt });
+        expect(describeAnswer(`expiresAt ${JSON.stringify(expiresAt)}`, bad)).toMatch(/-> 422 /);
+      }
+    });
+
+    it("caps a token at its creator's current role, and ends it when the creator leaves", async () => {
+      // A team organization with a second user, an admin, who makes an admin token.
+      await stack.http().patch(`/organizations/${tenant.organizationId}`).set(tenant.auth).send({ plan: 'team' }).expect(200);
+      const grace = await newTenant(stack, 'Grace');
+      const graceUser = (await stack.http().get('/auth/me').set(grace.auth).expect(200)).body.user;
+      await stack.http().post(`/organizations/${tenant.organizationId}/members`).set(tenant.auth).send({ email: graceUser.email, role: 'admin' }).expect(201);
+      const made = await stack.http().post(`/organizations/${tenant.organizationId}/api-tokens`).set(grace.auth).send({ name: 'grace-ci', role: 'admin' }).expect(201);
+      const token = bearer(made.body.token);
+      const webhook = { url: 'https://example.com/hook', events: ['baseline.uploaded'] };
+      await stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(token).send(webhook).expect(201);
+      // A token made by that token follows the same user.
+      const child = await stack.http().post(`/organizations/${tenant.organizationId}/api-tokens`).set(token).send({ name: 'child', role: 'member' }).expect(201);
+      // Grace is demoted to member: her admin token acts as a member token (reads yes, webhook changes no).
+      await stack.http().patch(`/organizations/${tenant.organizationId}/members/${graceUser.id}`).set(tenant.auth).send({ role: 'member' }).expect(200);
+      await stack.http().get(`/projects/${tenant.projectId}/webhooks`).set(token).expect(200);
+      await stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(token).send(webhook).expect(403);
+      // Made admin again, the token is admin again: its own role is the ceiling.
+      await stack.http().patch(`/organizations/${tenant.organizationId}/members/${graceUser.id}`).set(tenant.auth).send({ role: 'owner' }).expect(200);
+      await stack.http().post(`/projects/${tenant.projectId}/webhooks`).set(token).send(webhook).expect(201);
+      const me = await stack.http().get('/organizations').set(token).expect(200);
+      expect(me.body.organizations[0].role).toBe('admin');
+      // Grace leaves: her tokens go with her.
+      await stack.http().delete(`/organizations/${tenant.organizationId}/members/${graceUser.id}`).set(tenant.auth).expect(204);
+      await expect401(token, "token of a creator who left");
+      await expect401(bearer(child.body.token), "token made by a token whose creator left");
+    });
 
     it('refuses a revoked API token at once', async () => {
       const { id, token } = await createToken();
@@ -157,7 +198,7 @@ describe('authentication', () => {
       const { id, token } = await createToken();
       await stack.http().get('/projects').set(bearer(token)).expect(200);
       const list = await stack.http().get(`/organizations/${tenant.organizationId}/api-tokens`).set(tenant.auth).expect(200);
-      expect(list.body.apiTokens).toEqual([{ id, name: 'ci', role: 'admin', createdAt: expect.any(String), lastUsedAt: expect.any(String) }]);
+      expect(list.body.apiTokens).toEqual([{ id, name: 'ci', role: 'admin', createdAt: expect.any(String), lastUsedAt: expect.any(String), expiresAt: null }]);
       expect(list.text).not.toContain(token);
       const audit = await stack.http().get(`/organizations/${tenant.organizationId}/audit-log`).set(tenant.auth).expect(200);
       expect(audit.body.entries.map((e: { action: string }) => e.action)).toContain('api_token.created');

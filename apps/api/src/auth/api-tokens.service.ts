@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { Batcher, PrismaService } from '@bellhop/database';
 import type { Role } from '@bellhop/database';
-import { Principal } from './principal';
+import { Principal, ROLE_RANK } from './principal';
 
 export const API_TOKEN_PREFIX = 'bht_';
 const LOOKUP_LENGTH = 16;
@@ -10,10 +10,16 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 
 interface TokenRow {
   id: string;
-  organizationId: string;
-  role: string;
-  tokenHash: string;
-  lastUsedAt: Date | null;
+  organization_id: string;
+  role: Role;
+  token_hash: string;
+  last_used_at: Date | null;
+  lookup_prefix: string;
+  expired: boolean;
+  /** The user who created the token (usr_...), or null for tokens older than that record. */
+  created_by_id: string | null;
+  /** That user's role in the token's organization now; null when they are no longer a member. */
+  creator_role: Role | null;
 }
 
 function sha256(text: string): string {
@@ -29,12 +35,27 @@ export class ApiTokenVerifier {
   constructor(private readonly prisma: PrismaService) {}
 
   private async lookup(prefixes: string[]): Promise<Array<TokenRow | null>> {
-    const rows = await this.prisma.apiToken.findMany({
-      where: { lookupPrefix: { in: [...new Set(prefixes)] }, revokedAt: null },
-      select: { id: true, organizationId: true, role: true, tokenHash: true, lastUsedAt: true, lookupPrefix: true },
-    });
-    const byPrefix = new Map(rows.map((row) => [row.lookupPrefix, row]));
+    // With the creator's role now: a token never has more rights than its creator has today.
+    const rows = await this.prisma.$queryRaw<TokenRow[]>`
+      SELECT t.id, t.organization_id, t.role::text AS role, t.token_hash, t.last_used_at, t.lookup_prefix,
+             (t.expires_at IS NOT NULL AND t.expires_at <= now()) AS expired, t.created_by_id, m.role::text AS creator_role
+        FROM api_tokens t
+        LEFT JOIN memberships m ON m.organization_id = t.organization_id AND m.user_id = t.created_by_id
+       WHERE t.lookup_prefix = ANY (${[...new Set(prefixes)]}::text[]) AND t.revoked_at IS NULL`;
+    const byPrefix = new Map(rows.map((row) => [row.lookup_prefix, row]));
     return prefixes.map((prefix) => byPrefix.get(prefix) ?? null);
+  }
+
+  /**
+   * The role a token acts with: its own, capped at its creator's current role. A token whose
+   * creator has left the organization, or that has expired, acts with none (401). Tokens older
+   * than the creator's record keep their own role.
+   */
+  static effectiveRole(row: Pick<TokenRow, 'role' | 'expired' | 'created_by_id' | 'creator_role'>): Role | null {
+    if (row.expired) return null;
+    if (!row.created_by_id?.startsWith('usr_')) return row.role;
+    if (!row.creator_role) return null;
+    return ROLE_RANK[row.creator_role] < ROLE_RANK[row.role] ? row.creator_role : row.role;
   }
 
   static generate(): { token: string; lookupPrefix: string; tokenHash: string } {
@@ -46,11 +67,13 @@ export class ApiTokenVerifier {
     if (!token.startsWith(API_TOKEN_PREFIX) || token.length < LOOKUP_LENGTH + 8 || token.length > 200) return null;
     const row = await this.rows.run(token.slice(0, LOOKUP_LENGTH));
     if (!row) return null;
-    const expected = Buffer.from(row.tokenHash, 'hex');
+    const expected = Buffer.from(row.token_hash, 'hex');
     const actual = Buffer.from(sha256(token), 'hex');
     if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return null;
+    const role = ApiTokenVerifier.effectiveRole(row);
+    if (!role) return null;
     const now = Date.now();
-    if (!row.lastUsedAt || now - row.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
+    if (!row.last_used_at || now - row.last_used_at.getTime() > LAST_USED_RESOLUTION_MS) {
       // Written at most once a minute, and only if nobody else wrote it meanwhile.
       await this.prisma.apiToken.updateMany({
         where: { id: row.id, OR: [{ lastUsedAt: null }, { lastUsedAt: { lt: new Date(now - LAST_USED_RESOLUTION_MS) } }] },
@@ -62,8 +85,8 @@ export class ApiTokenVerifier {
       id: row.id,
       userId: null,
       sessionId: null,
-      tokenOrganizationId: row.organizationId,
-      tokenRole: row.role as Role,
+      tokenOrganizationId: row.organization_id,
+      tokenRole: role,
     };
   }
 }

@@ -78,7 +78,7 @@ export const present = {
     error: a.errorCode ? { code: a.errorCode, message: a.errorMessage } : null,
   }),
 
-  apiToken: (t: ApiToken) => ({ id: t.id, name: t.name, role: t.role, createdAt: iso(t.createdAt), lastUsedAt: iso(t.lastUsedAt) }),
+  apiToken: (t: ApiToken) => ({ id: t.id, name: t.name, role: t.role, createdAt: iso(t.createdAt), lastUsedAt: iso(t.lastUsedAt), expiresAt: iso(t.expiresAt) }),
 
   replay: (r: Replay) => ({
     id: r.id,

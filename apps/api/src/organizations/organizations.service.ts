@@ -140,6 +140,15 @@ export class OrganizationsService {
 
   async createApiToken(tenant: TenantScope, dto: CreateApiTokenDto, requestId: string) {
     this.assertCanGrant(tenant, dto.role);
+    const expiresAt = dto.expiresAt === undefined ? null : new Date(dto.expiresAt);
+    if (expiresAt && expiresAt.getTime() <= Date.now()) {
+      throw new AppError('validation_failed', 'expiresAt must be in the future', [{ field: 'expiresAt', message: 'expiresAt must be in the future' }]);
+    }
+    // The user the token's rights follow: its creator, or for a token made by a token, that token's creator.
+    const createdById =
+      tenant.principal.type === 'user'
+        ? tenant.principal.id
+        : ((await this.prisma.apiToken.findUnique({ where: { id: tenant.principal.id }, select: { createdById: true } }))?.createdById ?? null);
     const { token, lookupPrefix, tokenHash } = ApiTokenVerifier.generate();
     const id = newId('apiToken');
     const [row] = await this.prisma.$transaction([
@@ -151,7 +160,8 @@ export class OrganizationsService {
           role: dto.role,
           lookupPrefix,
           tokenHash,
-          createdById: tenant.principal.id,
+          createdById,
+          expiresAt,
         },
       }),
       this.prisma.auditLogEntry.create({

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsIn } from 'class-validator';
+import { IsIn, IsISO8601 } from 'class-validator';
 import { IsEmailAddress, IsName, IsOptionalNotNull } from '../../common/validators';
 
 export const ROLES = ['owner', 'admin', 'member'] as const;
@@ -49,4 +49,9 @@ export class CreateApiTokenDto {
   @ApiProperty({ enum: ROLES })
   @IsIn(ROLES as unknown as string[], { message: `role must be one of: ${ROLES.join(', ')}` })
   role: (typeof ROLES)[number];
+
+  @ApiPropertyOptional({ format: 'date-time', description: 'When the token stops working (401 after it); in the future. Left out: never.' })
+  @IsOptionalNotNull()
+  @IsISO8601({ strict: true, strictSeparator: true }, { message: 'expiresAt must be an ISO-8601 time' })
+  expiresAt?: string;
 }
