@@ -1,5 +1,9 @@
+import { scrypt } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { HttpSender, MAX_RESPONSE_BODY_BYTES, type Resolver } from './http-sender';
 import { USER_AGENT } from './version';
 
@@ -40,6 +44,70 @@ async function startServer(handler: Handler): Promise<TestServer> {
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * A tiny UDP DNS server on 127.0.0.1: names in `records` get their A/AAAA answers (NOERROR with no
+ * answer for a missing family), names in `hang` are never answered, anything else is NXDOMAIN.
+ */
+interface TestDns {
+  server: string;
+  queries: string[];
+  close(): Promise<void>;
+}
+
+async function startDns(records: Record<string, { a?: string[]; aaaa?: string[] }>, hang: string[]): Promise<TestDns> {
+  const socket: Socket = createSocket('udp4');
+  const queries: string[] = [];
+  socket.on('message', (msg, peer) => {
+    // Question: labels from offset 12, then QTYPE and QCLASS.
+    const labels: string[] = [];
+    let offset = 12;
+    while (msg[offset] !== 0) {
+      labels.push(msg.subarray(offset + 1, offset + 1 + msg[offset]).toString('latin1'));
+      offset += msg[offset] + 1;
+    }
+    const questionEnd = offset + 5;
+    const name = labels.join('.').toLowerCase();
+    const type = msg.readUInt16BE(offset + 1);
+    queries.push(`${name}/${type === 28 ? 'AAAA' : type === 1 ? 'A' : type}`);
+    // A hanging name gets no answer at all; `name/AAAA` hangs only that family's queries.
+    if (hang.includes(name) || hang.includes(`${name}/${type === 28 ? 'AAAA' : 'A'}`)) return;
+    const record = records[name];
+    const answers = record ? ((type === 1 ? record.a : type === 28 ? record.aaaa : undefined) ?? []) : [];
+    const header = Buffer.alloc(12);
+    msg.copy(header, 0, 0, 2); // id
+    header.writeUInt16BE(record ? 0x8180 : 0x8183, 2); // response, RD, RA; NXDOMAIN for unknown names
+    header.writeUInt16BE(1, 4);
+    header.writeUInt16BE(answers.length, 6);
+    const rrs = answers.map((address) => {
+      const rdata = type === 1 ? Buffer.from(address.split('.').map(Number)) : ipv6Bytes(address);
+      const rr = Buffer.alloc(12);
+      rr.writeUInt16BE(0xc00c, 0); // pointer to the question's name
+      rr.writeUInt16BE(type, 2);
+      rr.writeUInt16BE(1, 4); // IN
+      rr.writeUInt32BE(1, 6); // TTL
+      rr.writeUInt16BE(rdata.length, 10);
+      return Buffer.concat([rr, rdata]);
+    });
+    socket.send(Buffer.concat([header, msg.subarray(12, questionEnd), ...rrs]), peer.port, peer.address);
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return {
+    server: `127.0.0.1:${socket.address().port}`,
+    queries,
+    close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+  };
+}
+
+function ipv6Bytes(address: string): Buffer {
+  const [head, tail = ''] = address.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = address.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
+  const bytes = Buffer.alloc(16);
+  groups.forEach((g, i) => bytes.writeUInt16BE(parseInt(g, 16), i * 2));
+  return bytes;
 }
 
 const request = (url: string, body = '{"event":"baseline.uploaded"}') => ({
@@ -234,5 +302,133 @@ describe('HttpSender', () => {
     // A pool may open a second connection while the first is being released; it must not open one per request.
     expect(receiver.connections).toBeLessThanOrEqual(2);
     expect(s.poolCount).toBe(1);
+  });
+
+  describe('DNS resolution (c-ares, off the thread pool)', () => {
+    const DNS_TIMEOUT_MS = 500;
+    let dns: TestDns;
+
+    beforeAll(async () => {
+      dns = await startDns(
+        {
+          'answers.test': { a: ['127.0.0.1'] },
+          'v6only.test': { aaaa: ['::1'] },
+          'mixed.test': { a: ['93.184.216.34'], aaaa: ['::1'] },
+          'public.test': { a: ['93.184.216.34'] },
+          'noaaaa.test': { a: ['127.0.0.1'] },
+        },
+        ['hangs.test', ...Array.from({ length: 8 }, (_, i) => `hangs${i}.test`), 'noaaaa.test/AAAA'],
+      );
+    });
+    afterAll(() => dns.close());
+
+    const dnsSender = (options: Partial<ConstructorParameters<typeof HttpSender>[0]> = {}) =>
+      sender({ dnsServers: [dns.server], dnsTimeoutMs: DNS_TIMEOUT_MS, ...options });
+
+    it('resolves a name through the configured server and connects to the checked address', async () => {
+      const receiver = await server((_req, res) => res.end('ok'));
+      const result = await dnsSender().send(request(`http://answers.test:${receiver.port}/hook`));
+      expect(result).toMatchObject({ statusCode: 200, body: 'ok', error: null });
+      expect(dns.queries).toEqual(expect.arrayContaining(['answers.test/A', 'answers.test/AAAA']));
+    });
+
+    it('connects with the addresses of one family soon after it answers when the other family never does', async () => {
+      const receiver = await server((_req, res) => res.end('ok'));
+      const started = performance.now();
+      const result = await dnsSender().send(request(`http://noaaaa.test:${receiver.port}/hook`));
+      expect(result).toMatchObject({ statusCode: 200, error: null });
+      // The A answer, then a grace of 300 ms for AAAA: well before the DNS deadline.
+      expect(performance.now() - started).toBeLessThan(DNS_TIMEOUT_MS + 300);
+    });
+
+    it('ends an attempt to a name whose server never answers with dns_failure within the DNS timeout', async () => {
+      const started = performance.now();
+      const result = await dnsSender().send(request('http://hangs.test:9/hook'));
+      const took = performance.now() - started;
+      expect(result).toMatchObject({ statusCode: null, body: null, error: { code: 'dns_failure' } });
+      expect(result.error?.message).toMatch(/timed out/);
+      expect(result.error?.message).not.toContain('127.0.0.1');
+      expect(took).toBeGreaterThanOrEqual(DNS_TIMEOUT_MS - 50);
+      expect(took).toBeLessThan(DNS_TIMEOUT_MS + 400);
+    });
+
+    it('does not let 20 hanging resolutions delay a name that answers or an address literal', async () => {
+      const receiver = await server((_req, res) => res.end('ok'));
+      const s = dnsSender();
+      const hanging = Array.from({ length: 20 }, (_, i) => s.send(request(`http://hangs.test:${9000 + i}/hook`)));
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the queries are out
+      const named = await s.send(request(`http://answers.test:${receiver.port}/named`));
+      const literal = await s.send(request(`http://127.0.0.1:${receiver.port}/literal`));
+      expect(named).toMatchObject({ statusCode: 200, error: null });
+      expect(literal).toMatchObject({ statusCode: 200, error: null });
+      expect(named.responseTimeMs).toBeLessThan(200);
+      expect(literal.responseTimeMs).toBeLessThan(200);
+      const results = await Promise.all(hanging);
+      expect(results.every((r) => r.error?.code === 'dns_failure')).toBe(true);
+    });
+
+    it('leaves the thread pool free: scrypt and fs complete promptly while 8 resolutions hang', async () => {
+      const s = dnsSender();
+      const hanging = Array.from({ length: 8 }, (_, i) => s.send(request(`http://hangs${i}.test/hook`)));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const started = performance.now();
+      await Promise.all([
+        new Promise<void>((resolve, reject) => scrypt('secret', 'salt', 32, (err) => (err ? reject(err) : resolve()))),
+        new Promise<void>((resolve, reject) => scrypt('secret', 'pepper', 32, (err) => (err ? reject(err) : resolve()))),
+        readFile(__filename),
+      ]);
+      expect(performance.now() - started).toBeLessThan(200);
+      expect((await Promise.all(hanging)).map((r) => r.error?.code)).toEqual(Array(8).fill('dns_failure'));
+    });
+
+    it('reports a name that does not exist (NXDOMAIN for A and AAAA) as dns_failure, naming nothing but the host', async () => {
+      const result = await dnsSender({ allowPrivate: false }).send(request('http://nowhere.test/hook'));
+      expect(result).toMatchObject({ statusCode: null, error: { code: 'dns_failure' } });
+      expect(result.error?.message).toBe('nowhere.test: name not found (DNS)');
+    });
+
+    it('accepts a name with only an AAAA record', async () => {
+      const receiver = await startServerOn('::1', (_req, res) => res.end('v6'));
+      const result = await dnsSender().send(request(`http://v6only.test:${receiver.port}/`));
+      expect(result).toMatchObject({ statusCode: 200, body: 'v6', error: null });
+    });
+
+    it('reports a name resolving to a private address as blocked_address without connecting or leaking it', async () => {
+      const receiver = await server((_req, res) => res.end('reached'));
+      const s = dnsSender({ allowPrivate: false });
+      for (const host of ['answers.test', 'mixed.test']) {
+        const result = await s.send(request(`http://${host}:${receiver.port}/`));
+        expect(result).toMatchObject({ statusCode: null, error: { code: 'blocked_address' } });
+        expect(result.error?.message).not.toMatch(/127\.0\.0\.1|::1/);
+      }
+      expect(receiver.connections).toBe(0);
+    });
+
+    it('answers localhost as loopback without asking the name server', async () => {
+      const receiver = await server((_req, res) => res.end('local'));
+      const result = await dnsSender().send(request(`http://localhost:${receiver.port}/`));
+      expect(result).toMatchObject({ statusCode: 200, body: 'local', error: null });
+      expect(dns.queries.some((q) => q.startsWith('localhost'))).toBe(false);
+    });
+
+    async function startServerOn(host: string, handler: Handler): Promise<{ port: number }> {
+      const srv = createServer((req, res) => {
+        req.resume();
+        req.on('end', () => handler(req, res, ''));
+      });
+      await new Promise<void>((resolve) => srv.listen(0, host, resolve));
+      servers.push({
+        url: '',
+        port: 0,
+        hits: [],
+        connections: 0,
+        close: () =>
+          new Promise<void>((resolve) => {
+            srv.closeAllConnections();
+            srv.close(() => resolve());
+          }),
+      });
+      return { port: (srv.address() as AddressInfo).port };
+    }
   });
 });

@@ -1,5 +1,5 @@
-import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
-import type { LookupFunction } from 'node:net';
+import { getServers, promises as dnsPromises, type LookupAddress, type LookupAllOptions } from 'node:dns';
+import { isIP, type LookupFunction } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { Pool } from 'undici';
@@ -53,8 +53,16 @@ export interface HttpSenderOptions {
   connectionsPerOrigin?: number;
   /** An origin's pool is closed after this long without a request. Default 60 s. */
   idlePoolMs?: number;
-  /** DNS resolver, replaceable so tests can play a rebinding DNS server. Default dns.lookup. */
+  /**
+   * DNS resolver, replaceable so tests can play a rebinding DNS server. Default: a c-ares resolver
+   * (see aresResolver) with dnsServers and dnsTimeoutMs; never dns.lookup, which runs on libuv's
+   * thread pool and lets one silent name server stall every new connection.
+   */
   resolver?: Resolver;
+  /** Name servers ("1.2.3.4", "[::1]:5353", "127.0.0.1:5353"). Default: the system's, dns.getServers(). */
+  dnsServers?: string[];
+  /** Total time to resolve a name (A and AAAA in parallel). Default: half the attempt deadline, at most 5 s. */
+  dnsTimeoutMs?: number;
 }
 
 export const MAX_RESPONSE_BODY_BYTES = 64 * 1024;
@@ -71,13 +79,126 @@ export class BlockedAddressError extends Error {
 const BLOCKED_MESSAGE = 'destination is a private, loopback or reserved address';
 
 /**
+ * Raised by aresResolver when a name cannot be resolved. Its code is its own: c-ares codes such
+ * as ECONNREFUSED (the name server refused) must not be mistaken for the destination's. The
+ * message names the host and what went wrong, never the name servers or any address.
+ */
+export class DnsResolutionError extends Error {
+  readonly code = 'ERR_DNS_FAILURE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'DnsResolutionError';
+  }
+}
+
+export interface AresResolverOptions {
+  /** Name servers; default dns.getServers() (the system's, or whatever dns.setServers() set). */
+  servers?: string[];
+  /** Total time for one name, both families. Default 5 s. */
+  timeoutMs?: number;
+}
+
+const NOT_FOUND_CODES = new Set(['ENOTFOUND', 'ENODATA']);
+const LOOPBACK: LookupAddress[] = [
+  { address: '127.0.0.1', family: 4 },
+  { address: '::1', family: 6 },
+];
+
+/** How long the other address family may still answer once one has (as Happy Eyeballs waits for AAAA). */
+const OTHER_FAMILY_GRACE_MS = 300;
+
+/**
+ * A Resolver on c-ares (dns.promises.Resolver): its queries are non-blocking sockets on the event
+ * loop, not getaddrinfo calls on libuv's 4-thread pool, so a name server that never answers
+ * costs one timer per query instead of a pool thread (which crypto, zlib and fs share).
+ *
+ * - A and AAAA are queried in parallel; once one family has answered, the other has
+ *   OTHER_FAMILY_GRACE_MS more, then only the answered, checked addresses are used (a name with
+ *   only one family is fine, and a server that drops one family's queries costs 300 ms, not the
+ *   deadline). The connection goes only to checked addresses.
+ * - c-ares gets a per-try timeout of a quarter of the budget and 2 tries (it doubles the timeout
+ *   on the retry, and Node's c-ares timer ticks at that granularity), and a timer of our own
+ *   ends the resolution at the budget whatever c-ares does.
+ * - c-ares does not read /etc/hosts here (resolve4/resolve6 are plain queries) and does not apply
+ *   the search list: a webhook host must be a public DNS name. `localhost` and `*.localhost`
+ *   (RFC 6761) are answered as loopback directly, so they keep resolving (and keep being refused
+ *   unless private destinations are allowed). Address literals are returned as they are.
+ */
+export function aresResolver(options: AresResolverOptions = {}): Resolver {
+  const timeoutMs = Math.max(1, Math.round(options.timeoutMs ?? 5000));
+  const ares = new dnsPromises.Resolver({ timeout: Math.max(50, Math.floor(timeoutMs / 4)), tries: 2 });
+  const servers = options.servers ?? getServers();
+  if (servers.length > 0) ares.setServers(servers);
+
+  const resolveAll = async (hostname: string, family: number | undefined): Promise<LookupAddress[]> => {
+    const literal = isIP(hostname);
+    if (literal) return [{ address: hostname, family: literal }];
+    if (/(^|\.)localhost\.?$/i.test(hostname)) return LOOPBACK.filter((a) => !family || a.family === family);
+    const queries: Array<Promise<LookupAddress[]>> = [];
+    if (family !== 6) queries.push(ares.resolve4(hostname).then((list) => list.map((address) => ({ address, family: 4 }))));
+    if (family !== 4) queries.push(ares.resolve6(hostname).then((list) => list.map((address) => ({ address, family: 6 }))));
+    let timer: NodeJS.Timeout | undefined;
+    let grace: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    // Each answer as it comes. Once one family has answered with addresses, the other gets a short
+    // grace, then the checked addresses at hand are used: a name server that drops AAAA queries
+    // must not cost every attempt the whole DNS deadline.
+    const answers: Array<PromiseSettledResult<LookupAddress[]>> = [];
+    const answered = new Promise<void>((resolve) => {
+      let pending = queries.length;
+      for (const query of queries) {
+        void query
+          .then(
+            (value): PromiseSettledResult<LookupAddress[]> => ({ status: 'fulfilled', value }),
+            (reason: unknown): PromiseSettledResult<LookupAddress[]> => ({ status: 'rejected', reason }),
+          )
+          .then((answer) => {
+            answers.push(answer);
+            pending -= 1;
+            if (pending === 0) resolve();
+            else if (answer.status === 'fulfilled' && answer.value.length > 0 && !grace) grace = setTimeout(resolve, OTHER_FAMILY_GRACE_MS);
+          });
+      }
+    });
+    try {
+      const outcome = await Promise.race([answered, deadline]);
+      const settled = [...answers];
+      const addresses = settled.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+      if (addresses.length > 0) return addresses;
+      if (outcome === 'timeout') throw new DnsResolutionError(`${hostname}: DNS resolution timed out after ${timeoutMs} ms`);
+      const codes = settled.map((r) => (r.status === 'rejected' ? String((r.reason as { code?: unknown })?.code) : 'ENODATA'));
+      if (codes.includes('ETIMEOUT')) throw new DnsResolutionError(`${hostname}: DNS resolution timed out after ${timeoutMs} ms`);
+      if (codes.every((code) => NOT_FOUND_CODES.has(code))) {
+        throw new DnsResolutionError(codes.includes('ENOTFOUND') ? `${hostname}: name not found (DNS)` : `${hostname}: name has no addresses (DNS)`);
+      }
+      const other = codes.find((code) => !NOT_FOUND_CODES.has(code)) ?? 'unknown';
+      throw new DnsResolutionError(`${hostname}: DNS resolution failed (${/^E[A-Z]+$/.test(other) ? other : 'error'})`);
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(grace);
+    }
+  };
+
+  return (hostname, query, callback) => {
+    const family = query?.family === 4 || query?.family === 6 ? query.family : undefined;
+    resolveAll(hostname, family).then(
+      (addresses) => callback(null, addresses),
+      (err: unknown) => callback(err instanceof DnsResolutionError ? err : new DnsResolutionError(`${hostname}: DNS resolution failed`), []),
+    );
+  };
+}
+
+/**
  * A `connect.lookup` that resolves every address of a name and refuses the connection when any of
  * them is private. Node hands back only the checked addresses to connect to, so a DNS answer that
  * changes between a check and the connect (rebinding) cannot slip a private address through.
  * The address itself stays out of the message: split-horizon DNS would otherwise leak internal
- * addresses to whoever owns the webhook.
+ * addresses to whoever owns the webhook. With allowPrivate the check is skipped (the resolver,
+ * and so the thread-pool-free resolution, is the same).
  */
-export function guardedLookup(resolver: Resolver = dnsLookup as unknown as Resolver): LookupFunction {
+export function guardedLookup(resolver: Resolver = aresResolver(), allowPrivate = false): LookupFunction {
   return ((hostname: string, options: { all?: boolean; family?: number; hints?: number }, callback: (...args: unknown[]) => void) => {
     const query: LookupAllOptions = { all: true };
     if (options?.family === 4 || options?.family === 6) query.family = options.family;
@@ -87,7 +208,7 @@ export function guardedLookup(resolver: Resolver = dnsLookup as unknown as Resol
       if (!addresses || addresses.length === 0) {
         return callback(Object.assign(new Error(`${hostname} has no addresses`), { code: 'ENOTFOUND' }));
       }
-      if (addresses.some((entry) => isPrivateAddress(entry.address))) {
+      if (!allowPrivate && addresses.some((entry) => isPrivateAddress(entry.address))) {
         return callback(new BlockedAddressError(`${hostname}: ${BLOCKED_MESSAGE}`));
       }
       if (options?.all) return callback(null, addresses);
@@ -113,7 +234,7 @@ export class HttpSender {
   private readonly maxBodyBytes: number;
   private readonly connectionsPerOrigin: number;
   private readonly idlePoolMs: number;
-  private readonly lookup: LookupFunction | undefined;
+  private readonly lookup: LookupFunction;
   private readonly pools = new Map<string, PoolEntry>();
   private readonly reaper: NodeJS.Timeout;
   private closed = false;
@@ -124,7 +245,11 @@ export class HttpSender {
     this.maxBodyBytes = options.maxBodyBytes ?? MAX_RESPONSE_BODY_BYTES;
     this.connectionsPerOrigin = options.connectionsPerOrigin ?? 32;
     this.idlePoolMs = options.idlePoolMs ?? 60_000;
-    this.lookup = options.allowPrivate ? undefined : guardedLookup(options.resolver);
+    // At most half the attempt deadline, so a silent name server is reported as dns_failure rather
+    // than as the attempt's timeout (undici's connect timeout covers the lookup too).
+    const dnsTimeoutMs = options.dnsTimeoutMs ?? Math.min(5000, Math.max(1, Math.floor(options.timeoutMs / 2)));
+    const resolver = options.resolver ?? aresResolver({ servers: options.dnsServers, timeoutMs: dnsTimeoutMs });
+    this.lookup = guardedLookup(resolver, options.allowPrivate);
     // Many webhooks means many origins: pools nobody used for a while are closed, not kept forever.
     this.reaper = setInterval(() => this.closeIdlePools(), Math.max(1000, Math.floor(this.idlePoolMs / 2)));
     this.reaper.unref();
@@ -248,7 +373,7 @@ export class HttpSender {
           keepAliveMaxTimeout: 60_000,
           connect: {
             timeout: this.timeoutMs,
-            ...(this.lookup ? { lookup: this.lookup } : {}),
+            lookup: this.lookup,
           },
         }),
         lastUsed: Date.now(),
@@ -310,6 +435,8 @@ export function classifyError(err: unknown, deadlineReached: boolean, timeoutMs:
   if (deadlineReached) return { code: 'timeout', message: `no complete response within ${timeoutMs} ms` };
   const codes = errorCodes(err);
   if (codes.includes('ERR_BLOCKED_ADDRESS')) return { code: 'blocked_address', message };
+  // Before the timeout codes: a DNS timeout is a dns_failure (its message says it timed out).
+  if (codes.includes('ERR_DNS_FAILURE')) return { code: 'dns_failure', message };
   if (codes.some((code) => TIMEOUT_CODES.has(code))) return { code: 'timeout', message };
   if (codes.includes('ECONNREFUSED')) return { code: 'connection_refused', message: message || 'connection refused' };
   if (codes.some((code) => DNS_CODES.has(code))) return { code: 'dns_failure', message };
