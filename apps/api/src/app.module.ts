@@ -13,7 +13,7 @@ import { BearerGuard, MembershipService, TenantGuard } from './auth/auth.guards'
 import { AuthService } from './auth/auth.service';
 import { JwtStrategy } from './auth/jwt.strategy';
 import { AuditService } from './common/audit.service';
-import { RateLimitGuard, rateLimitModule } from './common/rate-limit';
+import { AuthFailureLimiter, RateLimitGuard, rateLimitModule } from './common/rate-limit';
 import { DeliveriesController } from './deliveries/deliveries.controller';
 import { DeliveriesService } from './deliveries/deliveries.service';
 import { EventTypesController } from './event-types/event-types.controller';
@@ -45,9 +45,11 @@ import { WebhooksService } from './webhooks/webhooks.service';
   ],
   controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventTypesController, EventsController, DeliveriesController, StatsController, ReplaysController],
   providers: [
-    // Rate limits first, so that floods of bad credentials are limited too.
-    { provide: APP_GUARD, useClass: RateLimitGuard },
+    // Authentication first, so that limits are per resolved credential; BearerGuard limits failed
+    // attempts per address itself (AuthFailureLimiter), before a bad token costs a lookup.
     { provide: APP_GUARD, useClass: BearerGuard },
+    { provide: APP_GUARD, useClass: RateLimitGuard },
+    AuthFailureLimiter,
     TenantGuard,
     MembershipService,
     ApiTokenVerifier,

@@ -2,11 +2,12 @@ import { CanActivate, ExecutionContext, Injectable, SetMetadata, applyDecorators
 import { Reflector } from '@nestjs/core';
 import { AuthGuard } from '@nestjs/passport';
 import { ApiBearerAuth } from '@nestjs/swagger';
-import type { Request } from 'express';
+import type { Request, Response } from 'express';
 import { PrismaService } from '@bellhop/database';
 import type { Role } from '@bellhop/database';
 import { AppError, isId } from '@bellhop/domain';
 import { PUBLIC_ROUTE, Public } from '@bellhop/observability';
+import { AuthFailureLimiter } from '../common/rate-limit';
 import { ApiTokenVerifier, API_TOKEN_PREFIX } from './api-tokens.service';
 import { MembershipService } from './membership.service';
 import { Principal, TenantScope, roleAtLeast } from './principal';
@@ -37,6 +38,8 @@ export function Authenticated(options: AccessOptions = {}) {
 @Injectable()
 class JwtGuard extends AuthGuard('jwt') {
   override handleRequest<T>(err: unknown, user: T): T {
+    // A failure to check (the database down) is not a failed authentication: it is not counted as one.
+    if (err && !(err instanceof AppError)) throw err;
     if (err || !user) throw new AppError('unauthenticated', 'Authentication required');
     return user;
   }
@@ -50,11 +53,24 @@ export class BearerGuard implements CanActivate {
   constructor(
     private readonly reflector: Reflector,
     private readonly tokens: ApiTokenVerifier,
+    private readonly failures: AuthFailureLimiter,
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC_ROUTE, [context.getHandler(), context.getClass()])) return true;
     const req = context.switchToHttp().getRequest<AuthedRequest>();
+    const res = context.switchToHttp().getResponse<Response>();
+    // A credential that proves valid is never refused for its address's failures (clients behind
+    // one NAT or proxy share an address); a failed one counts, and past the budget gets 429.
+    try {
+      return await this.authenticate(context, req);
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'unauthenticated') throw await this.failures.failed(req, res, err);
+      throw err;
+    }
+  }
+
+  private async authenticate(context: ExecutionContext, req: AuthedRequest): Promise<boolean> {
     const header = req.headers.authorization ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw new AppError('unauthenticated', 'Authentication required');

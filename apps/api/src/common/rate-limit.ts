@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { isIPv4, isIPv6 } from 'node:net';
 import { ExecutionContext, Inject, Injectable } from '@nestjs/common';
-import { ThrottlerGuard, ThrottlerModule, ThrottlerStorage } from '@nestjs/throttler';
+import { ThrottlerException, ThrottlerGuard, ThrottlerModule, ThrottlerStorage } from '@nestjs/throttler';
 import type { ThrottlerLimitDetail } from '@nestjs/throttler/dist/throttler.guard.interface';
 import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-storage-record.interface';
 import { Redis } from 'ioredis';
@@ -8,6 +8,7 @@ import type { Request } from 'express';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Batcher } from '@bellhop/database';
 import { REDIS, execPipeline } from '@bellhop/queue';
+import type { Principal } from '../auth/principal';
 
 /**
  * Fixed-window counters in Redis, so limits hold across API replicas. One script per check: count
@@ -66,11 +67,61 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
 const AUTH_ROUTES = new Set(['signup', 'login']);
 const UNLIMITED = /^\/(health|metrics|docs)/;
 
-function clientAddress(req: Request): string {
-  return req.ip ?? req.socket.remoteAddress ?? 'unknown';
+/**
+ * The rate-limit key of a client address. IPv4 addresses (IPv4-mapped IPv6 ones too) count alone;
+ * IPv6 addresses by their /64, the block one subscriber gets, so that rotating through it buys nothing.
+ */
+export function addressKey(address: string | undefined): string {
+  if (!address) return 'ip:unknown';
+  const bare = address.split('%')[0];
+  if (isIPv4(bare)) return 'ip:' + bare;
+  if (!isIPv6(bare)) return 'ip:unknown';
+  const groups = ipv6Groups(bare);
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return `ip:${groups[6] >> 8}.${groups[6] & 0xff}.${groups[7] >> 8}.${groups[7] & 0xff}`;
+  }
+  return 'ip6:' + groups.slice(0, 4).map((g) => g.toString(16)).join(':') + '::/64';
 }
 
-/** Per token (a hash of the bearer credential) on the API, per address on login and signup. */
+/** The eight 16-bit groups of a valid IPv6 address (with `::` and a dotted IPv4 tail expanded). */
+function ipv6Groups(address: string): number[] {
+  let text = address.toLowerCase();
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number);
+    text = text.slice(0, v4.index) + ((a << 8) | b).toString(16) + ':' + ((c << 8) | d).toString(16);
+  }
+  const [head, tail] = text.split('::') as [string, string | undefined];
+  const front = head ? head.split(':') : [];
+  const back = tail ? tail.split(':') : [];
+  const middle = tail === undefined ? [] : Array<string>(8 - front.length - back.length).fill('0');
+  return [...front, ...middle, ...back].map((g) => parseInt(g, 16));
+}
+
+/**
+ * The client's address as Express resolved it. `trust proxy` is 'loopback' (api.app.ts): only a
+ * proxy on this machine may name the client in X-Forwarded-For; anyone else is their socket address.
+ */
+export function clientAddress(req: Request): string | undefined {
+  return req.ip ?? req.socket?.remoteAddress;
+}
+
+/** The key of a request's `api` bucket: its resolved credential, else its client address. */
+export function requestKey(req: Request): string {
+  const principal = req.user as Principal | undefined;
+  if (principal?.type === 'api_token') return 'token:' + principal.id;
+  if (principal?.type === 'user' && principal.sessionId) return 'session:' + principal.sessionId;
+  return addressKey(clientAddress(req));
+}
+
+/** The named limit for failed authentication (a bad, unknown, expired or missing bearer token). */
+export const AUTH_FAILURES = 'authfail';
+
+/**
+ * Per resolved credential (session id, API token id) on the API, per address on login and signup
+ * and on public routes. RateLimitGuard runs after BearerGuard, so the credential is known; failed
+ * authentication is limited per address by AuthFailureLimiter, inside BearerGuard.
+ */
 export const rateLimitModule = ThrottlerModule.forRootAsync({
   inject: [BELLHOP_CONFIG, REDIS],
   useFactory: (config: BellhopConfig, redis: Redis) => ({
@@ -86,17 +137,14 @@ export const rateLimitModule = ThrottlerModule.forRootAsync({
           const req = context.switchToHttp().getRequest<Request>();
           return UNLIMITED.test(req.path) || AUTH_ROUTES.has(context.getHandler().name);
         },
-        getTracker: (req: Record<string, any>) => {
-          const header = (req as Request).headers.authorization;
-          return header ? 'token:' + createHash('sha256').update(header).digest('hex').slice(0, 32) : 'ip:' + clientAddress(req as Request);
-        },
+        getTracker: (req: Record<string, any>) => requestKey(req as Request),
       },
       {
         name: 'auth',
         limit: config.authRateLimit.limit,
         ttl: config.authRateLimit.windowMs,
         skipIf: (context: ExecutionContext) => !AUTH_ROUTES.has(context.getHandler().name),
-        getTracker: (req: Record<string, any>) => 'ip:' + clientAddress(req as Request),
+        getTracker: (req: Record<string, any>) => addressKey(clientAddress(req as Request)),
       },
     ],
   }),
@@ -109,5 +157,37 @@ export class RateLimitGuard extends ThrottlerGuard {
     const res = context.switchToHttp().getResponse<{ setHeader(name: string, value: string): void }>();
     res.setHeader('Retry-After', String(Math.max(1, detail.timeToBlockExpire)));
     return super.throwThrottlingException(context, detail);
+  }
+}
+
+type Response = { setHeader(name: string, value: string): void };
+
+/** The 429 to throw (the error filter gives it the standard shape), with Retry-After set in whole seconds (at least 1). */
+function rateLimited(res: Response, retryAfterMs: number): ThrottlerException {
+  res.setHeader('Retry-After', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
+  return new ThrottlerException();
+}
+
+/**
+ * Failed authentication per client address (IPv6 by /64): past the budget, a failed attempt is
+ * answered 429 instead of 401, so that guessing credentials from one address is slow. Budget:
+ * AUTH_RATE_LIMIT's limit and window (the setting for credential guessing per address), counted
+ * in its own bucket, in Redis so that replicas share it. A credential that proves valid is never
+ * refused for its address's failures: clients behind one NAT or proxy share an address.
+ */
+@Injectable()
+export class AuthFailureLimiter {
+  constructor(
+    @Inject(ThrottlerStorage) private readonly storage: ThrottlerStorage,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+  ) {}
+
+  /** Counts a failed attempt; returns the error to answer with: 429 once over budget, else `unauthenticated`. */
+  async failed(req: Request, res: Response, unauthenticated: Error): Promise<Error> {
+    const key = addressKey(clientAddress(req));
+    const { limit, windowMs } = this.config.authRateLimit;
+    const record = await this.storage.increment(key, windowMs, limit, windowMs, AUTH_FAILURES);
+    if (!record.isBlocked) return unauthenticated;
+    return rateLimited(res, record.timeToBlockExpire * 1000);
   }
 }
