@@ -550,6 +550,7 @@ describe('tenancy', () => {
         target: { type: 'webhook', id: webhook.id },
         createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
         requestId: reveal.headers['x-request-id'],
+        clientRequestId: null,
       });
       expect(log.body.entries.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['webhook.created', 'webhook.secret_rotated']));
       for (const s of [secret, rotated.body.secret as string]) {

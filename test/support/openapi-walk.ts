@@ -35,6 +35,9 @@ export interface JsonSchema {
   items?: JsonSchema;
   enum?: unknown[];
   example?: unknown;
+  format?: string;
+  minimum?: number;
+  maximum?: number;
   default?: unknown;
   minLength?: number;
   maxLength?: number;
@@ -49,7 +52,7 @@ export interface OpenApiDocument {
 
 interface OperationObject {
   operationId?: string;
-  parameters?: Array<{ name: string; in: string; required?: boolean }>;
+  parameters?: Array<{ name: string; in: string; required?: boolean; schema?: JsonSchema }>;
   requestBody?: { content?: Record<string, { schema?: JsonSchema }> };
   security?: unknown[];
 }
@@ -64,6 +67,8 @@ export interface Operation {
   pathParams: string[];
   isPublic: boolean;
   headerParams: string[];
+  /** Query parameters, as the document declares them. */
+  queryParams: Array<{ name: string; required: boolean; schema: JsonSchema }>;
   bodySchema: JsonSchema | null;
 }
 
@@ -87,6 +92,7 @@ export function operationsOf(doc: OpenApiDocument): Operation[] {
         pathParams,
         isPublic: !op.security || op.security.length === 0,
         headerParams: (op.parameters ?? []).filter((p) => p.in === 'header').map((p) => p.name),
+        queryParams: (op.parameters ?? []).filter((p) => p.in === 'query').map((p) => ({ name: p.name, required: p.required === true, schema: resolve(doc, p.schema ?? null) ?? {} })),
         bodySchema: resolve(doc, op.requestBody?.content?.['application/json']?.schema ?? null),
       });
     }

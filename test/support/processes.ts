@@ -176,6 +176,7 @@ export function workerEnvFor(stack: { databaseUrl: string; queuePrefix: string }
     LOG_LEVEL: 'warn',
     // The API in the test process encrypted the webhook secrets with this key (or the development default).
     ...(process.env.SECRETS_KEY ? { SECRETS_KEY: process.env.SECRETS_KEY } : {}),
+    ...(process.env.SECRETS_KEY_PREVIOUS ? { SECRETS_KEY_PREVIOUS: process.env.SECRETS_KEY_PREVIOUS } : {}),
     ...settings,
   };
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import { INestApplication } from '@nestjs/common';
 import { Queue } from 'bullmq';
 import { Client } from 'pg';
@@ -12,12 +13,22 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Boot the worker too (default true). */
   worker?: boolean;
+  /**
+   * Run on this existing database (one from createDatabaseFromTemplate) instead of a fresh copy,
+   * and leave it in place on stop: a test that restarts the stack with other settings keeps its
+   * rows. The test drops it.
+   */
+  databaseUrl?: string;
+  /** Also listen on 127.0.0.1 (a free port), for clients that need a real URL, such as the spawned CLI. */
+  listen?: boolean;
 }
 
 export interface Stack {
   api: INestApplication;
   worker: INestApplication | null;
   http: () => ReturnType<typeof request>;
+  /** The API's base URL when started with `listen: true`, else null. */
+  url: string | null;
   queuePrefix: string;
   /** This file's own database. */
   databaseUrl: string;
@@ -32,7 +43,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const queuePrefix = `bhtest${randomBytes(4).toString('hex')}`;
   // Each test file gets its own copy of the migrated test database: the worker's sweeper takes
   // every due delivery it finds, so files must not see each other's rows.
-  const databaseUrl = await createDatabaseFromTemplate(queuePrefix);
+  const databaseUrl = options.databaseUrl ?? (await createDatabaseFromTemplate(queuePrefix));
   Object.assign(process.env, {
     NODE_ENV: 'test',
     DATABASE_URL: databaseUrl,
@@ -45,8 +56,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     SWEEP_INTERVAL: '1s',
     WORKER_CONCURRENCY: '20',
     LOG_LEVEL: 'error',
-    // Tests hammer the API from one address and token; the rate-limit test sets its own limits.
+    // Tests hammer the API from one address and token, and publish in bulk; the rate-limit tests
+    // set their own limits.
     RATE_LIMIT: '100000/1m',
+    PUBLISH_RATE_LIMIT: '1000000/1s',
     AUTH_RATE_LIMIT: '100000/1m',
     // The fuzz walk creates many organizations with one user; the limit's own test sets it low.
     MAX_ORGANIZATIONS_PER_USER: '1000',
@@ -55,7 +68,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...options.env,
   });
   const api = await createApiApp();
-  await api.init();
+  if (options.listen) await api.listen(0, '127.0.0.1');
+  else await api.init();
   let worker: INestApplication | null = null;
   if (options.worker !== false) {
     worker = await createWorkerApp();
@@ -68,11 +82,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     queuePrefix,
     databaseUrl,
     http: () => request(server),
+    url: options.listen ? `http://127.0.0.1:${(server.address() as AddressInfo).port}` : null,
     stop: async () => {
       await worker?.close();
       await api.close();
       await obliterate(queuePrefix);
-      await dropDatabase(databaseUrl);
+      if (!options.databaseUrl) await dropDatabase(databaseUrl);
     },
   };
 }

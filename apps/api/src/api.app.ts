@@ -5,7 +5,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NextFunction, Request, Response } from 'express';
 import { Logger } from 'nestjs-pino';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { metrics, requestIdFor } from '@bellhop/observability';
+import { metrics, newRequestId } from '@bellhop/observability';
 import { AppModule } from './app.module';
 import { ErrorFilter } from './common/error.filter';
 import { JsonTooDeepError, MAX_JSON_DEPTH, jsonDepth } from './common/json-depth';
@@ -18,11 +18,14 @@ export async function createApiApp(): Promise<INestApplication> {
   const app = await NestFactory.create<NestExpressApplication>(AppModule, { bufferLogs: true, bodyParser: false });
   const config = app.get<BellhopConfig>(BELLHOP_CONFIG);
   app.useLogger(app.get(Logger));
-  app.set('trust proxy', 'loopback');
+  // Who may name the client in X-Forwarded-For (TRUST_PROXY, loopback by default): every
+  // per-address limit keys on the address Express resolves with it.
+  app.set('trust proxy', config.trustProxy);
   app.disable('x-powered-by');
-  // The request id is set before anything can fail, so even a body-parser error carries it.
+  // The request id is set before anything can fail, so even a body-parser error carries it. It is
+  // always our own: a caller's X-Request-Id is only kept beside it (logs, audit entries).
   app.use((req: Request & { id?: string }, res: Response, next: NextFunction) => {
-    req.id = requestIdFor(req.headers['x-request-id']);
+    req.id = newRequestId();
     res.setHeader('X-Request-Id', req.id);
     next();
   });

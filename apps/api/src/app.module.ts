@@ -11,11 +11,14 @@ import { ApiTokenVerifier } from './auth/api-tokens.service';
 import { AuthController } from './auth/auth.controller';
 import { BearerGuard, MembershipService, TenantGuard } from './auth/auth.guards';
 import { AuthService } from './auth/auth.service';
+import { HashPool } from './auth/hash-pool';
+import { LoginLimiter } from './auth/login-limiter';
 import { JwtStrategy } from './auth/jwt.strategy';
 import { AuditService } from './common/audit.service';
-import { AuthFailureLimiter, RateLimitGuard, rateLimitModule } from './common/rate-limit';
+import { AuthFailureLimiter, PublishRateLimiter, RateLimitGuard, rateLimitModule } from './common/rate-limit';
 import { DeliveriesController } from './deliveries/deliveries.controller';
 import { DeliveriesService } from './deliveries/deliveries.service';
+import { TestAttemptWaiters } from './deliveries/test-attempt-waiters';
 import { EventTypesController } from './event-types/event-types.controller';
 import { EventTypesService } from './event-types/event-types.service';
 import { EventsController } from './events/events.controller';
@@ -50,17 +53,22 @@ import { WebhooksService } from './webhooks/webhooks.service';
     { provide: APP_GUARD, useClass: BearerGuard },
     { provide: APP_GUARD, useClass: RateLimitGuard },
     AuthFailureLimiter,
+    PublishRateLimiter,
     TenantGuard,
     MembershipService,
     ApiTokenVerifier,
     JwtStrategy,
     AuthService,
+    // One pool of password hashing for the process: two at a time, 32 waiting, then 429.
+    { provide: HashPool, useFactory: () => new HashPool() },
+    LoginLimiter,
     AuditService,
     OrganizationsService,
     WebhooksService,
     EventTypesService,
     EventsService,
     DeliveriesService,
+    TestAttemptWaiters,
     ReplaysService,
     // The workers drive replays; the API only takes a new replay's first step.
     ReplayDriver,

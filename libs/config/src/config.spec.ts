@@ -103,6 +103,22 @@ describe('loadConfig', () => {
       expect(production({ SECRETS_KEY: eightValues.toString('base64') }).warnings).toEqual([]);
     });
 
+    it('accepts the development or a predictable key among SECRETS_KEY_PREVIOUS, so that it can be migrated away from, with a warning', () => {
+      const devKey = DEV_SECRETS_KEY.toString('base64');
+      const weak = Buffer.alloc(32, 9).toString('base64');
+      const retired = randomBytes(32).toString('base64');
+      const config = production({ SECRETS_KEY_PREVIOUS: `${retired},${devKey}, ${weak}` });
+      expect(config.secretsKey.equals(Buffer.from(GOOD_SECRETS_KEY, 'base64'))).toBe(true);
+      expect(config.previousSecretsKeys.map((key) => key.toString('base64'))).toEqual([retired, devKey, weak]);
+      expect(config.warnings).toEqual([
+        expect.stringMatching(/^WARNING: SECRETS_KEY_PREVIOUS: key 2 of 3 is the published development key: run npm run secrets:reencrypt/),
+        expect.stringMatching(/^WARNING: SECRETS_KEY_PREVIOUS: key 3 of 3 is too predictable/),
+      ]);
+      // A random retired key alone is no cause for a warning; the development key is still refused as the current one.
+      expect(production({ SECRETS_KEY_PREVIOUS: retired }).warnings).toEqual([]);
+      expect(() => production({ SECRETS_KEY: devKey, SECRETS_KEY_PREVIOUS: GOOD_SECRETS_KEY })).toThrow(/SECRETS_KEY is the published development key/);
+    });
+
     it('warns loudly, without refusing, when private or http destinations are allowed', () => {
       const config = production({ ALLOW_PRIVATE_DESTINATIONS: 'true', ALLOW_HTTP_DESTINATIONS: 'true' });
       expect(config.allowPrivateDestinations).toBe(true);
@@ -123,6 +139,39 @@ describe('loadConfig', () => {
     expect(config.warnings).toEqual([expect.stringMatching(/JWT_SECRET.*DEVELOPMENT key/), expect.stringMatching(/SECRETS_KEY.*DEVELOPMENT key/)]);
     // The development keys given explicitly, or simple keys, still work outside production.
     expect(loadConfig({ JWT_SECRET: DEV_JWT_SECRET, SECRETS_KEY: DEV_SECRETS_KEY.toString('base64') }).warnings).toEqual([]);
+  });
+
+  it('reads SECRETS_KEY_PREVIOUS as comma-separated keys for decryption only, checked like SECRETS_KEY', () => {
+    const [current, a, b] = [randomBytes(32), randomBytes(32), randomBytes(32)];
+    const base = { SECRETS_KEY: current.toString('base64') };
+    expect(loadConfig(base).previousSecretsKeys).toEqual([]);
+    expect(loadConfig({ ...base, SECRETS_KEY_PREVIOUS: ' ' }).previousSecretsKeys).toEqual([]);
+    const config = loadConfig({ ...base, SECRETS_KEY_PREVIOUS: ` ${a.toString('base64')} ,${b.toString('base64url')}` });
+    expect(config.secretsKey.equals(current)).toBe(true);
+    expect(config.previousSecretsKeys).toEqual([a, b]);
+    // Without SECRETS_KEY (development) the development key is the current one; others may still be retiring.
+    expect(loadConfig({ SECRETS_KEY_PREVIOUS: a.toString('base64') }).previousSecretsKeys).toEqual([a]);
+
+    const wrongs = [randomBytes(16).toString('base64'), randomBytes(32).toString('hex'), `${a.toString('base64').slice(0, 20)}!!${a.toString('base64').slice(20)}`, ''];
+    for (const wrong of wrongs) {
+      expect(() => loadConfig({ ...base, SECRETS_KEY_PREVIOUS: `${a.toString('base64')},${wrong}` })).toThrow(/SECRETS_KEY_PREVIOUS: key 2 of 2 must be the base64 of exactly 32 bytes/);
+    }
+    // A semicolon list is one malformed key, not two keys.
+    expect(() => loadConfig({ ...base, SECRETS_KEY_PREVIOUS: `${a.toString('base64')};${b.toString('base64')}` })).toThrow(/key 1 of 1/);
+    expect(() => loadConfig({ ...base, SECRETS_KEY_PREVIOUS: `${a.toString('base64')},${b.toString('base64')},${a.toString('base64url')}` })).toThrow(
+      /SECRETS_KEY_PREVIOUS: key 3 of 3 is the same key as key 1/,
+    );
+    expect(() => loadConfig({ ...base, SECRETS_KEY_PREVIOUS: current.toString('base64') })).toThrow(/SECRETS_KEY_PREVIOUS: key 1 of 1 is SECRETS_KEY itself/);
+    expect(() => loadConfig({ SECRETS_KEY_PREVIOUS: DEV_SECRETS_KEY.toString('base64') })).toThrow(/is SECRETS_KEY itself/);
+    // No message repeats a key.
+    let message = '';
+    try {
+      loadConfig({ ...base, SECRETS_KEY_PREVIOUS: `${a.toString('base64')},${a.toString('base64')}` });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/same key/);
+    expect(message).not.toContain(a.toString('base64').slice(0, 8));
   });
 
   it('refuses nonsense settings with a message naming them', () => {
@@ -165,5 +214,46 @@ describe('loadConfig', () => {
     expect(loadConfig({ RETENTION_INTERVAL: '1d' }).retentionIntervalMs).toBe(86_400_000);
     for (const wrong of ['0', '999ms', '25h', '2d']) expect(() => loadConfig({ RETENTION_INTERVAL: wrong })).toThrow(/RETENTION_INTERVAL.*1s and 24h/);
     expect(() => loadConfig({ RETENTION_INTERVAL: 'hourly' })).toThrow(/RETENTION_INTERVAL/);
+  });
+
+  it('reads PUBLISH_RATE_LIMIT like the other limits, 1000 events a second by default', () => {
+    expect(loadConfig({}).publishRateLimit).toEqual({ limit: 1000, windowMs: 1000 });
+    expect(loadConfig({ PUBLISH_RATE_LIMIT: '50/1m' }).publishRateLimit).toEqual({ limit: 50, windowMs: 60_000 });
+    expect(loadConfig({ PUBLISH_RATE_LIMIT: ' 20 / 2s ' }).publishRateLimit).toEqual({ limit: 20, windowMs: 2000 });
+    // Independent of RATE_LIMIT, which keeps its own default.
+    expect(loadConfig({ PUBLISH_RATE_LIMIT: '5/1s' }).rateLimit).toEqual({ limit: 1200, windowMs: 60_000 });
+    for (const wrong of ['1000', 'lots/1s', '0/1s', '10/500ms', '10/soon']) {
+      expect(() => loadConfig({ PUBLISH_RATE_LIMIT: wrong })).toThrow(ConfigError);
+      expect(() => loadConfig({ PUBLISH_RATE_LIMIT: wrong })).toThrow(/PUBLISH_RATE_LIMIT/);
+    }
+  });
+
+  it('trusts X-Forwarded-For from loopback by default, and from the proxies TRUST_PROXY names', () => {
+    expect(loadConfig({}).trustProxy).toEqual(['loopback']);
+    expect(loadConfig({ TRUST_PROXY: '' }).trustProxy).toEqual(['loopback']);
+    expect(loadConfig({ TRUST_PROXY: 'false' }).trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: 'FALSE' }).trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: '2' }).trustProxy).toBe(2);
+    expect(loadConfig({ TRUST_PROXY: '0' }).trustProxy).toBe(0);
+    expect(loadConfig({ TRUST_PROXY: ' 10.0.0.0/8, 192.0.2.7 ,Loopback,fd00::/8, 2001:db8::1, linklocal,uniquelocal' }).trustProxy).toEqual([
+      '10.0.0.0/8',
+      '192.0.2.7',
+      'loopback',
+      'fd00::/8',
+      '2001:db8::1',
+      'linklocal',
+      'uniquelocal',
+    ]);
+  });
+
+  it('refuses TRUST_PROXY=true, and anything else that would let a client choose its address', () => {
+    for (const everyone of ['true', 'TRUE', '0.0.0.0/0', '::/0', 'loopback, 0.0.0.0/0']) {
+      expect(() => loadConfig({ TRUST_PROXY: everyone })).toThrow(ConfigError);
+      expect(() => loadConfig({ TRUST_PROXY: everyone })).toThrow(/TRUST_PROXY.*any client could choose its address/);
+    }
+    for (const wrong of ['yes', 'proxy.example.com', '10.0.0.0/33', '2001:db8::/129', '10.0.0.0/8/8', '10.0.0.0/x', '10.0.0.1,', '300.0.0.1', '11']) {
+      expect(() => loadConfig({ TRUST_PROXY: wrong })).toThrow(ConfigError);
+      expect(() => loadConfig({ TRUST_PROXY: wrong })).toThrow(/TRUST_PROXY/);
+    }
   });
 });

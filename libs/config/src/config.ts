@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { parseDuration, parseDurationList } from './duration';
 
 export type Plan = 'free' | 'solo' | 'team';
@@ -15,7 +16,10 @@ export interface BellhopConfig {
   workerPort: number;
   jwtSecret: string;
   sessionTtlMs: number;
+  /** Encrypts webhook secrets, and decrypts them (SECRETS_KEY). */
   secretsKey: Buffer;
+  /** Keys being retired, tried for decryption only (SECRETS_KEY_PREVIOUS); see loadSecretsKeys. */
+  previousSecretsKeys: Buffer[];
   defaultPlan: Plan;
   retryScheduleMs: number[];
   deliveryTimeoutMs: number;
@@ -23,7 +27,7 @@ export interface BellhopConfig {
   sweepIntervalMs: number;
   /** Attempts to one webhook in flight at once, across all workers. */
   maxInFlightPerWebhook: number;
-  /** Attempts of one organization in flight at once in one worker process. */
+  /** Attempts of one organization in flight at once, across all workers. */
   maxInFlightPerOrganization: number;
   /** How long a webhook may fail without a single success before it is disabled. */
   autoDisableAfterMs: number;
@@ -39,10 +43,14 @@ export interface BellhopConfig {
   corsOrigins: string[];
   bodyLimitBytes: number;
   logLevel: string;
-  /** Requests per window for each API token or session. */
+  /** Requests per window for each API token or session, publishing aside. */
   rateLimit: RateLimit;
+  /** Events per window for each organization through the publish routes (a batch counts its items). */
+  publishRateLimit: RateLimit;
   /** Login and signup attempts per window for each client address. */
   authRateLimit: RateLimit;
+  /** Express's `trust proxy`: which hops may name the client in X-Forwarded-For. */
+  trustProxy: TrustProxy;
   /** Logged at boot: development keys filled in for missing secrets, and risky production settings. */
   warnings: string[];
 }
@@ -52,13 +60,16 @@ export interface RateLimit {
   windowMs: number;
 }
 
+/** No proxy trusted (false), the nearest so many hops, or the proxies' addresses and CIDR ranges. */
+export type TrustProxy = false | number | string[];
+
 export class ConfigError extends Error {}
 
-/** `600/1m`: so many requests per window. */
+/** `600/1m`: so many requests (or, for publishing, events) per window. */
 function rateLimit(env: Env, name: string, fallback: string): RateLimit {
   const raw = env[name] || fallback;
   const match = /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(raw);
-  if (!match) throw new ConfigError(`${name} must look like 600/1m (requests per window), got "${raw}"`);
+  if (!match) throw new ConfigError(`${name} must look like 600/1m (so many per window), got "${raw}"`);
   const limit = Number(match[1]);
   let windowMs: number;
   try {
@@ -66,11 +77,46 @@ function rateLimit(env: Env, name: string, fallback: string): RateLimit {
   } catch (err) {
     throw new ConfigError(`${name}: ${(err as Error).message}`);
   }
-  if (limit < 1 || windowMs < 1000) throw new ConfigError(`${name} needs at least 1 request per window of at least 1s`);
+  if (limit < 1 || windowMs < 1000) throw new ConfigError(`${name} needs at least 1 per window of at least 1s`);
   return { limit, windowMs };
 }
 
 type Env = Record<string, string | undefined>;
+
+const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+/**
+ * TRUST_PROXY, in the forms of Express's `trust proxy` that name whom to believe: `false`, a hop
+ * count, or addresses, CIDR ranges and Express's names for the loopback, link-local and unique-local
+ * ranges. `true` and a /0 range are refused: any client could then choose its address, and with it a
+ * fresh budget of every per-address limit.
+ */
+function trustProxy(env: Env, name: string, fallback: string): TrustProxy {
+  const raw = (env[name] ?? '').trim() || fallback;
+  if (/^false$/i.test(raw)) return false;
+  if (/^true$/i.test(raw)) {
+    throw new ConfigError(`${name}=true would believe X-Forwarded-For from anyone, so any client could choose its address: name the proxies (addresses or CIDR ranges) or the number of proxy hops`);
+  }
+  if (/^\d+$/.test(raw)) {
+    const hops = Number(raw);
+    if (hops > 10) throw new ConfigError(`${name} as a hop count must be from 0 to 10, got "${raw}"`);
+    return hops;
+  }
+  return raw.split(',').map((item) => {
+    const entry = item.trim();
+    if (PROXY_NAMES.includes(entry.toLowerCase())) return entry.toLowerCase();
+    const [address, prefix, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    const bits = family === 4 ? 32 : 128;
+    if (!family || extra !== undefined || (prefix !== undefined && !(/^\d{1,3}$/.test(prefix) && Number(prefix) <= bits))) {
+      throw new ConfigError(`${name}: "${entry}" is not an address, a CIDR range (10.0.0.0/8) or one of ${PROXY_NAMES.join(', ')}`);
+    }
+    if (prefix !== undefined && Number(prefix) === 0) {
+      throw new ConfigError(`${name}: "${entry}" covers every address, so any client could choose its address: name the proxies' own range`);
+    }
+    return entry;
+  });
+}
 
 /** Published development keys: used when a secret is missing outside production, refused in production. */
 export const DEV_JWT_SECRET = 'bellhop-development-jwt-secret-do-not-use-in-production';
@@ -142,28 +188,20 @@ function duration(env: Env, name: string, fallback: string): number {
   }
 }
 
-/**
- * Builds the typed configuration from environment variables. In production a missing or weak
- * secret (too short, a development key, fewer than MIN_DISTINCT_KEY_BYTES distinct bytes) is an
- * error naming the setting; elsewhere a clearly reported development default is used.
- */
-export function loadConfig(env: Env = process.env): BellhopConfig {
-  const nodeEnv = env.NODE_ENV === 'production' ? 'production' : env.NODE_ENV === 'test' ? 'test' : 'development';
-  const production = nodeEnv === 'production';
-  const warnings: string[] = [];
+function nodeEnvOf(env: Env): BellhopConfig['env'] {
+  return env.NODE_ENV === 'production' ? 'production' : env.NODE_ENV === 'test' ? 'test' : 'development';
+}
 
-  let jwtSecret = env.JWT_SECRET ?? '';
-  if (!jwtSecret) {
-    if (production) throw new ConfigError('JWT_SECRET is required in production (at least 32 bytes)');
-    jwtSecret = DEV_JWT_SECRET;
-    warnings.push(`JWT_SECRET is not set: using the published DEVELOPMENT key (NODE_ENV=${nodeEnv}). It is refused in production.`);
-  } else if (Buffer.byteLength(jwtSecret) < 32) {
-    throw new ConfigError('JWT_SECRET must be at least 32 bytes');
-  } else if (production && jwtSecret === DEV_JWT_SECRET) {
-    throw new ConfigError('JWT_SECRET is the published development key: set a random one in production (at least 32 bytes)');
-  } else if (production && distinctBytes(Buffer.from(jwtSecret)) < MIN_DISTINCT_KEY_BYTES) {
-    throw new ConfigError(`JWT_SECRET is too predictable for production (fewer than ${MIN_DISTINCT_KEY_BYTES} distinct characters): use at least 32 random bytes`);
-  }
+/**
+ * SECRETS_KEY and SECRETS_KEY_PREVIOUS, checked: part of loadConfig, and on its own for
+ * scripts/reencrypt-secrets.js, which needs nothing else but DATABASE_URL. Warnings are added to
+ * `warnings`. The previous keys only decrypt, so production accepts among them what it refuses as
+ * SECRETS_KEY (the development key, a predictable key), with a warning: that is how an
+ * installation moves off such a key without losing the secrets stored under it.
+ */
+export function loadSecretsKeys(env: Env = process.env, warnings: string[] = []): Pick<BellhopConfig, 'secretsKey' | 'previousSecretsKeys'> {
+  const nodeEnv = nodeEnvOf(env);
+  const production = nodeEnv === 'production';
 
   let secretsKey: Buffer;
   if (!env.SECRETS_KEY) {
@@ -182,6 +220,53 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     }
     secretsKey = key;
   }
+
+  // Comma-separated; empty (or unset) when no key is being retired. Messages name a key by its
+  // position, never by its value.
+  const previousSecretsKeys: Buffer[] = [];
+  const listed = (env.SECRETS_KEY_PREVIOUS ?? '').trim();
+  const items = listed ? listed.split(',') : [];
+  items.forEach((item, index) => {
+    const which = `SECRETS_KEY_PREVIOUS: key ${index + 1} of ${items.length}`;
+    const key = base64Key(item);
+    if (!key) throw new ConfigError(`${which} must be the base64 of exactly 32 bytes (keys are separated by commas)`);
+    if (key.equals(secretsKey)) throw new ConfigError(`${which} is SECRETS_KEY itself: list only the keys being retired`);
+    const twin = previousSecretsKeys.findIndex((other) => other.equals(key));
+    if (twin >= 0) throw new ConfigError(`${which} is the same key as key ${twin + 1}: list each key once`);
+    if (production && key.equals(DEV_SECRETS_KEY)) {
+      warnings.push(`WARNING: ${which} is the published development key: run npm run secrets:reencrypt, then remove it from SECRETS_KEY_PREVIOUS`);
+    } else if (production && distinctBytes(key) < MIN_DISTINCT_KEY_BYTES) {
+      warnings.push(`WARNING: ${which} is too predictable (fewer than ${MIN_DISTINCT_KEY_BYTES} distinct bytes): run npm run secrets:reencrypt, then remove it from SECRETS_KEY_PREVIOUS`);
+    }
+    previousSecretsKeys.push(key);
+  });
+  return { secretsKey, previousSecretsKeys };
+}
+
+/**
+ * Builds the typed configuration from environment variables. In production a missing or weak
+ * secret (too short, a development key, fewer than MIN_DISTINCT_KEY_BYTES distinct bytes) is an
+ * error naming the setting; elsewhere a clearly reported development default is used.
+ */
+export function loadConfig(env: Env = process.env): BellhopConfig {
+  const nodeEnv = nodeEnvOf(env);
+  const production = nodeEnv === 'production';
+  const warnings: string[] = [];
+
+  let jwtSecret = env.JWT_SECRET ?? '';
+  if (!jwtSecret) {
+    if (production) throw new ConfigError('JWT_SECRET is required in production (at least 32 bytes)');
+    jwtSecret = DEV_JWT_SECRET;
+    warnings.push(`JWT_SECRET is not set: using the published DEVELOPMENT key (NODE_ENV=${nodeEnv}). It is refused in production.`);
+  } else if (Buffer.byteLength(jwtSecret) < 32) {
+    throw new ConfigError('JWT_SECRET must be at least 32 bytes');
+  } else if (production && jwtSecret === DEV_JWT_SECRET) {
+    throw new ConfigError('JWT_SECRET is the published development key: set a random one in production (at least 32 bytes)');
+  } else if (production && distinctBytes(Buffer.from(jwtSecret)) < MIN_DISTINCT_KEY_BYTES) {
+    throw new ConfigError(`JWT_SECRET is too predictable for production (fewer than ${MIN_DISTINCT_KEY_BYTES} distinct characters): use at least 32 random bytes`);
+  }
+
+  const { secretsKey, previousSecretsKeys } = loadSecretsKeys(env, warnings);
 
   const allowHttpDestinations = bool(env, 'ALLOW_HTTP_DESTINATIONS', false);
   const allowPrivateDestinations = bool(env, 'ALLOW_PRIVATE_DESTINATIONS', false);
@@ -232,12 +317,16 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     jwtSecret,
     sessionTtlMs: duration(env, 'SESSION_TTL', '7d'),
     secretsKey,
+    previousSecretsKeys,
     defaultPlan: plan,
     retryScheduleMs,
     deliveryTimeoutMs,
     workerConcurrency,
     sweepIntervalMs,
     maxInFlightPerWebhook: int(env, 'MAX_IN_FLIGHT_PER_WEBHOOK', 10, 1, 1000),
+    // Across all workers: half of one worker's slots, so that a tenant never fills even a single
+    // worker by itself and each worker added is room for the others. A fleet that serves one
+    // large tenant raises it; a tenant's throughput then no longer grows with the worker count.
     maxInFlightPerOrganization: int(env, 'MAX_IN_FLIGHT_PER_ORGANIZATION', Math.max(1, Math.ceil(workerConcurrency / 2)), 1, 1000),
     autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),
     retentionDays: int(env, 'RETENTION_DAYS', 30, 1, 90),
@@ -249,7 +338,9 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: env.LOG_LEVEL || (nodeEnv === 'test' ? 'warn' : 'info'),
     rateLimit: rateLimit(env, 'RATE_LIMIT', '1200/1m'),
+    publishRateLimit: rateLimit(env, 'PUBLISH_RATE_LIMIT', '1000/1s'),
     authRateLimit: rateLimit(env, 'AUTH_RATE_LIMIT', '20/1m'),
+    trustProxy: trustProxy(env, 'TRUST_PROXY', 'loopback'),
     warnings,
   };
 }

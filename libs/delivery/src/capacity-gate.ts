@@ -1,10 +1,10 @@
 import { Logger } from '@nestjs/common';
-import type { InFlightLimiter } from './in-flight-limiter';
+import type { InFlightLimiter, SlotGrant, SlotLimits } from './in-flight-limiter';
 
 export interface CapacityOptions {
   /** Attempts to one webhook in flight at once, across all workers. */
   maxInFlightPerWebhook: number;
-  /** Attempts of one organization in flight at once in this worker. */
+  /** Attempts of one organization in flight at once, across all workers. */
   maxInFlightPerOrganization: number;
   /** Range of the short, jittered delay of a job that found its webhook at the cap. */
   overCapDelayMs: readonly [number, number];
@@ -39,42 +39,25 @@ function slotMember(deliveryId: string): string {
   return `${deliveryId}.${process.pid.toString(36)}.${slotSequence.toString(36)}`;
 }
 
-/** Attempts in flight per organization in this process. */
-class LocalSlots {
-  private readonly held = new Map<string, Set<string>>();
-
-  tryAcquire(group: string, member: string, limit: number): boolean {
-    let members = this.held.get(group);
-    if (!members) this.held.set(group, (members = new Set()));
-    if (!members.has(member) && members.size >= limit) return false;
-    members.add(member);
-    return true;
-  }
-
-  release(group: string, member: string): void {
-    const members = this.held.get(group);
-    if (!members) return;
-    members.delete(member);
-    if (members.size === 0) this.held.delete(group);
-  }
-}
-
 /** A held slot, or why none was given. */
 export type Slot = { kind: 'held' | 'unlimited'; release: (sent?: boolean) => Promise<void> } | { kind: 'denied'; retryAt: Date };
 
 /**
- * The capacity gate: two caps, so that no endpoint and no tenant can take every worker slot. The
- * webhook's cap holds across all workers (in Redis), the organization's in this worker. Jobs at
- * a cap wait in line in this process, woken by releases.
+ * The capacity gate: two caps, so that no endpoint and no tenant can take every worker slot. Both
+ * hold across all workers (in Redis, taken together in one round trip): a tenant gets no more
+ * slots by there being more worker processes. Jobs at a cap wait in line in this process, woken
+ * by releases here; the first in line also looks for releases by other workers.
  */
 export class CapacityGate {
   private readonly logger = new Logger(CapacityGate.name);
-  private readonly organizationSlots = new LocalSlots();
+  private readonly limits: SlotLimits;
 
   constructor(
     private readonly limiter: InFlightLimiter,
     private readonly options: CapacityOptions,
-  ) {}
+  ) {
+    this.limits = { perWebhook: options.maxInFlightPerWebhook, perOrganization: options.maxInFlightPerOrganization, ttlMs: options.slotTtlMs };
+  }
 
   /** A member unique across jobs and worker processes. */
   static member(deliveryId: string): string {
@@ -103,13 +86,12 @@ export class CapacityGate {
    * counts as the turnover that keeps waiting jobs in place.
    */
   private async release(key: SlotKey, slot: 'held' | 'unlimited', fast: boolean): Promise<void> {
-    this.organizationSlots.release(key.organizationId, key.member);
-    this.wake(`org:${key.organizationId}`, fast);
     if (slot === 'held') {
-      await this.limiter.release(key.webhookId, key.member).catch((err: Error) =>
-        this.logger.warn({ msg: 'could not release the in-flight slot (it expires with the lease)', deliveryId: key.deliveryId, error: err.message }),
+      await this.limiter.release(key).catch((err: Error) =>
+        this.logger.warn({ msg: 'could not release the in-flight slots (they expire with the lease)', deliveryId: key.deliveryId, error: err.message }),
       );
     }
+    this.wake(`org:${key.organizationId}`, fast);
     this.wake(`webhook:${key.webhookId}`, fast);
   }
 
@@ -151,9 +133,10 @@ export class CapacityGate {
   }
 
   /**
-   * Two caps, so that no endpoint and no tenant can take every worker slot: the webhook's (across
-   * all workers, in Redis) and the organization's (in this worker). A job at either cap waits in
-   * place for a slot, woken by releases in this process. It keeps waiting while slots of that cap
+   * Two caps, so that no endpoint and no tenant can take every worker slot: the webhook's and the
+   * organization's, both across all workers (in Redis), both slots taken or neither. A job at
+   * either cap waits in place for a slot, woken by releases in this process (the first in line
+   * also polls for releases by other workers). It keeps waiting while slots of that cap
    * are being freed quickly here (a fast endpoint or a busy tenant: its turn comes within
    * milliseconds), up to slotWaitMaxMs; when none is for slotWaitMs (a slow endpoint), it gives
    * its worker slot back and goes back to the queue, so that other tenants' jobs behind it run.
@@ -168,27 +151,22 @@ export class CapacityGate {
     let mayStay = false;
     try {
       for (;;) {
-        let denied: string;
-        if (this.organizationSlots.tryAcquire(key.organizationId, key.member, this.options.maxInFlightPerOrganization)) {
-          let webhookOk: boolean;
-          try {
-            webhookOk = await this.limiter.acquire(key.webhookId, key.member, this.options.maxInFlightPerWebhook, this.options.slotTtlMs);
-          } catch (err) {
-            // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
-            this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook cap', deliveryId: key.deliveryId, error: (err as Error).message });
-            return 'unlimited';
-          }
-          if (webhookOk) return 'held';
-          this.organizationSlots.release(key.organizationId, key.member);
-          // The tenant's slot is free again: let one of its waiters have it (no turnover counted).
-          this.wake(`org:${key.organizationId}`, false);
-          denied = `webhook:${key.webhookId}`;
-        } else {
-          denied = `org:${key.organizationId}`;
-          // A tenant whose attempts are not finishing quickly gives the worker slot back at once,
-          // so that other tenants' jobs behind it run.
-          if (!line && !((this.fastReleaseAt.get(denied) ?? 0) > Date.now() - this.options.slotWaitMs)) return 'denied';
+        let grant: SlotGrant;
+        try {
+          grant = await this.limiter.acquire(key, this.limits);
+        } catch (err) {
+          // Fairness is not worth a lost attempt: without the limiter, deliver anyway.
+          this.logger.warn({ msg: 'in-flight limiter unavailable; attempting without the per-webhook and per-organization caps', deliveryId: key.deliveryId, error: (err as Error).message });
+          // The script may have taken the slots although its answer was lost: give them back now
+          // rather than at the end of the lease (the member is this job's alone).
+          void this.limiter.release(key).catch(() => undefined);
+          return 'unlimited';
         }
+        if (grant === 'held') return 'held';
+        const denied = grant === 'organization_full' ? `org:${key.organizationId}` : `webhook:${key.webhookId}`;
+        // A tenant whose attempts are not finishing quickly here gives the worker slot back at
+        // once, so that other tenants' jobs behind it run.
+        if (grant === 'organization_full' && !line && !((this.fastReleaseAt.get(denied) ?? 0) > Date.now() - this.options.slotWaitMs)) return 'denied';
         if (denied !== cap) {
           if (line && --line.jobs === 0) this.waiting.delete(cap);
           cap = denied;
@@ -215,7 +193,7 @@ export class CapacityGate {
         if (now >= deadline) return 'denied';
         // Only the first in line also polls, for releases by other workers: a queue of waiters
         // polling Redis would cost more than the sends.
-        const first = line!.wakers.length === 0 && cap.startsWith('webhook:');
+        const first = line!.wakers.length === 0;
         await this.slotFreed(line!, first ? Math.min(deadline - now, 20) : deadline - now);
       }
     } finally {

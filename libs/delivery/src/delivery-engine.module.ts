@@ -10,6 +10,7 @@ import { OperationalRelay } from './operational-relay';
 import { StatsCompactor } from './stats-compactor';
 import { REPLAY_DRIVER_OPTIONS, ReplayDriver, ReplayDriverOptions } from './replay-driver';
 import { SWEEPER_OPTIONS, Sweeper, SweeperOptions } from './sweeper';
+import { TestAttemptAnnouncer } from './test-attempts';
 
 export interface DeliveryEngineOptions {
   service?: DeliveryServiceOptions;
@@ -39,11 +40,12 @@ const providers: Provider[] = [
   ReplayDriver,
   OperationalRelay,
   StatsCompactor,
+  TestAttemptAnnouncer,
 ];
 
 /**
- * The worker side of delivery: the HTTP sender, the per-webhook in-flight cap, the attempt logic,
- * the sweeper, the replay driver, the relay of operational events and the stats compactor. Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
+ * The worker side of delivery: the HTTP sender, the in-flight caps (per webhook and per organization, across workers), the attempt logic,
+ * the sweeper, the replay driver, the relay of operational events, the stats compactor and the announcer of recorded test attempts (for the API's `?wait=true`). Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
  */
 @Module({
   imports: [DeliveryQueueModule],

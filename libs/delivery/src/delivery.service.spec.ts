@@ -386,8 +386,8 @@ describe('DeliveryService (real Postgres)', () => {
   it('delays the job without an attempt when the webhook is at its in-flight cap', async () => {
     const f = await fixture();
     const capped = makeService({ maxInFlightPerWebhook: 2 });
-    await limiter.acquire(f.webhookId, 'dlv_other1', 2, 60_000);
-    await limiter.acquire(f.webhookId, 'dlv_other2', 2, 60_000);
+    const others = ['dlv_other1', 'dlv_other2'].map((member) => ({ webhookId: f.webhookId, organizationId: f.org.id, member }));
+    for (const other of others) await limiter.acquire(other, { perWebhook: 2, perOrganization: 10, ttlMs: 60_000 });
     const before = Date.now();
     const outcome = await capped.attempt(job(f.delivery.id));
     expect(outcome.kind).toBe('over_cap');
@@ -397,7 +397,7 @@ describe('DeliveryService (real Postgres)', () => {
     expect(await attemptRows(f.delivery.id)).toHaveLength(0);
     expect(await deliveryRow(f.delivery.id)).toMatchObject({ leaseUntil: null, attemptCount: 0 });
 
-    await limiter.release(f.webhookId, 'dlv_other1');
+    await limiter.release(others[0]);
     expect(await capped.attempt(job(f.delivery.id))).toMatchObject({ kind: 'attempted', status: 'succeeded' });
     // The slot is given back once the attempt is over.
     expect(limiter.held(f.webhookId)).toBe(1);

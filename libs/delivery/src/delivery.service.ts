@@ -4,20 +4,21 @@ import { PrismaService } from '@bellhop/database';
 import { attemptOutcomeLabel, decideAttempt } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import type { DeliveryJob } from '@bellhop/queue';
-import { signedHeaders, validSecrets } from '@bellhop/signing';
+import { secretsKeyRing, signedHeaders, validSecrets } from '@bellhop/signing';
 import { CapacityGate, type Slot } from './capacity-gate';
 import { type Claimed, type ClaimRequest, DeliveryStore, type DeliveryStatus, type Recorded } from './delivery.store';
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 import { HttpSender, type AttemptError, type SendResult } from './http-sender';
 import { IN_FLIGHT_LIMITER, type InFlightLimiter } from './in-flight-limiter';
 import { OperationalRelay } from './operational-relay';
+import { TestAttemptAnnouncer } from './test-attempts';
 import { USER_AGENT } from './version';
 import { WebhookHealth } from './webhook-health';
 
 export interface DeliveryServiceOptions {
   /** Attempts to one webhook in flight at once, across all workers. Default 10. */
   maxInFlightPerWebhook?: number;
-  /** Attempts of one organization in flight at once in this worker. Default half the concurrency. */
+  /** Attempts of one organization in flight at once, across all workers. Default half of one worker's concurrency. */
   maxInFlightPerOrganization?: number;
   /** How long a webhook must have failed without a single success before it is disabled. Default 5 days. */
   autoDisableAfterMs?: number;
@@ -88,6 +89,7 @@ export class DeliveryService {
     @Inject(IN_FLIGHT_LIMITER) limiter: InFlightLimiter,
     @Optional() @Inject(DELIVERY_SERVICE_OPTIONS) options?: DeliveryServiceOptions,
     @Optional() private readonly operational?: OperationalRelay,
+    @Optional() private readonly testAttempts?: TestAttemptAnnouncer,
   ) {
     this.options = {
       ...DEFAULT_DELIVERY_SERVICE_OPTIONS,
@@ -153,7 +155,7 @@ export class DeliveryService {
     let secrets: string[] | null = null;
     let secretProblem: string | null = null;
     try {
-      secrets = validSecrets({ id: claimed.webhookId, secretCiphertext: claimed.secretCiphertext, previousSecrets: claimed.previousSecrets }, this.config.secretsKey, startedAt);
+      secrets = validSecrets({ id: claimed.webhookId, secretCiphertext: claimed.secretCiphertext, previousSecrets: claimed.previousSecrets }, secretsKeyRing(this.config), startedAt);
     } catch (err) {
       secretProblem = (err as Error).message;
     }
@@ -186,7 +188,7 @@ export class DeliveryService {
       // A poison delivery: no request can be signed. It is recorded as a failed attempt and
       // follows the schedule like any other failure, so it ends instead of looping.
       void slot.release(false);
-      this.logger.error({ msg: 'cannot decrypt the secret of the webhook: is SECRETS_KEY the key it was stored with?', webhookId: claimed.webhookId, deliveryId: claimed.id, error: secretProblem });
+      this.logger.error({ msg: 'cannot decrypt the secret of the webhook: the key it was stored under is neither SECRETS_KEY nor in SECRETS_KEY_PREVIOUS (see error)', webhookId: claimed.webhookId, deliveryId: claimed.id, error: secretProblem });
       result = {
         statusCode: null,
         headers: {},
@@ -234,6 +236,8 @@ export class DeliveryService {
       });
     }
     if (recorded.webhookDisabled) this.logger.warn({ msg: 'webhook disabled: the receiver answered 410 Gone', webhookId: claimed.webhookId, deliveryId: claimed.id });
+    // The recording has committed: a `?wait=true` request for this test can answer now.
+    if (claimed.test) void this.testAttempts?.recorded(claimed.id);
 
     await this.dispatchNext(claimed, recorded);
     // After the dispatch, and on its own: a failure here must not cost the next attempt.

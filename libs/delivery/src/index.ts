@@ -15,3 +15,4 @@ export * from './delivery-engine.module';
 export * from './operational-relay';
 export * from './stats-compactor';
 export * from './background-loop';
+export * from './test-attempts';

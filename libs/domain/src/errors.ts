@@ -34,6 +34,8 @@ export interface FieldError {
 /** A failure the client should see as the contract's error shape, with its code. */
 export class AppError extends Error {
   readonly status: number;
+  /** For a 429: whole seconds the client should wait before trying again, sent as Retry-After. */
+  retryAfterSeconds?: number;
   constructor(
     readonly code: ErrorCode,
     message: string,
@@ -53,5 +55,12 @@ export class AppError extends Error {
 
   static validation(details: FieldError[], message = 'Validation failed'): AppError {
     return new AppError('validation_failed', message, details);
+  }
+
+  /** A 429 `rate_limited` with Retry-After (rounded up to whole seconds, at least 1). */
+  static rateLimited(retryAfterMs: number, message = 'Too many requests, slow down'): AppError {
+    const err = new AppError('rate_limited', message);
+    err.retryAfterSeconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    return err;
   }
 }

@@ -90,7 +90,7 @@ describe('secrets', () => {
     const secret = generateWebhookSecret();
     const stored = encryptSecret(secret, key, 'wh_1');
     expect(stored).not.toContain(secret.slice(6, 20));
-    expect(stored.startsWith('v1.')).toBe(true);
+    expect(stored.startsWith('v2.')).toBe(true);
     expect(decryptSecret(stored, key, 'wh_1')).toBe(secret);
     expect(encryptSecret(secret, key, 'wh_1')).not.toBe(stored);
   });
@@ -100,7 +100,7 @@ describe('secrets', () => {
     expect(() => decryptSecret(stored, Buffer.alloc(32, 2), 'wh_1')).toThrow();
     expect(() => decryptSecret(stored, key, 'wh_2')).toThrow();
     const parts = stored.split('.');
-    parts[3] = Buffer.from('whsec_y').toString('base64url');
+    parts[4] = Buffer.from('whsec_y').toString('base64url');
     expect(() => decryptSecret(parts.join('.'), key, 'wh_1')).toThrow();
   });
 });

@@ -6,7 +6,8 @@ import type { Request, Response } from 'express';
 import { PrismaService } from '@bellhop/database';
 import type { Role } from '@bellhop/database';
 import { AppError, isId } from '@bellhop/domain';
-import { PUBLIC_ROUTE, Public } from '@bellhop/observability';
+import { PUBLIC_ROUTE, Public, clientRequestIdOf } from '@bellhop/observability';
+import type { AuditContext } from '../common/audit.service';
 import { AuthFailureLimiter } from '../common/rate-limit';
 import { ApiTokenVerifier, API_TOKEN_PREFIX } from './api-tokens.service';
 import { MembershipService } from './membership.service';
@@ -218,8 +219,8 @@ export const Tenant = createParamDecorator((_: unknown, ctx: ExecutionContext): 
   return tenant;
 });
 
-/** The request id, for audit entries. */
-export const RequestId = createParamDecorator((_: unknown, ctx: ExecutionContext): string => {
+/** Which request an audit entry comes from: the server's request id, and the caller's own X-Request-Id beside it. */
+export const Audit = createParamDecorator((_: unknown, ctx: ExecutionContext): AuditContext => {
   const req = ctx.switchToHttp().getRequest<Request & { id?: string }>();
-  return String(req.id ?? '');
+  return { requestId: String(req.id ?? ''), clientRequestId: clientRequestIdOf(req.headers['x-request-id']) };
 });

@@ -6,7 +6,9 @@ import { AppError, newId } from '@bellhop/domain';
 import { SignupDto } from './dto/signup.dto';
 import { LoginDto } from './dto/login.dto';
 import { JWT_ALGORITHM, JWT_AUDIENCE, JWT_ISSUER, jwtKey } from './jwt.strategy';
-import { DUMMY_HASH, hashPassword, verifyPassword } from './password';
+import { HashPool, HashPoolFull } from './hash-pool';
+import { LoginLimiter } from './login-limiter';
+import { DUMMY_HASH, hashPassword, needsRehash, verifyPassword } from './password';
 import { Principal } from './principal';
 import { present } from '../common/present';
 
@@ -18,10 +20,12 @@ export class AuthService {
     private readonly prisma: PrismaService,
     private readonly jwt: JwtService,
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+    private readonly hashes: HashPool,
+    private readonly logins: LoginLimiter,
   ) {}
 
   async signup(dto: SignupDto) {
-    const passwordHash = await hashPassword(dto.password);
+    const passwordHash = await this.hashes.run(() => hashPassword(dto.password));
     const userId = newId('user');
     const orgId = newId('organization');
     try {
@@ -39,11 +43,35 @@ export class AuthService {
   }
 
   async login(dto: LoginDto) {
-    const user = await this.prisma.user.findUnique({ where: { email: dto.email } });
-    // Verify against a dummy hash for unknown emails, so both failures cost the same time.
-    const ok = await verifyPassword(dto.password, user?.passwordHash ?? DUMMY_HASH);
-    if (!user || !ok) throw new AppError('unauthenticated', INVALID_LOGIN);
+    // The account's budget of failures is checked before the password: once it is spent, guessing
+    // from any number of addresses gets 429 and costs no hash.
+    const user = await this.logins.attempt(dto.email, async () => {
+      const found = await this.prisma.user.findUnique({ where: { email: dto.email } });
+      // Verify against a dummy hash for unknown emails, so both failures cost the same time.
+      const stored = found?.passwordHash ?? DUMMY_HASH;
+      const ok = await this.hashes.run(() => verifyPassword(dto.password, stored));
+      return ok && found ? found : null;
+    });
+    if (!user) throw new AppError('unauthenticated', INVALID_LOGIN);
+    await this.upgradeHash(user, dto.password);
     return { user: present.user(user), session: await this.startSession(user.id) };
+  }
+
+  /**
+   * Replaces a matched hash of older parameters (or the previous scheme) with one at the current
+   * parameters. Guarded by the old value, so that of two concurrent logins one writes and the
+   * other changes nothing. When the hashers are busy the login goes ahead and a later one upgrades.
+   */
+  private async upgradeHash(user: { id: string; passwordHash: string }, password: string): Promise<void> {
+    if (!needsRehash(user.passwordHash)) return;
+    let passwordHash: string;
+    try {
+      passwordHash = await this.hashes.run(() => hashPassword(password));
+    } catch (err) {
+      if (err instanceof HashPoolFull) return;
+      throw err;
+    }
+    await this.prisma.user.updateMany({ where: { id: user.id, passwordHash: user.passwordHash }, data: { passwordHash } });
   }
 
   async logout(principal: Principal): Promise<void> {

@@ -23,12 +23,21 @@ export type AuditAction =
   | 'replay.created'
   | 'replay.cancelled';
 
-export interface AuditInput {
+/**
+ * Which request an entry comes from, as the `Audit` parameter decorator reads it off the request:
+ * the server's own request id (the answer's X-Request-Id) and, apart from it, the caller's own
+ * X-Request-Id. The caller's id is theirs to correlate with; it never stands in for ours.
+ */
+export interface AuditContext {
+  requestId: string;
+  clientRequestId: string | null;
+}
+
+export interface AuditInput extends Partial<AuditContext> {
   organizationId: string;
   principal: Principal;
   action: AuditAction;
   target: { type: string; id: string };
-  requestId?: string;
 }
 
 /** Who did what to which resource, and in which request. Never a secret: only ids go in. */
@@ -46,6 +55,7 @@ export class AuditService {
       targetType: input.target.type,
       targetId: input.target.id,
       requestId: input.requestId || null,
+      clientRequestId: input.clientRequestId ?? null,
     };
   }
 

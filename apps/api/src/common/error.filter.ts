@@ -48,6 +48,7 @@ export class ErrorFilter implements ExceptionFilter {
     }
     if (res.headersSent) return;
     res.setHeader('X-Request-Id', requestId);
+    if (exception instanceof AppError && exception.retryAfterSeconds) res.setHeader('Retry-After', String(exception.retryAfterSeconds));
     res.status(body.statusCode).json(body);
   }
 

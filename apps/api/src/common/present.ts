@@ -99,5 +99,6 @@ export const present = {
     target: { type: e.targetType, id: e.targetId },
     createdAt: iso(e.createdAt),
     requestId: e.requestId,
+    clientRequestId: e.clientRequestId,
   }),
 };

@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import { ExecutionContext, Inject, Injectable } from '@nestjs/common';
+import { ExecutionContext, Inject, Injectable, SetMetadata } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
 import { ThrottlerException, ThrottlerGuard, ThrottlerModule, ThrottlerStorage } from '@nestjs/throttler';
 import type { ThrottlerLimitDetail } from '@nestjs/throttler/dist/throttler.guard.interface';
 import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-storage-record.interface';
@@ -7,6 +8,7 @@ import { Redis } from 'ioredis';
 import type { Request } from 'express';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Batcher } from '@bellhop/database';
+import { AppError } from '@bellhop/domain';
 import { REDIS, execPipeline } from '@bellhop/queue';
 import type { Principal } from '../auth/principal';
 
@@ -66,6 +68,14 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
 
 const AUTH_ROUTES = new Set(['signup', 'login']);
 const UNLIMITED = /^\/(health|metrics|docs)/;
+const PUBLISH_ROUTE = 'bellhop:publish-route';
+const reflector = new Reflector();
+
+/**
+ * Marks a publish route: limited per organization by PublishRateLimiter (PUBLISH_RATE_LIMIT, a
+ * batch counting its items), not by the per-credential `api` limit.
+ */
+export const PublishRoute = () => SetMetadata(PUBLISH_ROUTE, true);
 
 /**
  * The rate-limit key of a client address. IPv4 addresses (IPv4-mapped IPv6 ones too) count alone;
@@ -99,8 +109,8 @@ function ipv6Groups(address: string): number[] {
 }
 
 /**
- * The client's address as Express resolved it. `trust proxy` is 'loopback' (api.app.ts): only a
- * proxy on this machine may name the client in X-Forwarded-For; anyone else is their socket address.
+ * The client's address as Express resolved it with TRUST_PROXY (api.app.ts; loopback by default):
+ * only a trusted proxy may name the client in X-Forwarded-For; anyone else is their socket address.
  */
 export function clientAddress(req: Request): string | undefined {
   return req.ip ?? req.socket?.remoteAddress;
@@ -120,7 +130,8 @@ export const AUTH_FAILURES = 'authfail';
 /**
  * Per resolved credential (session id, API token id) on the API, per address on login and signup
  * and on public routes. RateLimitGuard runs after BearerGuard, so the credential is known; failed
- * authentication is limited per address by AuthFailureLimiter, inside BearerGuard.
+ * authentication is limited per address by AuthFailureLimiter, inside BearerGuard. Publish routes
+ * are limited per organization instead, by PublishRateLimiter.
  */
 export const rateLimitModule = ThrottlerModule.forRootAsync({
   inject: [BELLHOP_CONFIG, REDIS],
@@ -135,7 +146,7 @@ export const rateLimitModule = ThrottlerModule.forRootAsync({
         ttl: config.rateLimit.windowMs,
         skipIf: (context: ExecutionContext) => {
           const req = context.switchToHttp().getRequest<Request>();
-          return UNLIMITED.test(req.path) || AUTH_ROUTES.has(context.getHandler().name);
+          return UNLIMITED.test(req.path) || AUTH_ROUTES.has(context.getHandler().name) || reflector.get<boolean>(PUBLISH_ROUTE, context.getHandler()) === true;
         },
         getTracker: (req: Record<string, any>) => requestKey(req as Request),
       },
@@ -163,9 +174,9 @@ export class RateLimitGuard extends ThrottlerGuard {
 type Response = { setHeader(name: string, value: string): void };
 
 /** The 429 to throw (the error filter gives it the standard shape), with Retry-After set in whole seconds (at least 1). */
-function rateLimited(res: Response, retryAfterMs: number): ThrottlerException {
+function rateLimited(res: Response, retryAfterMs: number, message?: string): Error {
   res.setHeader('Retry-After', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
-  return new ThrottlerException();
+  return message === undefined ? new ThrottlerException() : new AppError('rate_limited', message);
 }
 
 /**
@@ -189,5 +200,93 @@ export class AuthFailureLimiter {
     const record = await this.storage.increment(key, windowMs, limit, windowMs, AUTH_FAILURES);
     if (!record.isBlocked) return unauthenticated;
     return rateLimited(res, record.timeToBlockExpire * 1000);
+  }
+}
+
+/**
+ * Takes `events` from the organization's window if they all fit, else nothing. The window starts
+ * with its first event and is named by the Redis time it started, so that events handed back late
+ * (PublishAdmission.release) go back to the window that counted them, never to the next one.
+ * Answers [1, window] when taken, [0, ms until the window ends] when not.
+ */
+const ADMIT = `
+local used = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+local events = tonumber(ARGV[1])
+if used + events > tonumber(ARGV[2]) then return { 0, redis.call('PTTL', KEYS[1]) } end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'n', events, 'w', now[1] .. '.' .. now[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+  redis.call('HINCRBY', KEYS[1], 'n', events)
+end
+return { 1, redis.call('HGET', KEYS[1], 'w') }
+`;
+
+/** Hands `events` back to the window that took them, if it is still the current one. */
+const RELEASE = `
+if redis.call('HGET', KEYS[1], 'w') == ARGV[2] then redis.call('HINCRBY', KEYS[1], 'n', -tonumber(ARGV[1])) end
+return 0
+`;
+
+interface Admit {
+  key: string;
+  events: number;
+}
+
+type PublishRedis = Redis & {
+  bellhopPublishAdmit(key: string, events: number, limit: number, windowMs: number): Promise<[0 | 1, number | string]>;
+  bellhopPublishRelease(key: string, events: number, window: string): Promise<number>;
+};
+
+/** Events taken from an organization's publish budget; those that turn out not to be new are handed back. */
+export interface PublishAdmission {
+  /** Hands back events that were not published after all: replays of an earlier publish, or a failed write. */
+  release(events: number): Promise<void>;
+}
+
+/**
+ * PUBLISH_RATE_LIMIT: events per window for each organization, whichever credential publishes,
+ * counted in Redis so that API replicas share the budget. A batch is taken whole or refused whole.
+ * Publish routes call it once the request is known to be valid and in scope (an unknown project,
+ * a body that fails validation cost nothing), before anything is written.
+ */
+@Injectable()
+export class PublishRateLimiter {
+  /** Admissions of publishes that arrive together go to Redis in one pipelined round trip. */
+  private readonly admits = new Batcher<Admit, [0 | 1, number | string]>((admits) => this.admitMany(admits), { maxBatch: 500 });
+
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+  ) {
+    if (!('bellhopPublishAdmit' in redis)) redis.defineCommand('bellhopPublishAdmit', { numberOfKeys: 1, lua: ADMIT });
+    if (!('bellhopPublishRelease' in redis)) redis.defineCommand('bellhopPublishRelease', { numberOfKeys: 1, lua: RELEASE });
+  }
+
+  /** Takes `events` from the organization's budget, all or none; none fit: 429 with Retry-After until the window ends. */
+  async admit(organizationId: string, events: number, res: Response): Promise<PublishAdmission> {
+    const { limit, windowMs } = this.config.publishRateLimit;
+    const budget = `${limit} events per ${windowMs / 1000}s for each organization`;
+    if (events > limit) {
+      // It would never fit: say so, rather than have the client wait for a window that cannot take it.
+      throw rateLimited(res, windowMs, `A batch of ${events} events is more than the publish limit (${budget}) allows: send smaller batches`);
+    }
+    const key = `${this.config.queuePrefix}:ratelimit:publish:${organizationId}`;
+    const [taken, value] = await this.admits.run({ key, events });
+    if (!taken) throw rateLimited(res, Number(value) > 0 ? Number(value) : windowMs, `Publish limit reached (${budget}): retry after the Retry-After delay`);
+    const window = String(value);
+    return {
+      release: async (released: number) => {
+        if (released > 0) await (this.redis as PublishRedis).bellhopPublishRelease(key, Math.min(released, events), window);
+      },
+    };
+  }
+
+  private async admitMany(admits: Admit[]): Promise<Array<[0 | 1, number | string]>> {
+    const { limit, windowMs } = this.config.publishRateLimit;
+    const pipeline = this.redis.pipeline();
+    for (const admit of admits) void (pipeline as unknown as PublishRedis).bellhopPublishAdmit(admit.key, admit.events, limit, windowMs);
+    return (await execPipeline(pipeline)) as Array<[0 | 1, number | string]>;
   }
 }

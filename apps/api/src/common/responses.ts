@@ -367,3 +367,32 @@ export class ProjectStatsResponse {
   @ApiProperty({ type: ProjectStats })
   stats: ProjectStats;
 }
+
+export class AuditEntryResponse {
+  @ApiProperty({ example: 'aud_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T' })
+  id: string;
+  @ApiProperty({ example: 'webhook.secret_revealed' })
+  action: string;
+  @ApiProperty({ type: CreatedByResponse })
+  actor: CreatedByResponse;
+  @ApiProperty({ type: 'object', properties: { type: { type: 'string', example: 'webhook' }, id: { type: 'string' } } })
+  target: { type: string; id: string };
+  @ApiProperty(dateTime)
+  createdAt: string;
+  @ApiProperty({ type: String, nullable: true, example: 'req_3f2c9a7e5b1d4c6f8a0e2b4d6f8a0c2e', description: "The server's id of the request (its X-Request-Id answer header)" })
+  requestId: string | null;
+  @ApiProperty({
+    type: String,
+    nullable: true,
+    maxLength: 128,
+    description: 'The X-Request-Id the caller sent, kept for its own correlation (printable ASCII, at most 128 characters; anything else is dropped); null when none',
+  })
+  clientRequestId: string | null;
+}
+
+export class AuditLog {
+  @ApiProperty({ type: [AuditEntryResponse] })
+  entries: AuditEntryResponse[];
+  @ApiProperty({ type: String, nullable: true })
+  nextCursor: string | null;
+}

@@ -1,5 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
-import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { Injectable, Logger } from '@nestjs/common';
 import { PrismaService } from '@bellhop/database';
 import { DeliveryDispatcher, DeliveryStore } from '@bellhop/delivery';
 import { AppError } from '@bellhop/domain';
@@ -9,6 +8,7 @@ import { present } from '../common/present';
 import { deliverySearchSql } from './delivery-search';
 import { AttemptsQuery, ListDeliveriesQuery } from './dto/list-deliveries.query';
 import { SearchDeliveriesQuery } from './dto/search-deliveries.query';
+import { TestAttemptWaiters } from './test-attempt-waiters';
 
 /** Attempts shown with a delivery (the most recent); the rest are paged. */
 const ATTEMPTS_SHOWN = 20;
@@ -21,7 +21,7 @@ export class DeliveriesService {
     private readonly prisma: PrismaService,
     private readonly dispatcher: DeliveryDispatcher,
     private readonly store: DeliveryStore,
-    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+    private readonly testWaiters: TestAttemptWaiters,
   ) {}
 
   async list(tenant: TenantScope, webhookId: string, query: ListDeliveriesQuery) {
@@ -138,18 +138,27 @@ export class DeliveriesService {
     return { delivery: await this.summary(tenant, deliveryId) };
   }
 
-  /** Waits (bounded by the attempt timeout) until the delivery's first attempt is recorded, for `?wait=true`. */
-  async waitForFirstAttempt(tenant: TenantScope, deliveryId: string): Promise<boolean> {
-    const deadline = Date.now() + this.config.deliveryTimeoutMs + 10_000;
-    while (Date.now() < deadline) {
-      const row = await this.prisma.delivery.findFirst({
-        where: { id: deliveryId, organizationId: tenant.organizationId },
-        select: { attemptCount: true, status: true },
-      });
+  /**
+   * For `?wait=true`: the delivery once its first attempt has finished (`finished`), else as it is
+   * when the wait ends (the bound passed, or this process already holds as many waiting requests
+   * as it allows); null when the client went away first, after which nothing more is read.
+   */
+  async waitForFirstAttempt(tenant: TenantScope, deliveryId: string, clientGone: AbortSignal) {
+    const look = async () => {
+      const row = await this.prisma.delivery.findFirst({ where: { id: deliveryId, organizationId: tenant.organizationId }, omit: { body: true } });
       if (!row) throw AppError.notFound('Delivery');
-      if (row.attemptCount > 0 || row.status !== 'pending') return true;
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      return { done: row.attemptCount > 0 || row.status !== 'pending', value: present.delivery(row) };
+    };
+    const outcome = await this.testWaiters.wait(deliveryId, look, clientGone);
+    switch (outcome.kind) {
+      case 'gone':
+        return null;
+      case 'busy': {
+        const seen = await look();
+        return { finished: seen.done, delivery: seen.value };
+      }
+      default:
+        return { finished: outcome.kind === 'done', delivery: outcome.value };
     }
-    return false;
   }
 }

@@ -1,6 +1,7 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Authenticated, RequestId, Tenant } from '../auth/auth.guards';
+import { Audit, Authenticated, Tenant } from '../auth/auth.guards';
+import type { AuditContext } from '../common/audit.service';
 import { TenantScope } from '../auth/principal';
 import { EventTypeEnvelope, EventTypeList } from '../common/responses';
 import { CreateEventTypeDto, EventTypesQuery, UpdateEventTypeDto } from './dto/event-type.dto';
@@ -23,8 +24,8 @@ export class EventTypesController {
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Add an event type of the project, optionally with a JSON Schema its data must match' })
   @ApiCreatedResponse({ type: EventTypeEnvelope })
-  create(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: CreateEventTypeDto, @RequestId() requestId: string) {
-    return this.eventTypes.create(tenant, projectId, dto, requestId);
+  create(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: CreateEventTypeDto, @Audit() context: AuditContext) {
+    return this.eventTypes.create(tenant, projectId, dto, context);
   }
 
   @Get(':type')
@@ -38,15 +39,15 @@ export class EventTypesController {
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: "Change a project's own event type: its description or schema (null removes it)" })
   @ApiOkResponse({ type: EventTypeEnvelope })
-  update(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Param('type') type: string, @Body() dto: UpdateEventTypeDto, @RequestId() requestId: string) {
-    return this.eventTypes.update(tenant, projectId, type, dto, requestId);
+  update(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Param('type') type: string, @Body() dto: UpdateEventTypeDto, @Audit() context: AuditContext) {
+    return this.eventTypes.update(tenant, projectId, type, dto, context);
   }
 
   @Delete(':type')
   @HttpCode(204)
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: "Delete a project's own event type; 409 while a webhook subscribes to it by name" })
-  async remove(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Param('type') type: string, @RequestId() requestId: string): Promise<void> {
-    await this.eventTypes.remove(tenant, projectId, type, requestId);
+  async remove(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Param('type') type: string, @Audit() context: AuditContext): Promise<void> {
+    await this.eventTypes.remove(tenant, projectId, type, context);
   }
 }

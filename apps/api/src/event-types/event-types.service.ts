@@ -21,7 +21,7 @@ import {
   validateInSandbox,
 } from '@bellhop/domain';
 import { TenantScope } from '../auth/principal';
-import { AuditService } from '../common/audit.service';
+import { AuditContext, AuditService } from '../common/audit.service';
 import { CreateEventTypeDto, UpdateEventTypeDto } from './dto/event-type.dto';
 
 /** A transaction, or the client itself: the checks below run inside the caller's transaction. */
@@ -113,7 +113,7 @@ export class EventTypesService {
     if (problem) throw AppError.validation([{ field: 'schema', message: problem }]);
   }
 
-  async create(tenant: TenantScope, projectId: string, dto: CreateEventTypeDto, requestId: string) {
+  async create(tenant: TenantScope, projectId: string, dto: CreateEventTypeDto, context: AuditContext) {
     if (isBuiltInTypeName(dto.type)) throw new AppError('conflict', `${dto.type} is a built-in event type name, or in a namespace Bellhop keeps (webhook.*, delivery.*, github.*, gitlab.*)`);
     const category = dto.category ?? defaultCategoryOf(dto.type);
     if (RESERVED_CATEGORIES.includes(category)) throw AppError.validation([{ field: 'category', message: `category "${category}" is Bellhop's own: choose another` }]);
@@ -135,13 +135,13 @@ export class EventTypesService {
         if (exists) throw new AppError('conflict', `The project already has an event type ${dto.type}`);
         throw AppError.validation([{ field: 'type', message: `a project may have at most ${CUSTOM_EVENT_TYPE_LIMITS.maxPerProject} event types of its own` }]);
       }
-      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'event_type.created', target: { type: 'event_type', id: `${projectId}/${dto.type}` } }) });
+      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'event_type.created', target: { type: 'event_type', id: `${projectId}/${dto.type}` } }) });
       return tx.eventType.findFirstOrThrow({ where: { projectId, type: dto.type } });
     });
     return { eventType: EventTypesService.presentCustom(row) };
   }
 
-  async update(tenant: TenantScope, projectId: string, type: string, dto: UpdateEventTypeDto, requestId: string) {
+  async update(tenant: TenantScope, projectId: string, type: string, dto: UpdateEventTypeDto, context: AuditContext) {
     EventTypesService.assertTypeName(type);
     if (dto.schema !== undefined && dto.schema !== null) {
       // The type first, then the schema's compilation (nobody spends the sandbox on a type that is not there).
@@ -160,7 +160,7 @@ export class EventTypesService {
          WHERE project_id = ${projectId} AND type = ${type} AND organization_id = ${tenant.organizationId}
         RETURNING type`;
       if (!updated) throw AppError.notFound('Event type');
-      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'event_type.updated', target: { type: 'event_type', id: `${projectId}/${type}` } }) });
+      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'event_type.updated', target: { type: 'event_type', id: `${projectId}/${type}` } }) });
       return tx.eventType.findFirstOrThrow({ where: { projectId, type } });
     });
     return { eventType: EventTypesService.presentCustom(row) };
@@ -171,7 +171,7 @@ export class EventTypesService {
    * first, so a webhook subscribing to it concurrently (which takes a share lock on it) either
    * commits before the check and is seen, or waits and then finds the type gone.
    */
-  async remove(tenant: TenantScope, projectId: string, type: string, requestId: string): Promise<void> {
+  async remove(tenant: TenantScope, projectId: string, type: string, context: AuditContext): Promise<void> {
     EventTypesService.assertTypeName(type);
     await this.prisma.$transaction(async (tx) => {
       const [locked] = await tx.$queryRaw<Array<{ type: string }>>`
@@ -183,7 +183,7 @@ export class EventTypesService {
         throw new AppError('conflict', `Webhooks subscribe to ${type} by name (${subscribers.map((w) => w.id).join(', ')}): change their events first`);
       }
       await tx.$executeRaw`DELETE FROM event_types WHERE project_id = ${projectId} AND type = ${type}`;
-      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'event_type.deleted', target: { type: 'event_type', id: `${projectId}/${type}` } }) });
+      await tx.auditLogEntry.create({ data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'event_type.deleted', target: { type: 'event_type', id: `${projectId}/${type}` } }) });
     });
   }
 
@@ -323,8 +323,8 @@ export class EventTypesService {
     return row?.type;
   }
 
-  private auditBase(tenant: TenantScope, requestId: string) {
-    return { organizationId: tenant.organizationId, principal: tenant.principal, requestId };
+  private auditBase(tenant: TenantScope, context: AuditContext) {
+    return { organizationId: tenant.organizationId, principal: tenant.principal, ...context };
   }
 }
 

@@ -4,6 +4,7 @@ import type { Response } from 'express';
 import { AppError, EVENT_TYPES } from '@bellhop/domain';
 import { Authenticated, Public, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
+import { PublishRateLimiter, PublishRoute } from '../common/rate-limit';
 import { BatchPublished, EventDetailEnvelope, EventList, EventTypeList, PublishedEvent } from '../common/responses';
 import { PublishBatchDto, PublishEventDto } from './dto/publish-event.dto';
 import { ListEventsQuery } from './dto/list-events.query';
@@ -13,7 +14,10 @@ import { EventsService, MAX_IDEMPOTENCY_KEY_LENGTH } from './events.service';
 @ApiTags('events')
 @Controller()
 export class EventsController {
-  constructor(private readonly events: EventsService) {}
+  constructor(
+    private readonly events: EventsService,
+    private readonly publishLimit: PublishRateLimiter,
+  ) {}
 
   @Public()
   @Get('event-types')
@@ -28,6 +32,7 @@ export class EventsController {
   @Post('projects/:projectId/events')
   @HttpCode(202)
   @Authenticated()
+  @PublishRoute()
   @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'The same key again for the same project answers 200 with the first event' })
   @ApiOperation({ summary: 'Publish an event to every subscribed webhook of the project' })
   @ApiAcceptedResponse({ type: PublishedEvent })
@@ -42,7 +47,8 @@ export class EventsController {
     if (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)) {
       throw AppError.validation([{ field: 'Idempotency-Key', message: `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters` }]);
     }
-    const result = await this.events.publishChecked(tenant, projectId, { event: dto.event, data: dto.data, idempotencyKey });
+    const admit = (events: number) => this.publishLimit.admit(tenant.organizationId, events, res);
+    const result = await this.events.publishChecked(tenant, projectId, { event: dto.event, data: dto.data, idempotencyKey }, admit);
     if (result.replayed) res.status(200);
     return { event: result.event, deliveries: result.deliveries };
   }
@@ -50,10 +56,11 @@ export class EventsController {
   @Post('projects/:projectId/events/batch')
   @HttpCode(202)
   @Authenticated()
+  @PublishRoute()
   @ApiOperation({ summary: 'Publish 1 to 100 events in order, all or none, each with its own idempotency key' })
   @ApiAcceptedResponse({ type: BatchPublished })
-  publishBatch(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: PublishBatchDto) {
-    return this.events.publishBatch(tenant, projectId, dto.events);
+  publishBatch(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: PublishBatchDto, @Res({ passthrough: true }) res: Response) {
+    return this.events.publishBatch(tenant, projectId, dto.events, (events) => this.publishLimit.admit(tenant.organizationId, events, res));
   }
 
   @Get('projects/:projectId/events')

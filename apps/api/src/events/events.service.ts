@@ -4,6 +4,7 @@ import { DeliveryDispatcher, type Dispatch } from '@bellhop/delivery';
 import { AppError, envelopeOf, newId, renderBody, subscriptionsFor } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import { TenantScope } from '../auth/principal';
+import type { PublishAdmission } from '../common/rate-limit';
 import { page, pageArgs } from '../common/pagination';
 import { idBounds, timeRange } from '../common/time-range';
 import { present } from '../common/present';
@@ -18,6 +19,12 @@ export interface PublishResult {
 }
 
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+
+/**
+ * Takes a publish's events from its organization's budget (PUBLISH_RATE_LIMIT), or throws the 429:
+ * called once the events are known to be publishable, before anything is written.
+ */
+export type PublishAdmit = (events: number) => Promise<PublishAdmission>;
 
 interface PublishItem {
   organizationId: string;
@@ -76,16 +83,17 @@ export class EventsService implements BeforeApplicationShutdown {
 
   /**
    * Publishes one event after checking it (nothing is written for a payload that cannot be
-   * published: 422 with JSON Pointers into `data`).
+   * published: 422 with JSON Pointers into `data`), then taking it from the organization's budget.
    */
-  async publishChecked(tenant: TenantScope, projectId: string, input: { event: string; data: unknown; idempotencyKey?: string }): Promise<PublishResult> {
+  async publishChecked(tenant: TenantScope, projectId: string, input: { event: string; data: unknown; idempotencyKey?: string }, admit: PublishAdmit): Promise<PublishResult> {
     const { problems, categories } = await this.eventTypes.checkPublish(tenant, projectId, [input], () => '');
     if (problems.length > 0) {
       const paths = problems.map((p) => ({ ...p, path: p.path.startsWith('/data') ? p.path.slice('/data'.length) : p.path }));
       const message = problems.some((p) => p.path === '/event') ? problems[0].message : `data does not match the schema of ${input.event}`;
       throw new AppError('validation_failed', message, paths);
     }
-    return this.publish(tenant, projectId, { ...input, category: categories[0]! });
+    const admission = await admit(1);
+    return this.counted(admission, 1, () => this.publish(tenant, projectId, { ...input, category: categories[0]! }), (result) => (result.replayed ? 1 : 0));
   }
 
   /**
@@ -93,9 +101,11 @@ export class EventsService implements BeforeApplicationShutdown {
    * committed together, or none), after all of them were checked. An item whose idempotency key
    * was seen before answers with the first event, `replayed: true`.
    */
-  async publishBatch(tenant: TenantScope, projectId: string, inputs: Array<{ event: string; data: unknown; idempotencyKey?: string }>) {
+  async publishBatch(tenant: TenantScope, projectId: string, inputs: Array<{ event: string; data: unknown; idempotencyKey?: string }>, admit: PublishAdmit) {
     const { problems, categories } = await this.eventTypes.checkPublish(tenant, projectId, inputs, (i) => `/events/${i}`);
     if (problems.length > 0) throw new AppError('validation_failed', 'Some events of the batch cannot be published; none was', problems.slice(0, 50));
+    // The whole batch fits in the organization's budget, or none of it is written.
+    const admission = await admit(inputs.length);
     const createdAt = new Date();
     const items: PublishItem[] = inputs.map((input, i) => ({
       organizationId: tenant.organizationId,
@@ -109,7 +119,7 @@ export class EventsService implements BeforeApplicationShutdown {
       createdAt,
       eventId: newId('event'),
     }));
-    const outcomes = await this.publishMany(items);
+    const outcomes = await this.counted(admission, items.length, () => this.publishMany(items), (all) => all.filter((outcome) => outcome.kind !== 'published').length);
     if (outcomes.some((outcome) => outcome.kind === 'project_not_found')) throw AppError.notFound('Project');
     const events = [];
     for (const [i, outcome] of outcomes.entries()) {
@@ -159,6 +169,29 @@ export class EventsService implements BeforeApplicationShutdown {
       deliveries: outcome.deliveryIds.length,
       deliveryIds: outcome.deliveryIds,
     };
+  }
+
+  /**
+   * Writes under an admission: the events that were not new after all (replays of an Idempotency-Key
+   * seen before, a project gone meanwhile), or all of them when the write fails, are handed back, so
+   * that only events published count against the budget.
+   */
+  private async counted<T>(admission: PublishAdmission, events: number, write: () => Promise<T>, notPublished: (result: T) => number): Promise<T> {
+    let result: T;
+    try {
+      result = await write();
+    } catch (err) {
+      await this.release(admission, events);
+      throw err;
+    }
+    await this.release(admission, notPublished(result));
+    return result;
+  }
+
+  /** A failure to hand events back costs the organization budget, never the publish its answer. */
+  private async release(admission: PublishAdmission, events: number): Promise<void> {
+    if (events === 0) return;
+    await admission.release(events).catch((err: Error) => this.logger.warn({ err: err.message }, 'could not hand unpublished events back to the publish budget'));
   }
 
   private async publishMany(items: PublishItem[]): Promise<PublishOutcome[]> {

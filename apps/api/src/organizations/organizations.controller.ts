@@ -1,9 +1,11 @@
 import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Patch, Post, Query } from '@nestjs/common';
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { Authenticated, CurrentPrincipal, RequestId, Tenant } from '../auth/auth.guards';
+import { Audit, Authenticated, CurrentPrincipal, Tenant } from '../auth/auth.guards';
+import type { AuditContext } from '../common/audit.service';
 import { Principal, TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
+import { AuditLog } from '../common/responses';
 import { AddMemberDto, CreateApiTokenDto, CreateOrganizationDto, UpdateMemberDto, UpdateOrganizationDto } from './dto/organization.dto';
 import { OrganizationsService } from './organizations.service';
 
@@ -31,8 +33,8 @@ export class OrganizationsController {
   @Patch('organizations/:orgId')
   @Authenticated({ role: 'owner' })
   @ApiOperation({ summary: 'Rename or change plan (owner only)' })
-  update(@Tenant() tenant: TenantScope, @Body() dto: UpdateOrganizationDto, @RequestId() requestId: string, @Param('orgId') _orgId: string) {
-    return this.organizations.update(tenant, dto, requestId);
+  update(@Tenant() tenant: TenantScope, @Body() dto: UpdateOrganizationDto, @Audit() context: AuditContext, @Param('orgId') _orgId: string) {
+    return this.organizations.update(tenant, dto, context);
   }
 
   @Get('organizations/:orgId/members')
@@ -44,28 +46,28 @@ export class OrganizationsController {
   @Post('organizations/:orgId/members')
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Add an existing user by email' })
-  addMember(@Tenant() tenant: TenantScope, @Body() dto: AddMemberDto, @RequestId() requestId: string, @Param('orgId') _orgId: string) {
-    return this.organizations.addMember(tenant, dto, requestId);
+  addMember(@Tenant() tenant: TenantScope, @Body() dto: AddMemberDto, @Audit() context: AuditContext, @Param('orgId') _orgId: string) {
+    return this.organizations.addMember(tenant, dto, context);
   }
 
   @Patch('organizations/:orgId/members/:userId')
   @Authenticated({ role: 'admin' })
-  updateMember(@Tenant() tenant: TenantScope, @Param('userId') userId: string, @Body() dto: UpdateMemberDto, @RequestId() requestId: string) {
-    return this.organizations.updateMember(tenant, userId, dto.role, requestId);
+  updateMember(@Tenant() tenant: TenantScope, @Param('userId') userId: string, @Body() dto: UpdateMemberDto, @Audit() context: AuditContext) {
+    return this.organizations.updateMember(tenant, userId, dto.role, context);
   }
 
   @Delete('organizations/:orgId/members/:userId')
   @HttpCode(204)
   @Authenticated({ role: 'admin' })
-  async removeMember(@Tenant() tenant: TenantScope, @Param('userId') userId: string, @RequestId() requestId: string): Promise<void> {
-    await this.organizations.removeMember(tenant, userId, requestId);
+  async removeMember(@Tenant() tenant: TenantScope, @Param('userId') userId: string, @Audit() context: AuditContext): Promise<void> {
+    await this.organizations.removeMember(tenant, userId, context);
   }
 
   @Post('organizations/:orgId/api-tokens')
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Create an API token; the bht_ token is shown once' })
-  createToken(@Tenant() tenant: TenantScope, @Body() dto: CreateApiTokenDto, @RequestId() requestId: string, @Param('orgId') _orgId: string) {
-    return this.organizations.createApiToken(tenant, dto, requestId);
+  createToken(@Tenant() tenant: TenantScope, @Body() dto: CreateApiTokenDto, @Audit() context: AuditContext, @Param('orgId') _orgId: string) {
+    return this.organizations.createApiToken(tenant, dto, context);
   }
 
   @Get('organizations/:orgId/api-tokens')
@@ -78,12 +80,13 @@ export class OrganizationsController {
   @HttpCode(204)
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Revoke an API token at once' })
-  async revokeToken(@Tenant() tenant: TenantScope, @Param('tokenId') tokenId: string, @RequestId() requestId: string): Promise<void> {
-    await this.organizations.revokeApiToken(tenant, tokenId, requestId);
+  async revokeToken(@Tenant() tenant: TenantScope, @Param('tokenId') tokenId: string, @Audit() context: AuditContext): Promise<void> {
+    await this.organizations.revokeApiToken(tenant, tokenId, context);
   }
 
   @Get('organizations/:orgId/audit-log')
   @Authenticated({ role: 'admin' })
+  @ApiOkResponse({ type: AuditLog })
   auditLog(@Tenant() tenant: TenantScope, @Query() query: PageQuery, @Param('orgId') _orgId: string) {
     return this.organizations.auditLog(tenant, query);
   }

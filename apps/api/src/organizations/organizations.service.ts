@@ -5,7 +5,7 @@ import type { Plan, Prisma, Role } from '@bellhop/database';
 import { AppError, newId } from '@bellhop/domain';
 import { ApiTokenVerifier } from '../auth/api-tokens.service';
 import { Principal, TenantScope, roleAtLeast } from '../auth/principal';
-import { AuditService } from '../common/audit.service';
+import { AuditContext, AuditService } from '../common/audit.service';
 import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
 import { AddMemberDto, CreateApiTokenDto, UpdateOrganizationDto } from './dto/organization.dto';
@@ -54,11 +54,11 @@ export class OrganizationsService {
     return { organization: present.organization(organization) };
   }
 
-  async update(tenant: TenantScope, dto: UpdateOrganizationDto, requestId: string) {
+  async update(tenant: TenantScope, dto: UpdateOrganizationDto, context: AuditContext) {
     const [organization] = await this.prisma.$transaction([
       this.prisma.organization.update({ where: { id: tenant.organizationId }, data: { name: dto.name, plan: dto.plan } }),
       this.prisma.auditLogEntry.create({
-        data: this.audit.entry({ ...this.base(tenant, requestId), action: 'organization.updated', target: { type: 'organization', id: tenant.organizationId } }),
+        data: this.audit.entry({ ...this.base(tenant, context), action: 'organization.updated', target: { type: 'organization', id: tenant.organizationId } }),
       }),
     ]);
     return { organization: present.organization(organization) };
@@ -82,7 +82,7 @@ export class OrganizationsService {
     }
   }
 
-  async addMember(tenant: TenantScope, dto: AddMemberDto, requestId: string) {
+  async addMember(tenant: TenantScope, dto: AddMemberDto, context: AuditContext) {
     this.assertCanGrant(tenant, dto.role);
     // The plan first: an organization with no room answers the same whether the address has an
     // account or not, so that adding members cannot be used to find out who has one.
@@ -96,7 +96,7 @@ export class OrganizationsService {
         await this.assertMemberRoom(tx, tenant.organizationId);
         await tx.membership.create({ data: { organizationId: tenant.organizationId, userId: user.id, role: dto.role } });
         await tx.auditLogEntry.create({
-          data: this.audit.entry({ ...this.base(tenant, requestId), action: 'member.added', target: { type: 'user', id: user.id } }),
+          data: this.audit.entry({ ...this.base(tenant, context), action: 'member.added', target: { type: 'user', id: user.id } }),
         });
       });
     } catch (err) {
@@ -106,7 +106,7 @@ export class OrganizationsService {
     return { member: this.member(user, dto.role) };
   }
 
-  async updateMember(tenant: TenantScope, userId: string, role: Role, requestId: string) {
+  async updateMember(tenant: TenantScope, userId: string, role: Role, context: AuditContext) {
     const membership = await this.prisma.$transaction(async (tx) => {
       // The owner check and the write under one lock: owners demoting each other (or themselves)
       // at once must not each see another owner and leave none.
@@ -117,14 +117,14 @@ export class OrganizationsService {
       if (current.role === 'owner' && role !== 'owner') await this.assertAnotherOwner(tx, tenant, userId);
       await tx.membership.update({ where: { organizationId_userId: { organizationId: tenant.organizationId, userId } }, data: { role } });
       await tx.auditLogEntry.create({
-        data: this.audit.entry({ ...this.base(tenant, requestId), action: 'member.role_changed', target: { type: 'user', id: userId } }),
+        data: this.audit.entry({ ...this.base(tenant, context), action: 'member.role_changed', target: { type: 'user', id: userId } }),
       });
       return current;
     });
     return { member: this.member(membership.user, role) };
   }
 
-  async removeMember(tenant: TenantScope, userId: string, requestId: string): Promise<void> {
+  async removeMember(tenant: TenantScope, userId: string, context: AuditContext): Promise<void> {
     await this.prisma.$transaction(async (tx) => {
       // As in updateMember: owners leaving at once must not each count the others as staying.
       await this.lockOrganization(tx, tenant.organizationId);
@@ -133,12 +133,12 @@ export class OrganizationsService {
       if (current.role === 'owner') await this.assertAnotherOwner(tx, tenant, userId);
       await tx.membership.delete({ where: { organizationId_userId: { organizationId: tenant.organizationId, userId } } });
       await tx.auditLogEntry.create({
-        data: this.audit.entry({ ...this.base(tenant, requestId), action: 'member.removed', target: { type: 'user', id: userId } }),
+        data: this.audit.entry({ ...this.base(tenant, context), action: 'member.removed', target: { type: 'user', id: userId } }),
       });
     });
   }
 
-  async createApiToken(tenant: TenantScope, dto: CreateApiTokenDto, requestId: string) {
+  async createApiToken(tenant: TenantScope, dto: CreateApiTokenDto, context: AuditContext) {
     this.assertCanGrant(tenant, dto.role);
     const expiresAt = dto.expiresAt === undefined ? null : new Date(dto.expiresAt);
     if (expiresAt && expiresAt.getTime() <= Date.now()) {
@@ -165,7 +165,7 @@ export class OrganizationsService {
         },
       }),
       this.prisma.auditLogEntry.create({
-        data: this.audit.entry({ ...this.base(tenant, requestId), action: 'api_token.created', target: { type: 'api_token', id } }),
+        data: this.audit.entry({ ...this.base(tenant, context), action: 'api_token.created', target: { type: 'api_token', id } }),
       }),
     ]);
     return { apiToken: present.apiToken(row), token };
@@ -178,11 +178,11 @@ export class OrganizationsService {
     return { apiTokens: items.map(present.apiToken), nextCursor };
   }
 
-  async revokeApiToken(tenant: TenantScope, tokenId: string, requestId: string): Promise<void> {
+  async revokeApiToken(tenant: TenantScope, tokenId: string, context: AuditContext): Promise<void> {
     const [{ count }] = await this.prisma.$transaction([
       this.prisma.apiToken.updateMany({ where: { id: tokenId, organizationId: tenant.organizationId, revokedAt: null }, data: { revokedAt: new Date() } }),
       this.prisma.auditLogEntry.create({
-        data: this.audit.entry({ ...this.base(tenant, requestId), action: 'api_token.revoked', target: { type: 'api_token', id: tokenId } }),
+        data: this.audit.entry({ ...this.base(tenant, context), action: 'api_token.revoked', target: { type: 'api_token', id: tokenId } }),
       }),
     ]);
     if (count === 0) throw AppError.notFound('API token');
@@ -227,7 +227,7 @@ export class OrganizationsService {
     if (others === 0) throw new AppError('conflict', 'An organization needs at least one owner: make someone else owner first');
   }
 
-  private base(tenant: TenantScope, requestId: string) {
-    return { organizationId: tenant.organizationId, principal: tenant.principal, requestId };
+  private base(tenant: TenantScope, context: AuditContext) {
+    return { organizationId: tenant.organizationId, principal: tenant.principal, ...context };
   }
 }

@@ -3,8 +3,8 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { PrismaService, type Project } from '@bellhop/database';
 import { AppError, newId } from '@bellhop/domain';
-import { Authenticated, CurrentPrincipal, MembershipService, RequestId, Tenant, forgetProject } from '../auth/auth.guards';
-import { AuditService } from '../common/audit.service';
+import { Audit, Authenticated, CurrentPrincipal, MembershipService, Tenant, forgetProject } from '../auth/auth.guards';
+import { AuditContext, AuditService } from '../common/audit.service';
 import { Principal, TenantScope, roleAtLeast } from '../auth/principal';
 import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
@@ -66,7 +66,7 @@ export class ProjectsController {
   @Patch(':projectId')
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: "Rename a project or change its history's retention (owner or admin)" })
-  async update(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: UpdateProjectDto, @RequestId() requestId: string) {
+  async update(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: UpdateProjectDto, @Audit() context: AuditContext) {
     if (dto.name === undefined && dto.retentionDays === undefined) {
       throw new AppError('validation_failed', 'Nothing to change: give name or retentionDays', [{ field: 'name', message: 'give name or retentionDays' }]);
     }
@@ -75,7 +75,7 @@ export class ProjectsController {
     const [project] = await this.prisma.$transaction([
       this.prisma.project.update({ where: { id: projectId }, data: { name: dto.name, retentionDays: dto.retentionDays } }),
       this.prisma.auditLogEntry.create({
-        data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, requestId, action: 'project.updated', target: { type: 'project', id: projectId } }),
+        data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, ...context, action: 'project.updated', target: { type: 'project', id: projectId } }),
       }),
     ]);
     return { project: this.present(project) };
@@ -85,13 +85,13 @@ export class ProjectsController {
   @HttpCode(204)
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Delete a project with its webhooks, events and delivery history' })
-  async remove(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @RequestId() requestId: string): Promise<void> {
+  async remove(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Audit() context: AuditContext): Promise<void> {
     // The audit entry belongs to the organization, so it outlives the project.
     const count = await this.prisma.$transaction(async (tx) => {
       const { count: deleted } = await tx.project.deleteMany({ where: { id: projectId, organizationId: tenant.organizationId } });
       if (deleted > 0) {
         await tx.auditLogEntry.create({
-          data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, requestId, action: 'project.deleted', target: { type: 'project', id: projectId } }),
+          data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, ...context, action: 'project.deleted', target: { type: 'project', id: projectId } }),
         });
       }
       return deleted;

@@ -1,7 +1,8 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Res } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { Authenticated, RequestId, Tenant } from '../auth/auth.guards';
+import { Audit, Authenticated, Tenant } from '../auth/auth.guards';
+import type { AuditContext } from '../common/audit.service';
 import { TenantScope } from '../auth/principal';
 import { ReplayDryRunEnvelope, ReplayEnvelope } from '../common/responses';
 import { CreateReplayDto } from './dto/create-replay.dto';
@@ -23,10 +24,10 @@ export class ReplaysController {
     @Tenant() tenant: TenantScope,
     @Param('webhookId') webhookId: string,
     @Body() dto: CreateReplayDto,
-    @RequestId() requestId: string,
+    @Audit() context: AuditContext,
     @Res({ passthrough: true }) res: Response,
   ) {
-    const result = await this.replays.create(tenant, webhookId, dto, requestId);
+    const result = await this.replays.create(tenant, webhookId, dto, context);
     if (result.dryRun) res.status(200);
     return result.body;
   }
@@ -44,7 +45,7 @@ export class ReplaysController {
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Stop queueing more attempts; those already asked for still finish and count' })
   @ApiOkResponse({ type: ReplayEnvelope })
-  cancel(@Tenant() tenant: TenantScope, @Param('replayId') replayId: string, @RequestId() requestId: string) {
-    return this.replays.cancel(tenant, replayId, requestId);
+  cancel(@Tenant() tenant: TenantScope, @Param('replayId') replayId: string, @Audit() context: AuditContext) {
+    return this.replays.cancel(tenant, replayId, context);
   }
 }

@@ -3,7 +3,7 @@ import { PrismaService } from '@bellhop/database';
 import { ReplayDriver, replayMatch } from '@bellhop/delivery';
 import { AppError, newId } from '@bellhop/domain';
 import { TenantScope } from '../auth/principal';
-import { AuditService } from '../common/audit.service';
+import { AuditContext, AuditService } from '../common/audit.service';
 import { present } from '../common/present';
 import { CreateReplayDto, REPLAY_MAX_WINDOW_DAYS } from './dto/create-replay.dto';
 
@@ -38,7 +38,7 @@ export class ReplaysService {
    * it counted that still match when their turn comes (deliveries made later are beyond last_id).
    * The replay driver queues them a page at a time; the first page is requested here at once.
    */
-  async create(tenant: TenantScope, webhookId: string, dto: CreateReplayDto, requestId: string) {
+  async create(tenant: TenantScope, webhookId: string, dto: CreateReplayDto, context: AuditContext) {
     const { from, to } = ReplaysService.window(dto);
     const statuses = [...new Set(dto.status ?? ['failed'])];
     const webhook = await this.prisma.webhook.findFirst({
@@ -76,7 +76,7 @@ export class ReplaysService {
         },
       });
       await tx.auditLogEntry.create({
-        data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, requestId, action: 'replay.created', target: { type: 'replay', id } }),
+        data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, ...context, action: 'replay.created', target: { type: 'replay', id } }),
       });
       return created;
     });
@@ -96,7 +96,7 @@ export class ReplaysService {
    * Stops queueing: the replay ends cancelled; its attempts already asked for still run and
    * count. A replay already finished is answered as it is.
    */
-  async cancel(tenant: TenantScope, replayId: string, requestId: string) {
+  async cancel(tenant: TenantScope, replayId: string, context: AuditContext) {
     await this.prisma.$transaction(async (tx) => {
       // Waits for a driver's step in progress (it holds the row), so nothing is queued after this.
       const { count } = await tx.replay.updateMany({
@@ -105,7 +105,7 @@ export class ReplaysService {
       });
       if (count > 0) {
         await tx.auditLogEntry.create({
-          data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, requestId, action: 'replay.cancelled', target: { type: 'replay', id: replayId } }),
+          data: this.audit.entry({ organizationId: tenant.organizationId, principal: tenant.principal, ...context, action: 'replay.cancelled', target: { type: 'replay', id: replayId } }),
         });
       }
     });

@@ -2,7 +2,8 @@ import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Res
 import { ApiAcceptedResponse, ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { AppError, findEventType, firstSubscribedType } from '@bellhop/domain';
-import { Authenticated, RequestId, Tenant } from '../auth/auth.guards';
+import { Audit, Authenticated, Tenant } from '../auth/auth.guards';
+import type { AuditContext } from '../common/audit.service';
 import { TenantScope } from '../auth/principal';
 import { PageQuery } from '../common/pagination';
 import { DeliveryEnvelope, RotatedSecretResponse, SecretResponse, WebhookEnvelope, WebhookList, WebhookWithSecret } from '../common/responses';
@@ -26,8 +27,8 @@ export class WebhooksController {
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Subscribe a URL; the whsec_ secret is returned in full here' })
   @ApiCreatedResponse({ type: WebhookWithSecret })
-  create(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: CreateWebhookDto, @RequestId() requestId: string) {
-    return this.webhooks.create(tenant, projectId, dto, requestId);
+  create(@Tenant() tenant: TenantScope, @Param('projectId') projectId: string, @Body() dto: CreateWebhookDto, @Audit() context: AuditContext) {
+    return this.webhooks.create(tenant, projectId, dto, context);
   }
 
   @Get('projects/:projectId/webhooks')
@@ -47,24 +48,24 @@ export class WebhooksController {
   @Patch('webhooks/:webhookId')
   @Authenticated({ role: 'admin' })
   @ApiOkResponse({ type: WebhookEnvelope })
-  update(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Body() dto: UpdateWebhookDto, @RequestId() requestId: string) {
-    return this.webhooks.update(tenant, webhookId, dto, requestId);
+  update(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Body() dto: UpdateWebhookDto, @Audit() context: AuditContext) {
+    return this.webhooks.update(tenant, webhookId, dto, context);
   }
 
   @Delete('webhooks/:webhookId')
   @HttpCode(204)
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Delete a webhook; its pending deliveries are cancelled' })
-  async remove(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string): Promise<void> {
-    await this.webhooks.remove(tenant, webhookId, requestId);
+  async remove(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Audit() context: AuditContext): Promise<void> {
+    await this.webhooks.remove(tenant, webhookId, context);
   }
 
   @Get('webhooks/:webhookId/secret')
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'Reveal the signing secret (owner/admin; audited)' })
   @ApiOkResponse({ type: SecretResponse })
-  secret(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string) {
-    return this.webhooks.revealSecret(tenant, webhookId, requestId);
+  secret(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Audit() context: AuditContext) {
+    return this.webhooks.revealSecret(tenant, webhookId, context);
   }
 
   @Post('webhooks/:webhookId/secret/rotate')
@@ -72,8 +73,8 @@ export class WebhooksController {
   @Authenticated({ role: 'admin' })
   @ApiOperation({ summary: 'New secret; the previous one keeps signing for 24 hours' })
   @ApiOkResponse({ type: RotatedSecretResponse })
-  rotate(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @RequestId() requestId: string) {
-    return this.webhooks.rotateSecret(tenant, webhookId, requestId);
+  rotate(@Tenant() tenant: TenantScope, @Param('webhookId') webhookId: string, @Audit() context: AuditContext) {
+    return this.webhooks.rotateSecret(tenant, webhookId, context);
   }
 
   @Post('webhooks/:webhookId/test')
@@ -105,7 +106,20 @@ export class WebhooksController {
     // Deleted between the look-up and the publish: nothing was sent, and there is nothing to show.
     if (deliveryId === undefined) throw AppError.notFound('Webhook');
     if (wait === 'true' || wait === '1') {
-      if (await this.deliveries.waitForFirstAttempt(tenant, deliveryId)) res.status(200);
+      // The response closing before it is written means the client went away: stop waiting for it.
+      const gone = new AbortController();
+      const onClose = () => gone.abort();
+      res.once('close', onClose);
+      if (res.closed) gone.abort();
+      try {
+        const waited = await this.deliveries.waitForFirstAttempt(tenant, deliveryId, gone.signal);
+        // Nobody is left to answer.
+        if (!waited) return undefined;
+        if (waited.finished) res.status(200);
+        return { delivery: waited.delivery };
+      } finally {
+        res.off('close', onClose);
+      }
     }
     return { delivery: await this.deliveries.summary(tenant, deliveryId) };
   }

@@ -5,9 +5,9 @@ import { DeliveryStore } from '@bellhop/delivery';
 import type { Webhook } from '@bellhop/database';
 import { AppError, checkTemplate, checkWebhookHeaders, checkWebhookUrl, defaultWebhookName, newId } from '@bellhop/domain';
 import { parseRetrySchedule } from '../common/validators';
-import { PREVIOUS_SECRET_GRACE_MS, decryptSecret, encryptSecret, generateWebhookSecret } from '@bellhop/signing';
+import { PREVIOUS_SECRET_GRACE_MS, decryptSecret, encryptSecret, generateWebhookSecret, secretsKeyRing } from '@bellhop/signing';
 import { TenantScope } from '../auth/principal';
-import { AuditService } from '../common/audit.service';
+import { AuditContext, AuditService } from '../common/audit.service';
 import { PageQuery, page, pageArgs } from '../common/pagination';
 import { present } from '../common/present';
 import { EventTypesService } from '../event-types/event-types.service';
@@ -64,7 +64,7 @@ export class WebhooksService {
     return webhook;
   }
 
-  async create(tenant: TenantScope, projectId: string, dto: CreateWebhookDto, requestId: string) {
+  async create(tenant: TenantScope, projectId: string, dto: CreateWebhookDto, context: AuditContext) {
     this.checkUrl(dto.url);
     WebhooksService.checkHeaders(dto.headers);
     const project = await this.prisma.project.findFirst({
@@ -99,7 +99,7 @@ export class WebhooksService {
         },
       });
       await tx.auditLogEntry.create({
-        data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.created', target: { type: 'webhook', id } }),
+        data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'webhook.created', target: { type: 'webhook', id } }),
       });
       return created;
     });
@@ -116,7 +116,7 @@ export class WebhooksService {
     return { webhooks: items.map((w) => this.present(w)), nextCursor };
   }
 
-  async update(tenant: TenantScope, id: string, dto: UpdateWebhookDto, requestId: string) {
+  async update(tenant: TenantScope, id: string, dto: UpdateWebhookDto, context: AuditContext) {
     const current = await this.find(tenant, id);
     if (dto.url !== undefined) this.checkUrl(dto.url);
     WebhooksService.checkHeaders(dto.headers);
@@ -142,7 +142,7 @@ export class WebhooksService {
         },
       });
       await tx.auditLogEntry.create({
-        data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.updated', target: { type: 'webhook', id } }),
+        data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'webhook.updated', target: { type: 'webhook', id } }),
       });
       return updated;
     });
@@ -150,7 +150,7 @@ export class WebhooksService {
   }
 
   /** Soft delete: the rows stay for history; pending deliveries are cancelled in the same transaction. */
-  async remove(tenant: TenantScope, id: string, requestId: string): Promise<void> {
+  async remove(tenant: TenantScope, id: string, context: AuditContext): Promise<void> {
     const current = await this.find(tenant, id);
     const now = new Date();
     // Deliveries before the webhook row: the order in which a worker's recording locks them, so
@@ -159,15 +159,15 @@ export class WebhooksService {
       this.deliveries.cancelForWebhook(current.id),
       this.prisma.webhook.update({ where: { id: current.id }, data: { deletedAt: now, enabled: false } }),
       this.prisma.auditLogEntry.create({
-        data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.deleted', target: { type: 'webhook', id } }),
+        data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'webhook.deleted', target: { type: 'webhook', id } }),
       }),
     ]);
   }
 
-  async revealSecret(tenant: TenantScope, id: string, requestId: string) {
+  async revealSecret(tenant: TenantScope, id: string, context: AuditContext) {
     const webhook = await this.find(tenant, id);
-    const secret = decryptSecret(webhook.secretCiphertext, this.config.secretsKey, webhook.id);
-    await this.audit.record({ ...this.auditBase(tenant, requestId), action: 'webhook.secret_revealed', target: { type: 'webhook', id } });
+    const secret = decryptSecret(webhook.secretCiphertext, secretsKeyRing(this.config), webhook.id);
+    await this.audit.record({ ...this.auditBase(tenant, context), action: 'webhook.secret_revealed', target: { type: 'webhook', id } });
     return { secret };
   }
 
@@ -177,7 +177,7 @@ export class WebhooksService {
    * previous_secrets: every secret handed out is stored, as current or as a previous one that
    * signs for 24 hours. Expired entries are dropped on the way. The audit entry commits with it.
    */
-  async rotateSecret(tenant: TenantScope, id: string, requestId: string) {
+  async rotateSecret(tenant: TenantScope, id: string, context: AuditContext) {
     const secret = generateWebhookSecret();
     // The ciphertext is bound to the row id; it is only stored if `id` is this tenant's webhook.
     const ciphertext = encryptSecret(secret, this.config.secretsKey, id);
@@ -196,7 +196,7 @@ export class WebhooksService {
         RETURNING id`;
       if (rows.length === 0) return false;
       await tx.auditLogEntry.create({
-        data: this.audit.entry({ ...this.auditBase(tenant, requestId), action: 'webhook.secret_rotated', target: { type: 'webhook', id } }),
+        data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'webhook.secret_rotated', target: { type: 'webhook', id } }),
       });
       return true;
     });
@@ -204,7 +204,7 @@ export class WebhooksService {
     return { secret, previousSecretExpiresAt };
   }
 
-  private auditBase(tenant: TenantScope, requestId: string) {
-    return { organizationId: tenant.organizationId, principal: tenant.principal, requestId };
+  private auditBase(tenant: TenantScope, context: AuditContext) {
+    return { organizationId: tenant.organizationId, principal: tenant.principal, ...context };
   }
 }
