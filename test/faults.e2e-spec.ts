@@ -569,7 +569,9 @@ describe('delivery engine guarantees with the worker in real processes', () => {
     let t: Tenant;
 
     beforeAll(async () => {
-      worker = await startWorkerProcess({ name: 'worker-hostile', env: workerEnv() });
+      // One tenant owns every hostile endpoint here: its share of the worker holds both endpoints'
+      // caps (10 each) at once, so the memory test loads the worker with both kinds together.
+      worker = await startWorkerProcess({ name: 'worker-hostile', env: workerEnv({ MAX_IN_FLIGHT_PER_ORGANIZATION: '20' }) });
       t = await tenant('Hostile');
     }, 60_000);
 

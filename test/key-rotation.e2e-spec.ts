@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
@@ -68,11 +69,11 @@ describe('rotating SECRETS_KEY', () => {
   }
 
   /** `npm run secrets:reencrypt` as an operator runs it, with these keys. */
-  function reencrypt(secretsKey: string, previous: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  function reencrypt(secretsKey: string, previous: string[], script = SCRIPT): Promise<{ code: number | null; stdout: string; stderr: string }> {
     const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', NODE_ENV: 'test', DATABASE_URL: databaseUrl, SECRETS_KEY: secretsKey, SECRETS_KEY_PREVIOUS: previous.join(',') };
     // A directory without a .env file: the settings are exactly these. Batches of one row, so
     // that paging through the rows is exercised too.
-    const child = spawn(process.execPath, [SCRIPT, '--batch-size', '1'], { env, cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script, '--batch-size', '1'], { env, cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
@@ -159,6 +160,9 @@ describe('rotating SECRETS_KEY', () => {
     }
     expect(run.stderr).toContain(`webhook ${hooks.legacy.id} left as it was: the secret (stored before key ids, v1) opens under no key`);
     expect(run.stdout).toContain(`re-encrypted 0 secret(s) of 0 webhook(s) under key ${idB}; 3 webhook(s) could not be decrypted`);
+    // Each names a key to list: the closing advice is to list them, and nothing is called damaged.
+    expect(run.stderr).toContain('secrets: add the keys named above to SECRETS_KEY_PREVIOUS and run this again');
+    expect(run.stderr).not.toContain('damaged');
     expect(await stored(hooks.rotated.id)).toEqual(before);
   });
 
@@ -221,6 +225,40 @@ describe('rotating SECRETS_KEY', () => {
     const again = await reencrypt(keyB, [keyA]);
     expect(again.code).toBe(0);
     expect(again.stdout).toContain('re-encrypted 0 secret(s) of 0 webhook(s)');
+
+    // A damaged row is no missing key: it is reported as damaged, without the advice to list keys.
+    await db.query(`UPDATE webhooks SET previous_secrets = '{}'::jsonb WHERE id = $1`, [hooks.deleted.id]);
+    try {
+      const damaged = await reencrypt(keyB, []);
+      expect(damaged.code).toBe(1);
+      expect(damaged.stderr).toContain(`webhook ${hooks.deleted.id} left as it was, damaged: previous_secrets is not a list`);
+      expect(damaged.stderr).toContain('reported damaged above open under no key');
+      expect(damaged.stderr).not.toContain('add the keys named above');
+    } finally {
+      await db.query(`UPDATE webhooks SET previous_secrets = '[]'::jsonb WHERE id = $1`, [hooks.deleted.id]);
+    }
+  });
+
+  it('compiles every module from source when dist/ holds only part of a build, rather than mixing the two', async () => {
+    // A checkout in which only the CLI was built, from older code: dist/ holds the signing library
+    // alone, without what the script calls.
+    const checkout = await mkdtemp(path.join(tmpdir(), 'bellhop-reencrypt-'));
+    try {
+      const repository = path.join(__dirname, '..');
+      await mkdir(path.join(checkout, 'scripts'));
+      await copyFile(SCRIPT, path.join(checkout, 'scripts', 'reencrypt-secrets.js'));
+      for (const entry of ['libs', 'node_modules', 'tsconfig.json']) await symlink(path.join(repository, entry), path.join(checkout, entry));
+      const built = path.join(checkout, 'dist', 'libs', 'signing', 'src');
+      await mkdir(built, { recursive: true });
+      await writeFile(path.join(built, 'secrets.js'), "'use strict';\nexports.secretsKeyId = () => 'stale';\n");
+      await writeFile(path.join(built, 'secret-set.js'), "'use strict';\n");
+      const run = await reencrypt(keyB, [], path.join(checkout, 'scripts', 'reencrypt-secrets.js'));
+      expect(run).toMatchObject({ code: 0, stderr: '' });
+      expect(run.stdout).toContain(`current key ${idB} (SECRETS_KEY)`);
+      expect(run.stdout).toContain('re-encrypted 0 secret(s) of 0 webhook(s)');
+    } finally {
+      await rm(checkout, { recursive: true, force: true });
+    }
   });
 
   it('works with the new key alone once the secrets are re-encrypted', async () => {

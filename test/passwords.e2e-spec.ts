@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { PrismaService } from '@bellhop/database';
 import { HashPool } from '../apps/api/src/auth/hash-pool';
+import * as passwords from '../apps/api/src/auth/password';
 import { Stack, startStack } from './support/stack';
 import { eventually } from './support/tenant';
 
@@ -44,6 +45,50 @@ describe('passwords', () => {
     expect(Number(res.headers['retry-after'])).toBeLessThanOrEqual(maxRetryAfter);
     expect(res.body).toEqual({ statusCode: 429, code: 'rate_limited', error: expect.any(String), details: [], requestId: expect.stringMatching(/^req_/) });
   }
+
+  it('makes a wrong password cost one verification of each scheme, for unknown, current and legacy accounts alike', async () => {
+    // An account on the previous scheme exists before the first failed login of this process.
+    const legacy = await signup();
+    await prisma.user.update({ where: { email: legacy }, data: { passwordHash: LEGACY_HASH } });
+    const current = await signup();
+    const verify = jest.spyOn(passwords, 'verifyPassword');
+    const schemes = () => verify.mock.calls.map(([, stored]) => (stored.startsWith('scrypt$') ? 'scrypt' : stored.startsWith('$argon2id$') ? 'argon2id' : stored)).sort();
+    try {
+      for (const email of [newEmail(), current, legacy]) {
+        verify.mockClear();
+        await login(email, 'not the password').expect(401);
+        expect(schemes()).toEqual(['argon2id', 'scrypt']);
+      }
+      // A right password costs its own scheme's verification only.
+      verify.mockClear();
+      await login(current, PASSWORD).expect(200);
+      expect(schemes()).toEqual(['argon2id']);
+    } finally {
+      verify.mockRestore();
+    }
+    expect(await storedHash(legacy)).toBe(LEGACY_HASH);
+  });
+
+  it('lets a right password in when its upgraded hash cannot be stored', async () => {
+    const email = await signup();
+    await prisma.user.update({ where: { email }, data: { passwordHash: LEGACY_HASH } });
+    // The database refuses to change this account's hash.
+    const refuse = `refuse_${randomBytes(4).toString('hex')}`;
+    await prisma.$executeRawUnsafe(`CREATE FUNCTION ${refuse}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hash change refused'; END $$`);
+    await prisma.$executeRawUnsafe(
+      `CREATE TRIGGER ${refuse} BEFORE UPDATE OF password_hash ON users FOR EACH ROW WHEN (OLD.email = '${email}') EXECUTE FUNCTION ${refuse}()`,
+    );
+    try {
+      await login(email, PASSWORD).expect(200);
+      expect(await storedHash(email)).toBe(LEGACY_HASH);
+    } finally {
+      await prisma.$executeRawUnsafe(`DROP TRIGGER ${refuse} ON users`);
+      await prisma.$executeRawUnsafe(`DROP FUNCTION ${refuse}()`);
+    }
+    // The next login upgrades it.
+    await login(email, PASSWORD).expect(200);
+    expect(await storedHash(email)).toMatch(CURRENT);
+  });
 
   it('stores new passwords with Argon2id and replaces an older hash at the next successful login', async () => {
     const email = await signup();

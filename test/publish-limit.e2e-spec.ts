@@ -115,11 +115,12 @@ describe('publish rate limit', () => {
         expect((await batch(org.projectId, a, 2)).status).toBe(202);
         expect(await storedEvents(org.projectId)).toBe(10);
 
-        // A batch larger than a whole window could never fit: it is told so.
+        // A batch larger than a whole window could never fit: no wait would help, and it is told
+        // the largest batch allowed.
         const tooLarge = await batch(org.projectId, a, 11);
-        expect(tooLarge.status).toBe(429);
-        expect(Number(tooLarge.headers['retry-after'])).toBeGreaterThanOrEqual(1);
-        expect(tooLarge.body).toMatchObject({ code: 'rate_limited', error: expect.stringMatching(/smaller batches/) });
+        expect(tooLarge.status).toBe(422);
+        expect(tooLarge.headers['retry-after']).toBeUndefined();
+        expect(tooLarge.body).toMatchObject({ code: 'validation_failed', error: expect.stringMatching(/at most 10 new events.*smaller batches/) });
         expect(await storedEvents(org.projectId)).toBe(10);
       },
     );
@@ -127,18 +128,23 @@ describe('publish rate limit', () => {
 
   it('counts only events published: not an unknown project, an invalid event, nor a replay', async () => {
     await inOneWindow(
-      async () => ({ org: await organization(1), other: await organization(1) }),
+      async () => ({ org: await organization(4), other: await organization(1) }),
       async ({ org, other }) => {
         const [a] = org.tokens;
         const auth = { Authorization: `Bearer ${a}` };
+        // The refused requests from three other tokens, each within its own budget of requests.
+        const others = org.tokens.slice(1);
+        const by = (i: number) => others[i % others.length];
 
         // Another organization's project is unknown here (404), and an invalid event is refused
         // (422): more of each than the whole budget, none of them counted.
-        const unknown = await Promise.all(Array.from({ length: 11 }, () => publish(other.projectId, a)));
+        const unknown = await Promise.all(Array.from({ length: 11 }, (_, i) => publish(other.projectId, by(i))));
         expect(unknown.map((res) => res.status)).toEqual(Array(11).fill(404));
         const invalid = await Promise.all([
-          ...Array.from({ length: 6 }, () => stack.http().post(`/projects/${org.projectId}/events`).set(auth).send({ event: 'baseline.uploaded', data: { version: 'one' } })),
-          ...Array.from({ length: 6 }, () => batch(org.projectId, a, [item(), { event: 'baseline.uploaded', data: { version: 0 } } as ReturnType<typeof item>])),
+          ...Array.from({ length: 6 }, (_, i) =>
+            stack.http().post(`/projects/${org.projectId}/events`).set('Authorization', `Bearer ${by(i + 11)}`).send({ event: 'baseline.uploaded', data: { version: 'one' } }),
+          ),
+          ...Array.from({ length: 6 }, (_, i) => batch(org.projectId, by(i + 17), [item(), { event: 'baseline.uploaded', data: { version: 0 } } as ReturnType<typeof item>])),
         ]);
         expect(invalid.map((res) => res.status)).toEqual(Array(12).fill(422));
 
@@ -156,6 +162,58 @@ describe('publish rate limit', () => {
         expect((await batch(org.projectId, a, 5)).status).toBe(202);
         expectLimited(await publish(org.projectId, a));
         expect(await storedEvents(org.projectId)).toBe(10);
+      },
+    );
+  });
+
+  it('answers replays when the window is full, as if it were not', async () => {
+    await inOneWindow(
+      () => organization(1),
+      async (org) => {
+        const [a] = org.tokens;
+        const auth = { Authorization: `Bearer ${a}` };
+        const { event, data } = item();
+        const keyedSingle = () => stack.http().post(`/projects/${org.projectId}/events`).set(auth).set('Idempotency-Key', 'single').send({ event, data });
+        const keyed = ['k1', 'k2'].map((key) => item(key));
+        const first = await Promise.all([keyedSingle(), batch(org.projectId, a, keyed)]);
+        expect(first.map((res) => res.status)).toEqual([202, 202]);
+        // The rest of the window, then nothing more.
+        expect((await batch(org.projectId, a, 7)).status).toBe(202);
+        expectLimited(await publish(org.projectId, a));
+
+        const [single, batched] = await Promise.all([keyedSingle(), batch(org.projectId, a, keyed)]);
+        expect(single.status).toBe(200);
+        expect(single.body).toEqual({ event: first[0].body.event, deliveries: 0 });
+        expect(batched.status).toBe(202);
+        expect(batched.body).toEqual({ events: first[1].body.events.map((e: object) => ({ ...e, replayed: true })) });
+        // A batch with one new event among its replays needs room for that one.
+        expectLimited(await batch(org.projectId, a, [...keyed, item()]));
+        expect(await storedEvents(org.projectId)).toBe(10);
+      },
+    );
+  });
+
+  it('limits each token’s publish requests, refused ones too, to PUBLISH_RATE_LIMIT’s number', async () => {
+    await inOneWindow(
+      async () => ({ org: await organization(2), other: await organization(1) }),
+      async ({ org, other }) => {
+        const [a, b] = org.tokens;
+        const auth = { Authorization: `Bearer ${a}` };
+        // Invalid events, unknown projects and bad Idempotency-Keys publish nothing, yet count.
+        const refused = await Promise.all([
+          ...Array.from({ length: 4 }, () => stack.http().post(`/projects/${org.projectId}/events`).set(auth).send({ event: 'baseline.uploaded', data: { version: 'one' } })),
+          ...Array.from({ length: 4 }, () => publish(other.projectId, a)),
+          ...Array.from({ length: 3 }, () => {
+            const { event, data } = item();
+            return stack.http().post(`/projects/${org.projectId}/events`).set(auth).set('Idempotency-Key', 'k'.repeat(256)).send({ event, data });
+          }),
+        ]);
+        expect(refused.filter((res) => res.status === 429)).toHaveLength(1);
+        expectLimited(refused.find((res) => res.status === 429)!);
+        expect(refused.filter((res) => res.status !== 429).every((res) => [404, 422].includes(res.status))).toBe(true);
+        // The token is refused, however good its next event; another token of the organization is not.
+        expectLimited(await publish(org.projectId, a));
+        expect((await publish(org.projectId, b)).status).toBe(202);
       },
     );
   });

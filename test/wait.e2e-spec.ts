@@ -1,5 +1,5 @@
-import type { ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Agent, request as httpRequest, type ServerResponse } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { Client } from 'pg';
 import { PrismaService } from '@bellhop/database';
 import { Receiver } from './support/receiver';
@@ -171,5 +171,120 @@ describe('test deliveries with ?wait=true', () => {
     expect(res.body.delivery).toMatchObject({ webhookId: webhook.id, test: true, status: 'pending' });
     await receiver.waitFor(1);
     release();
+  });
+});
+
+/**
+ * Without a worker a test delivery is never attempted, so a waiting request waits until something
+ * else ends it: here, its webhook's deletion, and the API shutting down.
+ */
+describe('?wait=true ended by the API itself', () => {
+  let stack: Stack;
+  let stopped = false;
+  let tenant: Tenant;
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false, listen: true });
+    tenant = await newTenant(stack);
+  });
+  afterAll(async () => {
+    if (!stopped) await stack?.stop();
+  });
+
+  async function waiters() {
+    const { TestAttemptWaiters } = await import('../apps/api/src/deliveries/test-attempt-waiters');
+    return stack.api.get(TestAttemptWaiters);
+  }
+
+  /** Starts a `?wait=true` request and resolves once it is waiting; `answer` gives its status and body. */
+  async function waitingTest(webhookId: string) {
+    const answer = fetch(`${stack.url}/webhooks/${webhookId}/test?wait=true`, { method: 'POST', headers: { ...tenant.auth, 'content-type': 'application/json' }, body: '{}' }).then(
+      async (res) => ({ status: res.status, body: (await res.json()) as unknown }),
+      (err: Error) => ({ status: 0, body: { error: err.message } }),
+    );
+    const registry = await waiters();
+    await eventually(async () => (registry.size === 1 ? true : undefined), 5_000);
+    return { answer };
+  }
+
+  /** Opens a raw connection to the API and writes `count` `?wait=true` requests on it at once (HTTP/1.1 pipelining). */
+  async function pipelineTests(webhookId: string, count: number): Promise<Socket> {
+    const url = new URL(stack.url!);
+    const socket = connect(Number(url.port), url.hostname);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    // Answers are not read: the first is held by the wait, the others queue behind it.
+    socket.on('data', () => undefined);
+    const one = `POST /webhooks/${webhookId}/test?wait=true HTTP/1.1\r\nHost: api\r\nAuthorization: ${tenant.auth.Authorization}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`;
+    socket.write(one.repeat(count));
+    return socket;
+  }
+
+  it('stops waiting for every request pipelined on a connection when the connection closes', async () => {
+    // Long enough that only noticing the client leave can end the waits in time.
+    Object.assign((await waiters()).options, { boundMs: 20_000, recheckMs: 5_000 });
+    const { webhook } = await createWebhook(stack, tenant, 'http://127.0.0.1:9/hook');
+    const registry = await waiters();
+    const socket = await pipelineTests(webhook.id, 2);
+    // Both are waiting: the second one's response, queued behind the first, has no socket yet.
+    await eventually(async () => (registry.size === 2 ? true : undefined), 5_000);
+    socket.destroy();
+    const destroyed = Date.now();
+    await eventually(async () => (registry.size === 0 ? true : undefined), 10_000);
+    expect(Date.now() - destroyed).toBeLessThan(1_500);
+  });
+
+  it('leaves no listener behind on a keep-alive connection that carries many waits', async () => {
+    // Each wait looks once and answers 202: the listeners are added and removed all the same.
+    Object.assign((await waiters()).options, { boundMs: 0, recheckMs: 5_000 });
+    const { webhook } = await createWebhook(stack, tenant, 'http://127.0.0.1:9/hook');
+    const connections: Socket[] = [];
+    const onConnection = (socket: Socket) => connections.push(socket);
+    stack.api.getHttpServer().on('connection', onConnection);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const post = () =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest(`${stack.url}/webhooks/${webhook.id}/test?wait=true`, { method: 'POST', agent, headers: { ...tenant.auth, 'content-type': 'application/json' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        });
+        req.on('error', reject);
+        req.end('{}');
+      });
+    try {
+      expect(await post()).toBe(202);
+      expect(connections).toHaveLength(1);
+      const listeners = connections[0].listenerCount('close');
+      for (let i = 0; i < 15; i++) expect(await post()).toBe(202);
+      // One connection carried them all, and holds no more listeners than after the first.
+      expect(connections).toHaveLength(1);
+      expect(connections[0].listenerCount('close')).toBe(listeners);
+    } finally {
+      stack.api.getHttpServer().off('connection', onConnection);
+      agent.destroy();
+    }
+  });
+
+  it("answers as soon as the test delivery is cancelled by its webhook's deletion", async () => {
+    // Long enough that only the API's announcement of the cancellation can answer in time.
+    Object.assign((await waiters()).options, { boundMs: 20_000, recheckMs: 20_000 });
+    const { webhook } = await createWebhook(stack, tenant, 'http://127.0.0.1:9/hook');
+    const { answer } = await waitingTest(webhook.id);
+    await stack.http().delete(`/webhooks/${webhook.id}`).set(tenant.auth).expect(204);
+    const deleted = Date.now();
+    const res = await answer;
+    expect(Date.now() - deleted).toBeLessThan(1_500);
+    expect(res).toMatchObject({ status: 200, body: { delivery: { webhookId: webhook.id, test: true, status: 'cancelled', attempts: 0 } } });
+  });
+
+  // Last: it stops the stack.
+  it('answers a waiting request 202 at once when the API shuts down, so that closing does not wait for it', async () => {
+    Object.assign((await waiters()).options, { boundMs: 20_000, recheckMs: 5_000 });
+    const { webhook } = await createWebhook(stack, tenant, 'http://127.0.0.1:9/hook');
+    const { answer } = await waitingTest(webhook.id);
+    const closing = Date.now();
+    stopped = true;
+    await stack.stop();
+    expect(Date.now() - closing).toBeLessThan(3_000);
+    expect(await answer).toMatchObject({ status: 202, body: { delivery: { webhookId: webhook.id, test: true, status: 'pending', attempts: 0 } } });
   });
 });

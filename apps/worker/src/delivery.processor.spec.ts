@@ -31,7 +31,16 @@ describe('DeliveryProcessor', () => {
     const { processor: p, attempt } = processor({ kind: 'skipped', reason: 'done' });
     const data: DeliveryJob = { deliveryId: 'dlv_01ABC', webhookId: 'wh_1', organizationId: 'org_1', kind: 'scheduled', attempt: 2 };
     await p.process(job('dlv_01ABC-2-swept', data).job, 'token');
-    expect(attempt).toHaveBeenCalledWith(data);
+    expect(attempt).toHaveBeenCalledWith(data, 0);
+  });
+
+  it('tells the service how many times the job was sent back before', async () => {
+    const { processor: p, attempt } = processor({ kind: 'over_cap', at: new Date(Date.now() + 500) });
+    const { job: j } = job('dlv_01ABC-1');
+    // BullMQ's count of starts, this one included.
+    Object.assign(j, { attemptsStarted: 4 });
+    await expect(p.process(j, 'token')).rejects.toBeInstanceOf(DelayedError);
+    expect(attempt).toHaveBeenCalledWith(j.data, 3);
   });
 
   it.each<AttemptOutcome>([

@@ -43,7 +43,8 @@ export class DeliveryProcessor extends WorkerHost implements OnModuleDestroy {
   async process(job: Job<DeliveryJob>, token?: string): Promise<void> {
     let outcome;
     try {
-      outcome = await this.deliveries.attempt(job.data);
+      // BullMQ counts every start of the job: the ones before this were sent back to the delayed set.
+      outcome = await this.deliveries.attempt(job.data, Math.max(0, (job.attemptsStarted ?? 1) - 1));
     } catch (err) {
       // The delivery stays pending (and leased, if the claim happened): the sweeper picks it up again.
       this.logger.error({ msg: 'delivery job failed', deliveryId: job.data.deliveryId, jobId: job.id, error: (err as Error).message });

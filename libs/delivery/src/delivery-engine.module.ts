@@ -10,7 +10,6 @@ import { OperationalRelay } from './operational-relay';
 import { StatsCompactor } from './stats-compactor';
 import { REPLAY_DRIVER_OPTIONS, ReplayDriver, ReplayDriverOptions } from './replay-driver';
 import { SWEEPER_OPTIONS, Sweeper, SweeperOptions } from './sweeper';
-import { TestAttemptAnnouncer } from './test-attempts';
 
 export interface DeliveryEngineOptions {
   service?: DeliveryServiceOptions;
@@ -40,12 +39,11 @@ const providers: Provider[] = [
   ReplayDriver,
   OperationalRelay,
   StatsCompactor,
-  TestAttemptAnnouncer,
 ];
 
 /**
  * The worker side of delivery: the HTTP sender, the in-flight caps (per webhook and per organization, across workers), the attempt logic,
- * the sweeper, the replay driver, the relay of operational events, the stats compactor and the announcer of recorded test attempts (for the API's `?wait=true`). Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
+ * the sweeper, the replay driver, the relay of operational events, and the stats compactor (it announces recorded test attempts through DeliveryQueueModule's TestAttemptAnnouncer). Needs the global BELLHOP_CONFIG, PrismaService (DatabaseModule) and REDIS (RedisModule).
  */
 @Module({
   imports: [DeliveryQueueModule],

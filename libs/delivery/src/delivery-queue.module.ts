@@ -4,10 +4,13 @@ import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Queues } from '@bellhop/queue';
 import { DeliveryStore } from './delivery.store';
 import { DeliveryDispatcher } from './dispatcher';
+import { TestAttemptAnnouncer } from './test-attempts';
 
 /**
  * The delivery queue on Redis under QUEUE_PREFIX, the dispatcher that feeds it, and the store that
- * owns every delivery's state (the API's retry and delete go through it too).
+ * owns every delivery's state (the API's retry and delete go through it too), and the announcer
+ * of test deliveries' changes for `?wait=true` (the worker's attempts, and both sides' cancellations).
+ * Needs the global REDIS (RedisModule).
  */
 @Module({
   imports: [
@@ -31,7 +34,7 @@ import { DeliveryDispatcher } from './dispatcher';
     }),
     BullModule.registerQueue({ name: Queues.delivery }),
   ],
-  providers: [DeliveryDispatcher, DeliveryStore],
-  exports: [DeliveryDispatcher, DeliveryStore, BullModule],
+  providers: [DeliveryDispatcher, DeliveryStore, TestAttemptAnnouncer],
+  exports: [DeliveryDispatcher, DeliveryStore, TestAttemptAnnouncer, BullModule],
 })
 export class DeliveryQueueModule {}

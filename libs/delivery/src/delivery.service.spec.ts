@@ -11,6 +11,7 @@ import { DeliveryStore } from './delivery.store';
 import { DeliveryDispatcher } from './dispatcher';
 import { HttpSender } from './http-sender';
 import { LocalInFlightLimiter } from './in-flight-limiter';
+import type { TestAttemptAnnouncer } from './test-attempts';
 import { createTestDatabase, TestDatabase } from './testing/test-database';
 
 interface Answer {
@@ -323,6 +324,19 @@ describe('DeliveryService (real Postgres)', () => {
     expect(receiver.to(f.path)).toHaveLength(0);
   });
 
+  it('announces a test delivery it cancels (webhook deleted), for a request waiting on it, and no other', async () => {
+    const announced: string[] = [];
+    const announcer = { recorded: async (deliveryId: string) => void announced.push(deliveryId) } as unknown as TestAttemptAnnouncer;
+    service = new DeliveryService(prisma, config, store, sender, dispatcher as unknown as DeliveryDispatcher, limiter, undefined, undefined, announcer);
+    const test = await fixture({ test: true });
+    const ordinary = await fixture();
+    await prisma.webhook.updateMany({ where: { id: { in: [test.webhookId, ordinary.webhookId] } }, data: { deletedAt: new Date() } });
+    expect(await service.attempt(job(test.delivery.id))).toEqual({ kind: 'cancelled', reason: 'webhook_deleted' });
+    expect(await service.attempt(job(ordinary.delivery.id))).toEqual({ kind: 'cancelled', reason: 'webhook_deleted' });
+    expect(await deliveryRow(test.delivery.id)).toMatchObject({ status: 'cancelled', test: true });
+    expect(announced).toEqual([test.delivery.id]);
+  });
+
   it('waits at least as long as Retry-After asks on 429 and 503', async () => {
     const f = await fixture();
     receiver.answer(f.path, () => ({ status: 429, headers: { 'retry-after': '3' } }));
@@ -405,17 +419,22 @@ describe('DeliveryService (real Postgres)', () => {
 
   it('keeps jobs of a fast endpoint at its cap waiting their turn instead of sending them back to the queue', async () => {
     const f = await fixture();
-    receiver.answer(f.path, answerOkAfter(70));
-    // Two in flight and four waiting (the most that may keep their place: twice the cap).
-    const capped = makeService({ maxInFlightPerWebhook: 2, slotWaitMs: 100, slotWaitMaxMs: 5_000 });
-    const others = await Promise.all(Array.from({ length: 5 }, () => newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, f.webhookId))));
+    receiver.answer(f.path, answerOkAfter(150));
+    // Two in flight and four waiting (the most that may keep their place: twice the cap). An
+    // attempt holds its slot for the answer's 150 ms and its own claim and signing: under
+    // slotWaitMs (so the release is turnover) by a margin that a busy machine does not eat.
+    const capped = makeService({ maxInFlightPerWebhook: 2, slotWaitMs: 250, slotWaitMaxMs: 5_000 });
+    const [warmUp, ...others] = await Promise.all(Array.from({ length: 6 }, () => newEvent(f.org.id, f.project).then((e) => newDelivery(f.org.id, e.id, f.webhookId))));
+    // One attempt first, alone: the first of a cold process (connections, compiled code) takes
+    // longer than slotWaitMs, and a slot held that long is not turnover.
+    expect((await capped.attempt(job(warmUp.id, { webhookId: f.webhookId, organizationId: f.org.id }))).kind).toBe('attempted');
     const ids = [f.delivery.id, ...others.map((d) => d.id)];
     const started = Date.now();
     const outcomes = await Promise.all(ids.map((id) => capped.attempt(job(id, { webhookId: f.webhookId, organizationId: f.org.id }))));
-    // Three rounds of about 70 ms: the last two waited beyond slotWaitMs, but slots kept turning over.
-    expect(Date.now() - started).toBeGreaterThan(180);
+    // Three rounds of about 150 ms: the last waited beyond slotWaitMs, but slots kept turning over.
+    expect(Date.now() - started).toBeGreaterThan(400);
     expect(outcomes.map((o) => o.kind)).toEqual(ids.map(() => 'attempted'));
-    expect(receiver.to(f.path)).toHaveLength(ids.length);
+    expect(receiver.to(f.path)).toHaveLength(ids.length + 1);
   });
 
   it('sends a job back to the queue after slotWaitMs when its endpoint is slow, and at once when its tenant is', async () => {

@@ -5,7 +5,7 @@ import { attemptOutcomeLabel, decideAttempt } from '@bellhop/domain';
 import { metrics } from '@bellhop/observability';
 import type { DeliveryJob } from '@bellhop/queue';
 import { secretsKeyRing, signedHeaders, validSecrets } from '@bellhop/signing';
-import { CapacityGate, type Slot } from './capacity-gate';
+import { CapacityGate, DEFAULT_OVER_CAP_DELAY_MAX_MS, type Slot } from './capacity-gate';
 import { type Claimed, type ClaimRequest, DeliveryStore, type DeliveryStatus, type Recorded } from './delivery.store';
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 import { HttpSender, type AttemptError, type SendResult } from './http-sender';
@@ -24,8 +24,10 @@ export interface DeliveryServiceOptions {
   autoDisableAfterMs?: number;
   /** ...and how many failed (non-test) attempts that run must hold at least. Default 5. */
   autoDisableMinFailures?: number;
-  /** Range of the short, jittered delay of a job that found its webhook at the cap. Default 250 ms to 1 s. */
+  /** Range of the jittered delay of a job sent back at a cap, the first time. Default 250 ms to 1 s. */
   overCapDelayMs?: readonly [number, number];
+  /** See CapacityOptions.overCapDelayMaxMs. Default 15 s. */
+  overCapDelayMaxMs?: number;
   /** See CapacityOptions.slotWaitMs. Default 100 ms. */
   slotWaitMs?: number;
   /** The longest a job waits in place for a slot, however fast slots turn over. Default 1 s. */
@@ -41,6 +43,7 @@ export const DEFAULT_DELIVERY_SERVICE_OPTIONS: Required<DeliveryServiceOptions> 
   autoDisableAfterMs: 5 * 24 * 60 * 60 * 1000,
   autoDisableMinFailures: 5,
   overCapDelayMs: [250, 1000],
+  overCapDelayMaxMs: DEFAULT_OVER_CAP_DELAY_MAX_MS,
   slotWaitMs: 100,
   slotWaitMaxMs: 1000,
 };
@@ -102,8 +105,12 @@ export class DeliveryService {
     this.health = new WebhookHealth(prisma, this.options);
   }
 
-  /** Makes the attempt a job asks for, if it is still to be made. */
-  async attempt(job: DeliveryJob): Promise<AttemptOutcome> {
+  /**
+   * Makes the attempt a job asks for, if it is still to be made. `sentBack`: how many times this
+   * job was put back in the queue before (at a cap, or early), so that a job refused at a cap
+   * again and again comes back less and less often.
+   */
+  async attempt(job: DeliveryJob, sentBack = 0): Promise<AttemptOutcome> {
     const request: ClaimRequest =
       job.kind === 'manual' ? { deliveryId: job.deliveryId, kind: 'manual' } : { deliveryId: job.deliveryId, kind: 'scheduled', scheduledAttempt: job.attempt };
     let { webhookId, organizationId } = job;
@@ -115,7 +122,7 @@ export class DeliveryService {
     }
     // The cap first (Redis), then claim straight away. Only when the claim finds nothing does a
     // read explain why (early, leased, done, or its webhook disabled).
-    const slot = await this.gate.enter({ deliveryId: job.deliveryId, webhookId, organizationId, member: CapacityGate.member(job.deliveryId) });
+    const slot = await this.gate.enter({ deliveryId: job.deliveryId, webhookId, organizationId, member: CapacityGate.member(job.deliveryId) }, sentBack);
     if (slot.kind === 'denied') return { kind: 'over_cap', at: slot.retryAt };
     try {
       const claimed = await this.store.claim(request);
@@ -136,9 +143,12 @@ export class DeliveryService {
       case 'leased':
         // A leased delivery's holder dispatches whatever is due after it when it records.
         return { kind: 'skipped', reason: refusal.reason };
-      case 'webhook_inactive':
-        await this.store.cancelInactive(request.deliveryId);
+      case 'webhook_inactive': {
+        const cancelled = await this.store.cancelInactive(request.deliveryId);
+        // A `?wait=true` request for this test is over too: it reads the delivery cancelled.
+        if (cancelled.changed && cancelled.test) void this.testAttempts?.recorded(request.deliveryId);
         return { kind: 'cancelled', reason: refusal.deleted ? 'webhook_deleted' : 'webhook_disabled' };
+      }
       case 'not_due':
         // Relative to this process's clock, so that skew with Postgres cannot make the job spin.
         return { kind: 'not_due', at: new Date(Date.now() + refusal.inMs) };

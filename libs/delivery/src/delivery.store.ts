@@ -670,10 +670,11 @@ ${replaysCounted}${outboxWrite}      )
   /**
    * cancelInactive: a pending delivery of a disabled or deleted webhook is never attempted: it
    * ends cancelled, and a waiting manual request is dropped. Not while an attempt holds the lease.
+   * Says whether it changed the delivery, and whether that is a test delivery (to be announced).
    */
-  async cancelInactive(deliveryId: string): Promise<boolean> {
+  async cancelInactive(deliveryId: string): Promise<{ changed: boolean; test: boolean }> {
     // The row is locked first, so that its status before the change is known (for the rollup).
-    const [row] = await this.prisma.$queryRaw<Array<{ changed: number }>>`
+    const [row] = await this.prisma.$queryRaw<Array<{ changed: number; test: boolean }>>`
       WITH target AS (
         SELECT d.id, d.status AS old_status
           FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
@@ -693,17 +694,18 @@ ${replaysCounted}${outboxWrite}      )
          WHERE d.id = t.id
         RETURNING d.webhook_id, d.project_id, d.created_at, d.test, t.old_status
       ), ${DeliveryStore.rollupCancelled}
-      SELECT count(*)::int AS changed FROM changed`;
-    return (row?.changed ?? 0) > 0;
+      SELECT count(*)::int AS changed, coalesce(bool_or(test), false) AS test FROM changed`;
+    return { changed: (row?.changed ?? 0) > 0, test: row?.test ?? false };
   }
 
   /**
    * cancelForWebhook: the webhook is being deleted (call inside its transaction): its pending
    * deliveries are cancelled and waiting manual attempts dropped. An attempt in flight is still
-   * recorded when it ends; the delivery stays cancelled.
+   * recorded when it ends; the delivery stays cancelled. Yields the ids of the test deliveries it
+   * changed, to be announced once the transaction has committed.
    */
   cancelForWebhook(webhookId: string) {
-    return this.prisma.$executeRaw`
+    return this.prisma.$queryRaw<Array<{ id: string }>>`
       WITH target AS (
         SELECT d.id, d.status AS old_status
           FROM deliveries d
@@ -718,9 +720,9 @@ ${replaysCounted}${outboxWrite}      )
                next_attempt_at = NULL, manual_requested_at = NULL, manual_trigger = NULL
           FROM target t
          WHERE d.id = t.id
-        RETURNING d.webhook_id, d.project_id, d.created_at, d.test, t.old_status
+        RETURNING d.id, d.webhook_id, d.project_id, d.created_at, d.test, t.old_status
       ), ${DeliveryStore.rollupCancelled}
-      SELECT 1`;
+      SELECT c.id FROM changed c WHERE c.test`;
   }
 
   /**

@@ -144,4 +144,17 @@ describe('RedisInFlightLimiter shared by worker processes (real Redis)', () => {
       expect(ttl).toBeLessThanOrEqual(200);
     }
   });
+
+  it('keeps the keys as long as their longest lease when a worker with a shorter lease takes a slot', async () => {
+    // A worker with a long DELIVERY_TIMEOUT holds a slot; one with a short lease takes the other.
+    expect(await one.acquire(holder('dlv_long', 'wh_long', 'org_mixed'), limits(1, 2, 60_000))).toBe('held');
+    expect(await two.acquire(holder('dlv_short', 'wh_long', 'org_mixed'), limits(2, 2, 100))).toBe('held');
+    await sleep(200);
+    // The short lease is over, the long one is not: one slot is free, the other still taken.
+    expect(await connections[0].zrange(`${prefix}:inflight-org:org_mixed`, '0', '-1')).toContain('dlv_long');
+    expect(await connections[0].zrange(`${prefix}:inflight:wh_long`, '0', '-1')).toContain('dlv_long');
+    expect(await one.acquire(holder('dlv_3', 'wh_3', 'org_mixed'), limits(1, 2, 60_000))).toBe('held');
+    expect(await one.acquire(holder('dlv_4', 'wh_4', 'org_mixed'), limits(1, 2, 60_000))).toBe('organization_full');
+    expect(await connections[0].pttl(`${prefix}:inflight-org:org_mixed`)).toBeGreaterThan(50_000);
+  });
 });

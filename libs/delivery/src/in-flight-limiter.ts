@@ -41,7 +41,9 @@ export const IN_FLIGHT_LIMITER = Symbol('IN_FLIGHT_LIMITER');
  * One sorted set per webhook and one per organization: member = the job's hold, score = when the
  * slot expires. Expired slots (a worker killed mid-attempt) are dropped when a set looks full,
  * before counting again, so a crash never takes a slot for longer than the lease; below the cap
- * they cost nothing, and the key itself expires with the last lease. Redis's own clock is used so
+ * they cost nothing, and the key itself expires with the last lease. Its expiry is only ever
+ * pushed out (NX sets it on a key without one, GT lengthens it): a worker with a shorter lease
+ * (another DELIVERY_TIMEOUT) must not make the key, and the longer leases in it, vanish early. Redis's own clock is used so
  * that workers' clock skew does not matter. Both caps are checked and both slots taken in one
  * script, so an attempt costs one round trip and a job never holds one slot while it waits for
  * the other. KEYS: webhook, organization. ARGV: member, webhook limit, organization limit, ttl.
@@ -58,10 +60,13 @@ end
 if not room(KEYS[2], tonumber(ARGV[3])) then return 2 end
 if not room(KEYS[1], tonumber(ARGV[2])) then return 0 end
 local ttl = tonumber(ARGV[4])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ttl)
+local function take(key)
+  redis.call('ZADD', key, now + ttl, ARGV[1])
+  redis.call('PEXPIRE', key, ttl, 'NX')
+  redis.call('PEXPIRE', key, ttl, 'GT')
+end
+take(KEYS[1])
+take(KEYS[2])
 return 1
 `;
 

@@ -5,13 +5,17 @@ import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { metrics } from '@bellhop/observability';
 import { DeliveryJob, Queues, deliveryJobId, manualJobId } from '@bellhop/queue';
 import { BackgroundLoop } from './background-loop';
+import { DEFAULT_OVER_CAP_DELAY_MAX_MS } from './capacity-gate';
 import { DeliveryStore, type LostCandidate } from './delivery.store';
 import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 
 /** A due delivery whose job is active but whose row was never leased for this long has lost its worker. */
 const STUCK_ACTIVE_MS = 15_000;
-/** A delayed job whose row is due is promoted only when it would otherwise wait longer than this (cap back-offs are shorter). */
-const PROMOTE_AFTER_MS = 2_000;
+/**
+ * A delayed job whose row is due is promoted only when it would otherwise wait longer than this:
+ * cap back-offs are shorter (they grow with each refusal of the job, up to the over-cap maximum).
+ */
+const PROMOTE_AFTER_MS = Math.max(2_000, DEFAULT_OVER_CAP_DELAY_MAX_MS + 1_000);
 
 export interface SweeperOptions {
   /** Start sweeping (one sweep at once, then every SWEEP_INTERVAL) when the app boots. Default true. */
@@ -122,8 +126,8 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
       missing.push({ ...owner, attempt: row.scheduledAttempt });
     } else if (state === 'delayed') {
       // The row is due but its job waits for later. Only a job delayed well past the row's due
-      // time is promoted: a short delay is a job that found its webhook at the cap, and promoting
-      // it would undo the cap's back-off.
+      // time is promoted: a shorter delay is a job sent back at a cap (for longer at each
+      // refusal, up to the over-cap maximum), and promoting it would undo the cap's back-off.
       const job = await this.queue.getJob(jobId);
       const jobDueAt = job ? job.timestamp + (job.delay ?? 0) : 0;
       if (job && jobDueAt > Date.now() + PROMOTE_AFTER_MS && (await job.promote().then(() => true, () => false))) result.promoted++;

@@ -5,7 +5,8 @@ import { REDIS } from '@bellhop/queue';
 
 /**
  * The Redis channel on which workers say "an attempt of this test delivery is recorded" (the
- * message is the delivery id), for the API's `?wait=true`. Under QUEUE_PREFIX, so that
+ * message is the delivery id), for the API's `?wait=true`; the worker and the API also say so
+ * when they cancel a test delivery (its webhook deleted), which ends the wait as well. Under QUEUE_PREFIX, so that
  * installations sharing one Redis never wake each other's requests.
  */
 export function testAttemptsChannel(queuePrefix: string): string {
@@ -30,7 +31,10 @@ export class TestAttemptAnnouncer {
     this.channel = testAttemptsChannel(config.queuePrefix);
   }
 
-  /** Call once the recording has committed, never before: a woken request must find the attempt. */
+  /**
+   * Call once the recording of an attempt, or the cancellation of the delivery, has committed,
+   * never before: a woken request must find the change.
+   */
   async recorded(deliveryId: string): Promise<void> {
     try {
       await this.redis.publish(this.channel, deliveryId);

@@ -64,8 +64,8 @@ const V6_RANGES: Array<[string, number]> = [
 for (const [net, prefix] of V4_RANGES) blocked.addSubnet(net, prefix, 'ipv4');
 for (const [net, prefix] of V6_RANGES) blocked.addSubnet(net, prefix, 'ipv6');
 
-/** Expands an IPv6 address into its eight 16-bit groups. */
-function ipv6Groups(address: string): number[] {
+/** Expands a valid IPv6 address (a zone, `::` and a dotted IPv4 tail allowed) into its eight 16-bit groups. */
+export function ipv6Groups(address: string): number[] {
   let text = address.toLowerCase();
   const zone = text.indexOf('%');
   if (zone >= 0) text = text.slice(0, zone);

@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { JwtService } from '@nestjs/jwt';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { PrismaService, isUniqueViolation } from '@bellhop/database';
@@ -8,14 +8,21 @@ import { LoginDto } from './dto/login.dto';
 import { JWT_ALGORITHM, JWT_AUDIENCE, JWT_ISSUER, jwtKey } from './jwt.strategy';
 import { HashPool, HashPoolFull } from './hash-pool';
 import { LoginLimiter } from './login-limiter';
-import { DUMMY_HASH, hashPassword, needsRehash, verifyPassword } from './password';
+import { DUMMY_HASH, DUMMY_LEGACY_HASH, hashPassword, isLegacyHash, needsRehash, verifyPassword } from './password';
 import { Principal } from './principal';
 import { present } from '../common/present';
 
 const INVALID_LOGIN = 'Invalid email or password';
 
+/** How long the answer to "do hashes of the previous scheme remain?" is trusted while it is yes. */
+const LEGACY_CHECK_INTERVAL_MS = 10 * 60_000;
+
 @Injectable()
 export class AuthService {
+  private readonly logger = new Logger(AuthService.name);
+  /** Whether users still hold hashes of the previous scheme, and when that was last asked (see legacyHashesRemain). */
+  private legacy: { remain: Promise<boolean>; askedAt: number } | undefined;
+
   constructor(
     private readonly prisma: PrismaService,
     private readonly jwt: JwtService,
@@ -50,7 +57,14 @@ export class AuthService {
       // Verify against a dummy hash for unknown emails, so both failures cost the same time.
       const stored = found?.passwordHash ?? DUMMY_HASH;
       const ok = await this.hashes.run(() => verifyPassword(dto.password, stored));
-      return ok && found ? found : null;
+      if (ok && found) return found;
+      // A failure costs one verification of each scheme while accounts of both may exist: a
+      // scrypt hash takes longer to check than an Argon2id one, and would tell that its account exists.
+      if (await this.legacyHashesRemain()) {
+        const other = isLegacyHash(stored) ? DUMMY_HASH : DUMMY_LEGACY_HASH;
+        await this.hashes.run(() => verifyPassword(dto.password, other));
+      }
+      return null;
     });
     if (!user) throw new AppError('unauthenticated', INVALID_LOGIN);
     await this.upgradeHash(user, dto.password);
@@ -71,7 +85,40 @@ export class AuthService {
       if (err instanceof HashPoolFull) return;
       throw err;
     }
-    await this.prisma.user.updateMany({ where: { id: user.id, passwordHash: user.passwordHash }, data: { passwordHash } });
+    try {
+      await this.prisma.user.updateMany({ where: { id: user.id, passwordHash: user.passwordHash }, data: { passwordHash } });
+    } catch (err) {
+      // The password was right: the login goes ahead on the old hash, and a later one upgrades it.
+      this.logger.warn({ userId: user.id, err: (err as Error).message }, 'could not store the upgraded password hash');
+    }
+  }
+
+  /**
+   * Whether any user still holds a hash of the previous scheme (new hashes never are): asked at
+   * most every 10 minutes while the answer is yes, never again once it is no. A failed question
+   * counts as yes, and is asked again at the next failed login.
+   */
+  private legacyHashesRemain(): Promise<boolean> {
+    const now = Date.now();
+    if (!this.legacy || now - this.legacy.askedAt >= LEGACY_CHECK_INTERVAL_MS) {
+      const legacy = {
+        askedAt: now,
+        remain: this.prisma
+          .$queryRaw<Array<{ remain: boolean }>>`SELECT EXISTS (SELECT 1 FROM users WHERE password_hash LIKE 'scrypt$%') AS remain`
+          .then(([row]) => {
+            // No: for good, so the timestamp no longer matters.
+            if (!row.remain) legacy.askedAt = Infinity;
+            return row.remain;
+          })
+          .catch((err: Error) => {
+            this.logger.warn({ err: err.message }, 'could not tell whether hashes of the previous scheme remain');
+            if (this.legacy === legacy) this.legacy = undefined;
+            return true;
+          }),
+      };
+      this.legacy = legacy;
+    }
+    return this.legacy.remain;
   }
 
   async logout(principal: Principal): Promise<void> {

@@ -85,6 +85,31 @@ describe('LoginLimiter (real Redis)', () => {
     expect(await logins.attempt(account, right)).toEqual({ id: 'usr_1' });
   });
 
+  it('gives a success back only to the window that counted it', async () => {
+    // Windows of their own: the first short, so that a check outlasts it; the second long, so that
+    // nothing expires while it is checked.
+    const own = `${prefix}-late`;
+    const short = new LoginLimiter(redis, { queuePrefix: own, authRateLimit: { limit: 3, windowMs: 200 } } as BellhopConfig);
+    const long = new LoginLimiter(redis, { queuePrefix: own, authRateLimit: { limit: 3, windowMs: 60_000 } } as BellhopConfig);
+    const account = email();
+    let finish!: () => void;
+    const checking = new Promise<void>((resolve) => (finish = resolve));
+    const slow = short.attempt(account, async () => {
+      await checking;
+      return { id: 'usr_1' };
+    });
+    // The slow success's window ends while it is checked; the next one fills with failures.
+    while ((await redis.keys(`${own}:*`)).length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    while ((await redis.keys(`${own}:*`)).length > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    for (let i = 0; i < 3; i++) expect(await long.attempt(account, wrong)).toBeNull();
+    finish();
+    expect(await slow).toEqual({ id: 'usr_1' });
+    // Its give-back made no room in the new window.
+    await refusal(long.attempt(account, wrong));
+    const keys = await redis.keys(`${own}:*`);
+    await redis.del(...keys);
+  });
+
   it('keeps emails out of Redis key names', async () => {
     const logins = limiter(3);
     const account = email();

@@ -6,30 +6,40 @@ import { AppError } from '@bellhop/domain';
 import { REDIS } from '@bellhop/queue';
 
 /**
- * Takes one attempt of an account's budget: refused (the milliseconds left in the window) once the
- * window holds `limit` failures, else counted. The window starts at its first attempt.
+ * Takes one attempt of an account's budget: refused ([milliseconds left in the window, '']) once the
+ * window holds `limit` failures, else counted ([0, window]). The window starts at its first attempt
+ * and is named by the Redis time it started, so that an attempt given back late (a check that
+ * outlasted its window) goes back to the window that counted it, never to the next one.
  */
 const TAKE = `
-local hits = tonumber(redis.call('GET', KEYS[1]) or '0')
+local hits = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
 if hits >= tonumber(ARGV[1]) then
   local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then return ttl end
+  if ttl > 0 then return { ttl, '' } end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(ARGV[2])
+  return { tonumber(ARGV[2]), '' }
 end
-if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'n', 1, 'w', now[1] .. '.' .. now[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('HINCRBY', KEYS[1], 'n', 1)
+end
+return { 0, redis.call('HGET', KEYS[1], 'w') }
 `;
 
-/** Gives back an attempt that did not fail; never below zero (the window may have passed meanwhile). */
+/** Gives back an attempt that did not fail, to the window that counted it if that is still the current one. */
 const GIVE_BACK = `
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+if redis.call('HGET', KEYS[1], 'w') == ARGV[1] and tonumber(redis.call('HGET', KEYS[1], 'n')) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'n', -1)
+end
 return 0
 `;
 
 type LoginLimiterRedis = Redis & {
-  bellhopTakeLogin(key: string, limit: number, windowMs: number): Promise<number>;
-  bellhopGiveBackLogin(key: string): Promise<number>;
+  bellhopTakeLogin(key: string, limit: number, windowMs: number): Promise<[number, string]>;
+  bellhopGiveBackLogin(key: string, window: string): Promise<number>;
 };
 
 /**
@@ -69,7 +79,7 @@ export class LoginLimiter {
   async attempt<T>(email: string, check: () => Promise<T | null>): Promise<T | null> {
     const key = this.key(email);
     const { limit, windowMs } = this.config.authRateLimit;
-    const retryAfterMs = await this.redis.bellhopTakeLogin(key, limit, windowMs);
+    const [retryAfterMs, window] = await this.redis.bellhopTakeLogin(key, limit, windowMs);
     if (retryAfterMs > 0) throw AppError.rateLimited(retryAfterMs, 'Too many failed logins for this account, try again later');
     let failed = false;
     try {
@@ -78,7 +88,7 @@ export class LoginLimiter {
       return result;
     } finally {
       // A lost give-back costs the account one attempt of this window, not the login.
-      if (!failed) await this.redis.bellhopGiveBackLogin(key).catch(() => undefined);
+      if (!failed) await this.redis.bellhopGiveBackLogin(key, window).catch(() => undefined);
     }
   }
 

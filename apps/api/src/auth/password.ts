@@ -99,3 +99,15 @@ async function verifyScrypt(password: string, stored: string): Promise<boolean> 
  * email is unknown, so that an unknown email costs the same time as a known one.
  */
 export const DUMMY_HASH = '$argon2id$v=19$m=19456,t=2,p=1$CRqxALDe8nFykvFe3nDX2w$HHkml3KgPMw8Iku3U2dHnc3nKOKJx/mPfAsPF1vlAeI';
+
+/**
+ * The same under the previous scheme (scrypt N=2^14, r=8, p=1): verified against after a failed
+ * check of any other hash while accounts of that scheme remain, so that a wrong password costs one
+ * verification of each scheme whichever hash the account holds, or none.
+ */
+export const DUMMY_LEGACY_HASH = 'scrypt$16384$8$1$uh1o9RZ2wbn0sGUMJXXiYA==$IogWn5Q+XiJF3tEHZFOSfwi37dxgIWTkV51BwquCnjU=';
+
+/** Whether a stored hash is of the previous scheme (scrypt). */
+export function isLegacyHash(stored: string): boolean {
+  return stored.startsWith('scrypt$');
+}

@@ -140,8 +140,8 @@ export class DeliveriesService {
 
   /**
    * For `?wait=true`: the delivery once its first attempt has finished (`finished`), else as it is
-   * when the wait ends (the bound passed, or this process already holds as many waiting requests
-   * as it allows); null when the client went away first, after which nothing more is read.
+   * when the wait ends (the bound passed, this process already holds as many waiting requests
+   * as it allows, of all organizations or of this one, or it is shutting down); null when the client went away first, after which nothing more is read.
    */
   async waitForFirstAttempt(tenant: TenantScope, deliveryId: string, clientGone: AbortSignal) {
     const look = async () => {
@@ -149,7 +149,7 @@ export class DeliveriesService {
       if (!row) throw AppError.notFound('Delivery');
       return { done: row.attemptCount > 0 || row.status !== 'pending', value: present.delivery(row) };
     };
-    const outcome = await this.testWaiters.wait(deliveryId, look, clientGone);
+    const outcome = await this.testWaiters.wait(deliveryId, tenant.organizationId, look, clientGone);
     switch (outcome.kind) {
       case 'gone':
         return null;

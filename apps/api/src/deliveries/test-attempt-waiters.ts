@@ -1,10 +1,10 @@
-import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { Gauge, type Registry } from 'prom-client';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { testAttemptsChannel } from '@bellhop/delivery';
 import { APP_METRICS } from '@bellhop/observability';
-import { REDIS } from '@bellhop/queue';
+import { REDIS, logRedisErrors } from '@bellhop/queue';
 
 export interface TestAttemptWaitOptions {
   /** How long a request waits for the first attempt before it is answered 202 (the contract's 35 s). */
@@ -17,9 +17,15 @@ export interface TestAttemptWaitOptions {
    * would only invite the client to send a second one.
    */
   maxWaiters: number;
+  /**
+   * Requests of one organization waiting at once in this process, so that one tenant cannot take
+   * every place under `maxWaiters`. Beyond it that organization's requests are answered at once,
+   * as beyond `maxWaiters`.
+   */
+  maxWaitersPerOrganization: number;
 }
 
-export const DEFAULT_TEST_ATTEMPT_WAIT_OPTIONS: Readonly<TestAttemptWaitOptions> = { boundMs: 35_000, recheckMs: 5_000, maxWaiters: 1_000 };
+export const DEFAULT_TEST_ATTEMPT_WAIT_OPTIONS: Readonly<TestAttemptWaitOptions> = { boundMs: 35_000, recheckMs: 5_000, maxWaiters: 1_000, maxWaitersPerOrganization: 20 };
 
 /** What the caller's look at the delivery found: whether the wait is over, and what to answer with. */
 export interface Seen<T> {
@@ -30,14 +36,16 @@ export interface Seen<T> {
 export type WaitOutcome<T> =
   /** The look found it done. */
   | { kind: 'done'; value: T }
-  /** Still not done at the bound: the last look's value. */
+  /** Still not done at the bound, or when the process began shutting down: the last look's value. */
   | { kind: 'timed_out'; value: T }
-  /** Too many requests are waiting in this process; nothing was read. */
+  /** Too many requests are waiting in this process (or of this organization), or it is shutting down; nothing was read. */
   | { kind: 'busy' }
   /** The client went away; nothing more was read after it did. */
   | { kind: 'gone' };
 
 interface Waiter {
+  /** Whose place under `maxWaitersPerOrganization` it takes. */
+  organizationId: string;
   /** Set by an announcement, so that one arriving while the waiter reads is not lost. */
   woken: boolean;
   /** Ends the current sleep, if it is sleeping. */
@@ -50,15 +58,20 @@ interface Waiter {
  * for them, by delivery id. A waiting request costs no database work while nothing happens: it
  * reads once when it starts waiting, once per announcement for its delivery, and once every
  * `recheckMs` in case an announcement was lost (Redis restarting, the subscriber reconnecting).
+ * A look that fails after the first is logged and the wait goes on: the test event is sent, and
+ * the next announcement or recheck reads again (the bound still applies).
  */
 @Injectable()
-export class TestAttemptWaiters implements OnModuleInit, OnApplicationShutdown {
+export class TestAttemptWaiters implements OnModuleInit, OnModuleDestroy, OnApplicationShutdown {
   private readonly logger = new Logger(TestAttemptWaiters.name);
   /** Read on every wait, so that a test can shrink them on the running app. */
   readonly options: TestAttemptWaitOptions = { ...DEFAULT_TEST_ATTEMPT_WAIT_OPTIONS };
   private readonly channel: string;
   private readonly waiting = new Map<string, Set<Waiter>>();
   private count = 0;
+  private readonly countByOrganization = new Map<string, number>();
+  /** Set when the application begins shutting down: nobody waits any longer, nor reads again. */
+  private closing = false;
   private subscriber: Redis | null = null;
 
   constructor(
@@ -90,12 +103,29 @@ export class TestAttemptWaiters implements OnModuleInit, OnApplicationShutdown {
     subscriber.on('message', (channel: string, deliveryId: string) => {
       if (channel === this.channel) this.wake(deliveryId);
     });
-    subscriber.on('error', (err: Error) => this.logger.warn({ msg: 'test-attempt subscriber: Redis error; waiting requests read on their own meanwhile', error: err.message }));
+    logRedisErrors(subscriber, this.logger, 'test-attempt subscriber: Redis error; waiting requests read on their own meanwhile');
     // ioredis subscribes again after a reconnection, but not to a channel whose first SUBSCRIBE
     // failed (Redis down at boot): subscribing on every ready covers both (a repeat is harmless).
     subscriber.on('ready', () => void this.subscribe());
     // Awaited, so that requests answered after boot are woken from the start.
     await this.subscribe();
+  }
+
+  /**
+   * Nest closes the HTTP server after this hook (and after beforeApplicationShutdown), and that
+   * waits for every open request: without this, for up to `boundMs` per waiting request, with
+   * PrismaService already disconnected under them. Each waiting request is answered with what its
+   * last look saw (202), without reading again; requests that start waiting from now on are
+   * answered at once.
+   */
+  onModuleDestroy(): void {
+    this.closing = true;
+    for (const set of this.waiting.values()) {
+      for (const waiter of set) {
+        waiter.woken = true;
+        waiter.wake?.();
+      }
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -107,12 +137,14 @@ export class TestAttemptWaiters implements OnModuleInit, OnApplicationShutdown {
    * every `recheckMs` otherwise, until `boundMs` have passed. The waiter is registered before the
    * first look, so an attempt recorded in between is either seen by that look or announced to
    * it. When `signal` aborts (the client went away) the waiter is dropped at once and `look` is
-   * not called again.
+   * not called again. The first look's failure is the caller's (such as a 404); a later one is
+   * logged and the previous look's value stands.
    */
-  async wait<T>(deliveryId: string, look: () => Promise<Seen<T>>, signal: AbortSignal): Promise<WaitOutcome<T>> {
+  async wait<T>(deliveryId: string, organizationId: string, look: () => Promise<Seen<T>>, signal: AbortSignal): Promise<WaitOutcome<T>> {
     if (signal.aborted) return { kind: 'gone' };
-    if (this.count >= this.options.maxWaiters) return { kind: 'busy' };
-    const waiter: Waiter = { woken: false, wake: null };
+    if (this.closing || this.count >= this.options.maxWaiters) return { kind: 'busy' };
+    if ((this.countByOrganization.get(organizationId) ?? 0) >= this.options.maxWaitersPerOrganization) return { kind: 'busy' };
+    const waiter: Waiter = { organizationId, woken: false, wake: null };
     this.add(deliveryId, waiter);
     const onAbort = () => {
       this.remove(deliveryId, waiter);
@@ -121,16 +153,22 @@ export class TestAttemptWaiters implements OnModuleInit, OnApplicationShutdown {
     signal.addEventListener('abort', onAbort, { once: true });
     const deadline = Date.now() + this.options.boundMs;
     try {
+      let seen = await look();
       for (;;) {
-        waiter.woken = false;
-        const seen = await look();
         if (signal.aborted) return { kind: 'gone' };
         if (seen.done) return { kind: 'done', value: seen.value };
         const left = deadline - Date.now();
-        if (left <= 0) return { kind: 'timed_out', value: seen.value };
+        if (left <= 0 || this.closing) return { kind: 'timed_out', value: seen.value };
         // Announced while the look was reading: look again straight away.
         if (!waiter.woken) await this.sleep(waiter, Math.min(left, this.options.recheckMs));
         if (signal.aborted) return { kind: 'gone' };
+        if (this.closing) return { kind: 'timed_out', value: seen.value };
+        waiter.woken = false;
+        try {
+          seen = await look();
+        } catch (err) {
+          this.logger.warn({ msg: 'a waiting request could not read its test delivery; it keeps waiting', deliveryId, error: (err as Error).message });
+        }
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
@@ -171,6 +209,7 @@ export class TestAttemptWaiters implements OnModuleInit, OnApplicationShutdown {
     if (!set) this.waiting.set(deliveryId, (set = new Set()));
     set.add(waiter);
     this.count++;
+    this.countByOrganization.set(waiter.organizationId, (this.countByOrganization.get(waiter.organizationId) ?? 0) + 1);
   }
 
   /** Idempotent: the abort and the end of the wait both remove. */
@@ -179,5 +218,8 @@ export class TestAttemptWaiters implements OnModuleInit, OnApplicationShutdown {
     if (!set?.delete(waiter)) return;
     this.count--;
     if (set.size === 0) this.waiting.delete(deliveryId);
+    const ofOrganization = (this.countByOrganization.get(waiter.organizationId) ?? 1) - 1;
+    if (ofOrganization > 0) this.countByOrganization.set(waiter.organizationId, ofOrganization);
+    else this.countByOrganization.delete(waiter.organizationId);
   }
 }
