@@ -5,6 +5,8 @@ COPY package.json package-lock.json .npmrc ./
 RUN npm install --no-audit --no-fund
 COPY . .
 RUN npm run build && npm prune --omit=dev
+# Prisma's schema engine where the migrations load it (scripts/db.js): the image's user cannot write node_modules.
+RUN cp node_modules/prisma/build/schema_engine_bg.wasm node_modules/@prisma/internals/build/
 
 FROM node:20.20-bookworm-slim
 ENV NODE_ENV=production
@@ -14,6 +16,8 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/prisma ./prisma
 COPY --from=build /app/scripts ./scripts
+# The dashboard's static files, served by the API at /dashboard/ from the package root.
+COPY --from=build /app/apps/dashboard ./apps/dashboard
 USER node
 EXPOSE 3000 3001
 CMD ["node", "dist/apps/api/src/main.js"]

@@ -15,6 +15,14 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard's one script runs in the browser, as an ES module, with no build step.
+    files: ['apps/dashboard/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: { window: 'readonly', document: 'readonly', location: 'readonly', sessionStorage: 'readonly', fetch: 'readonly', Node: 'readonly' },
+    },
+  },
+  {
     files: ['libs/config/**', 'test/**', 'bench/**', 'scripts/**', 'prisma.config.ts', '**/*.spec.ts', 'apps/*/src/main.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },

@@ -23,8 +23,34 @@ const schemaPath = path.join(root, 'prisma', 'schema.prisma');
 const migrationsDir = path.join(root, 'prisma', 'migrations');
 const filters = { externalTables: [], externalEnums: [] };
 
+let configuredUrl;
+
+/** DATABASE_URL from the environment (a .env file included), else (as for the apps) from the config file named by BELLHOP_CONFIG, else the default. */
 function databaseUrl() {
-  return process.env.DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop';
+  if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
+  if (configuredUrl === undefined) {
+    configuredUrl = null;
+    if (process.env.BELLHOP_CONFIG) {
+      try {
+        configuredUrl = configLayers().readConfigFile(path.resolve(process.env.BELLHOP_CONFIG)).values.DATABASE_URL || null;
+      } catch (err) {
+        fail(`configuration error: ${err.message}`);
+      }
+    }
+  }
+  return configuredUrl || 'postgresql://postgres@127.0.0.1:5432/bellhop';
+}
+
+/** The config file reader of @bellhop/config: built when there is a build, else from its TypeScript source. */
+function configLayers() {
+  const built = path.join(root, 'dist', 'libs', 'config', 'src', 'layers.js');
+  if (fs.existsSync(built)) return require(built);
+  try {
+    require('ts-node').register({ transpileOnly: true, project: path.join(root, 'tsconfig.json') });
+  } catch {
+    fail('reading BELLHOP_CONFIG needs a build: run npm run build first');
+  }
+  return require(path.join(root, 'libs', 'config', 'src', 'layers.ts'));
 }
 
 function fail(message) {
@@ -38,8 +64,13 @@ function ensureWasm() {
   const target = path.join(internalsDir, 'build', 'schema_engine_bg.wasm');
   if (fs.existsSync(target)) return;
   const source = path.join(path.dirname(require.resolve('prisma/package.json')), 'build', 'schema_engine_bg.wasm');
-  fs.mkdirSync(path.dirname(target), { recursive: true });
-  fs.copyFileSync(source, target);
+  try {
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.copyFileSync(source, target);
+  } catch (err) {
+    // A service user (systemd's bellhop, Docker's node) may not write the install: it is done there at install time.
+    fail(`cannot put Prisma's schema engine in place (${err.code ?? err.message}): as the owner of the install, run\n  cp ${source} ${target}`);
+  }
 }
 
 async function engineFor(connectionString) {
@@ -170,6 +201,10 @@ async function diff(args) {
   }
   process.stdout.write(sql);
 }
+
+// What @nestjs/config does for the apps: a .env file in the working directory, the environment first,
+// so that the migrations go to the database the apps will use.
+if (fs.existsSync('.env')) process.loadEnvFile('.env');
 
 const [command, ...args] = process.argv.slice(2);
 const commands = { migrate, diff };

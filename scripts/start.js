@@ -3,20 +3,45 @@
 /*
  * One-machine install: apply migrations, then run the API and the worker side by side.
  * Signals are passed on to both; if one of them exits, the other is stopped too.
+ * Flags (`npm start -- --port 3100 --worker-concurrency 20 --config bellhop.yaml`) go to both apps:
+ * each takes every setting, and uses its own.
  */
 const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..');
-const migrate = spawnSync(process.execPath, [path.join(root, 'scripts', 'db.js'), 'migrate'], { stdio: 'inherit' });
-if (migrate.status !== 0) process.exit(migrate.status ?? 1);
+// What @nestjs/config does for the apps: a .env file in the working directory, the environment first.
+// Read here too, or the migrations below could go to another database than the one the apps use.
+if (fs.existsSync('.env')) process.loadEnvFile('.env');
 
+const root = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
 const apps = {
   api: path.join(root, 'dist', 'apps', 'api', 'src', 'main.js'),
   worker: path.join(root, 'dist', 'apps', 'worker', 'src', 'main.js'),
 };
+
+if (args.includes('--help') || args.includes('-h')) {
+  // Both apps take the same flags.
+  process.exit(spawnSync(process.execPath, [apps.api, ...args], { stdio: 'inherit' }).status ?? 1);
+}
+
+// The migrations go to the database the apps will use, wherever DATABASE_URL is given: a flag, the
+// environment or the config file. Anything else wrong in the settings is the apps' to report.
+let settings;
+try {
+  settings = require(path.join(root, 'dist', 'libs', 'config', 'src', 'layers.js')).resolveSettings({ argv: args, env: process.env, program: 'bellhop' });
+} catch (err) {
+  console.error(`bellhop: configuration error: ${err.message}`);
+  process.exit(1);
+}
+const migrateEnv = { ...process.env };
+if (settings.env.DATABASE_URL) migrateEnv.DATABASE_URL = settings.env.DATABASE_URL;
+const migrate = spawnSync(process.execPath, [path.join(root, 'scripts', 'db.js'), 'migrate'], { stdio: 'inherit', env: migrateEnv });
+if (migrate.status !== 0) process.exit(migrate.status ?? 1);
+
 const children = Object.entries(apps).map(([name, entry]) => {
-  const child = spawn(process.execPath, [entry], { stdio: 'inherit', env: process.env });
+  const child = spawn(process.execPath, [entry, ...args], { stdio: 'inherit', env: process.env });
   child.name = name;
   return child;
 });

@@ -207,9 +207,22 @@ describe('API edges with production destination rules', () => {
       ['baseline.security_finding', 'baseline'],
       ['webhook.disabled', 'operational'],
       ['delivery.exhausted', 'operational'],
+      ['github.*', 'source'],
+      ['gitlab.*', 'source'],
     ]);
     for (const type of res.body.eventTypes) {
       expect(type).toMatchObject({ description: expect.any(String), schema: expect.objectContaining({ type: 'object', $schema: 'https://json-schema.org/draft/2020-12/schema' }) });
     }
+    // The sources' families: the payload as GitHub or GitLab sends it, the example what a test send to the family carries.
+    const byType = new Map(res.body.eventTypes.map((t: { type: string }) => [t.type, t]));
+    expect(byType.get('github.*')).toEqual({
+      type: 'github.*',
+      category: 'source',
+      description: expect.stringContaining('GitHub payload as received'),
+      schema: { $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object' },
+      example: { zen: expect.any(String), hook_id: expect.any(Number), hook: expect.objectContaining({ events: ['ping'] }) },
+      source: 'builtin',
+    });
+    expect(byType.get('gitlab.*')).toMatchObject({ category: 'source', description: expect.stringContaining('GitLab payload as received'), example: { object_kind: 'push' } });
   });
 });

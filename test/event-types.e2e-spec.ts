@@ -53,6 +53,12 @@ describe('event types of a project', () => {
     expect(deploy.body.eventTypes.map((t: { type: string }) => t.type)).toEqual(['deploy.finished']);
     const baseline = await http().get(`${types()}?category=baseline`).set(h.tenant.auth).expect(200);
     expect(baseline.body.eventTypes.map((t: { source: string }) => t.source)).toEqual(['builtin', 'builtin', 'builtin']);
+    const sources = await http().get(`${types()}?category=source`).set(h.tenant.auth).expect(200);
+    expect(sources.body.eventTypes.map((t: { type: string; source: string }) => [t.type, t.source])).toEqual([
+      ['github.*', 'builtin'],
+      ['gitlab.*', 'builtin'],
+    ]);
+    expect(byType.get('github.*')).toMatchObject({ source: 'builtin', category: 'source', example: expect.objectContaining({ zen: expect.any(String) }) });
   });
 
   it('refuses bad names, built-in names, a name twice and schemas that are not valid JSON Schema', async () => {

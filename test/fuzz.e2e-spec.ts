@@ -331,6 +331,7 @@ function validBodies(tenant: Tenant, extra: { memberEmail: string }): Record<str
     'POST /projects/{projectId}/events': { event: 'baseline.drift_detected', data: documented('baseline.drift_detected') },
     'POST /projects/{projectId}/event-types': { type: `fuzz.t${randomBytes(4).toString('hex')}`, description: 'd', category: 'fuzz', schema: { type: 'object' } },
     'PATCH /projects/{projectId}/event-types/{type}': { description: 'e', schema: { type: 'object', properties: { a: { type: 'string' } } } },
+    'POST /projects/{projectId}/sources': { name: 'fuzzed/repo', type: 'github', secret: 'a-fuzzing-secret-0123456789' },
   };
 }
 
@@ -415,6 +416,7 @@ describe('fuzzing every route', () => {
     await stack.http().post(`/organizations/${tenant.organizationId}/members`).set(tenant.auth).send({ email: member.email, role: 'member' }).expect(201);
     const spareMember = await signup(stack, 'Spare');
     const replay = await stack.http().post(`/webhooks/${webhook.id}/replay`).set(tenant.auth).send({ from: new Date(Date.now() - 3_600_000).toISOString() }).expect(202);
+    const source = await stack.http().post(`/projects/${tenant.projectId}/sources`).set(tenant.auth).send({ name: 'fuzz/repo', type: 'github' }).expect(201);
 
     const spares = {
       project: async () => {
@@ -431,6 +433,10 @@ describe('fuzzing every route', () => {
         const res = await createWebhook(stack, tenant, 'https://hooks.example.com/spare');
         ledger.webhooks.add(res.webhook.id);
         return res.webhook.id;
+      },
+      source: async () => {
+        const res = await stack.http().post(`/projects/${tenant.projectId}/sources`).set(tenant.auth).send({ name: 'spare', type: 'gitlab' }).expect(201);
+        return res.body.source.id as string;
       },
       token: async () => {
         const res = await stack.http().post(`/organizations/${tenant.organizationId}/api-tokens`).set(tenant.auth).send({ name: 'spare', role: 'member' }).expect(201);
@@ -457,13 +463,14 @@ describe('fuzzing every route', () => {
       userId: member.userId,
       type: 'fuzz.thing',
       replayId: replay.body.replay.id,
+      sourceId: source.body.source.id,
     };
     return { tenant, ledger, ids, spares, memberEmail: member.email };
   }
 
   type Fuzz = Awaited<ReturnType<typeof fuzzTenant>>;
 
-  type Spare = 'project' | 'webhook' | 'token' | 'member' | 'session' | 'eventType';
+  type Spare = 'project' | 'webhook' | 'token' | 'member' | 'session' | 'eventType' | 'source';
 
   /**
    * The ids and credential a request of `op` uses. Routes that delete what they are given get a
@@ -486,6 +493,9 @@ describe('fuzzing every route', () => {
         } else if (op.key === 'DELETE /organizations/{orgId}/members/{userId}') {
           ids.userId = await spare('member');
           spares.push('member');
+        } else if (op.key === 'DELETE /sources/{sourceId}') {
+          ids.sourceId = await spare('source');
+          spares.push('source');
         } else if (op.key === 'DELETE /projects/{projectId}/event-types/{type}') {
           ids.type = await spare('eventType');
           spares.push('eventType');
@@ -618,6 +628,16 @@ describe('fuzzing every route', () => {
         [orgs],
       );
       for (const d of crossed.rows) problems.push(`delivery ${d.id} joins rows of different organizations or projects`);
+
+      // Inbound sources: each secret stored as a v2 ciphertext, in its project's organization.
+      const sources = await db.query<{ id: string; secret_ciphertext: string; organization_id: string; project_org: string }>(
+        'SELECT s.id, s.secret_ciphertext, s.organization_id, p.organization_id AS project_org FROM sources s JOIN projects p ON p.id = s.project_id WHERE s.organization_id = ANY($1)',
+        [orgs],
+      );
+      for (const src of sources.rows) {
+        if (!/^v2\.[\w-]+\.[\w-]+\.[\w-]+\.[\w-]+$/.test(src.secret_ciphertext)) problems.push(`source ${src.id} has no usable secret ciphertext`);
+        if (src.project_org !== src.organization_id) problems.push(`source ${src.id} belongs to another organization than its project`);
+      }
 
       const tokens = await db.query<{ id: string; token_hash: string }>('SELECT id, token_hash FROM api_tokens WHERE organization_id = ANY($1) AND revoked_at IS NULL', [orgs]);
       sameSet('live API tokens', tokens.rows.map((t) => t.id), f.ledger.tokens);

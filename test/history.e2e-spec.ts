@@ -72,6 +72,35 @@ describe('delivery history, bounded, and CORS', () => {
     expect(event.body.event.deliveries).toHaveLength(100);
   });
 
+  it("filters deliveries and events by any type name: the project's own, a source's, one never sent; a malformed one is 422", async () => {
+    const t = await newTenant(stack, 'Filters');
+    await stack.http().post(`/projects/${t.projectId}/event-types`).set(t.auth).send({ type: 'deploy.finished' }).expect(201);
+    const { webhook } = await createWebhook(stack, t, 'https://hooks.example.com/filters', ['deploy.finished', 'baseline.uploaded', 'github.*']);
+    const own = await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'deploy.finished', data: { version: '1.2.3' } }).expect(202);
+    await stack.http().post(`/projects/${t.projectId}/events`).set(t.auth).send({ event: 'baseline.uploaded', data: documented('baseline.uploaded') }).expect(202);
+    const eventId = own.body.event.id as string;
+
+    const byWebhook = await stack.http().get(`/webhooks/${webhook.id}/deliveries?event=deploy.finished`).set(t.auth).expect(200);
+    expect(byWebhook.body.deliveries).toEqual([expect.objectContaining({ eventId, event: 'deploy.finished' })]);
+    const byProject = await stack.http().get(`/projects/${t.projectId}/deliveries?event=deploy.finished`).set(t.auth).expect(200);
+    expect(byProject.body.deliveries).toEqual([expect.objectContaining({ eventId, event: 'deploy.finished' })]);
+    const events = await stack.http().get(`/projects/${t.projectId}/events?event=deploy.finished`).set(t.auth).expect(200);
+    expect(events.body.events.map((e: { id: string }) => e.id)).toEqual([eventId]);
+
+    // An equality on the stored name: a source's type or a name nothing was sent as finds nothing, and is no error.
+    for (const name of ['github.push', 'gitlab.merge_request', 'deploy.never_sent']) {
+      expect((await stack.http().get(`/webhooks/${webhook.id}/deliveries?event=${name}`).set(t.auth).expect(200)).body.deliveries).toEqual([]);
+      expect((await stack.http().get(`/projects/${t.projectId}/deliveries?event=${name}`).set(t.auth).expect(200)).body.deliveries).toEqual([]);
+      expect((await stack.http().get(`/projects/${t.projectId}/events?event=${name}`).set(t.auth).expect(200)).body.events).toEqual([]);
+    }
+    for (const name of ['Deploy%20Finished', 'deploy', `a.${'x'.repeat(63)}`, 'github.*']) {
+      for (const path of [`/webhooks/${webhook.id}/deliveries`, `/projects/${t.projectId}/deliveries`, `/projects/${t.projectId}/events`]) {
+        const res = await stack.http().get(`${path}?event=${name}`).set(t.auth).expect(422);
+        expect(res.body).toMatchObject({ code: 'validation_failed', details: expect.arrayContaining([{ field: 'event', message: expect.any(String) }]) });
+      }
+    }
+  });
+
   it('answers a browser dashboard on a named origin, and no other origin', async () => {
     const preflight = await stack
       .http()

@@ -2,12 +2,15 @@ import type { Response, Test } from 'supertest';
 import type { Stack } from './stack';
 
 /** The id-carrying path parameters the tests know how to fill with real ids. */
-export const KNOWN_PATH_PARAMS = ['orgId', 'projectId', 'webhookId', 'eventId', 'deliveryId', 'tokenId', 'userId', 'type', 'replayId'] as const;
+export const KNOWN_PATH_PARAMS = ['orgId', 'projectId', 'webhookId', 'eventId', 'deliveryId', 'tokenId', 'userId', 'type', 'replayId', 'sourceId'] as const;
 export type PathParam = (typeof KNOWN_PATH_PARAMS)[number];
 export type Ids = Record<PathParam, string>;
 
-/** Routes meant to answer without a token; any other operation without `security` is a finding. */
-export const PUBLIC_OPERATIONS = new Set(['POST /auth/signup', 'POST /auth/login', 'GET /event-types', 'GET /health', 'GET /health/ready']);
+/**
+ * Routes meant to answer without a token; any other operation without `security` is a finding.
+ * An inbound source's deliveries carry a signature instead of a token (the source's secret).
+ */
+export const PUBLIC_OPERATIONS = new Set(['POST /auth/signup', 'POST /auth/login', 'GET /event-types', 'GET /health', 'GET /health/ready', 'POST /ingest/{sourceId}']);
 
 /** The contract's error codes and the status each one goes with. */
 export const STATUS_OF_CODE: Record<string, number> = {

@@ -8,8 +8,12 @@ import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { metrics, newRequestId } from '@bellhop/observability';
 import { AppModule } from './app.module';
 import { ErrorFilter } from './common/error.filter';
+import { SourceFailureLimiter } from './common/rate-limit';
 import { JsonTooDeepError, MAX_JSON_DEPTH, jsonDepth } from './common/json-depth';
 import { createValidationPipe } from './common/validation';
+import { dashboardMiddleware } from './dashboard/dashboard';
+import { ingestBody } from './sources/ingest-body';
+import { INGEST_BODY_LIMIT_BYTES } from './sources/ingest.service';
 
 export const API_VERSION = '1.0.0';
 
@@ -29,6 +33,13 @@ export async function createApiApp(): Promise<INestApplication> {
     res.setHeader('X-Request-Id', req.id);
     next();
   });
+  // The dashboard page's strict CSP, nosniff and no-referrer, on every response under /dashboard.
+  app.use(dashboardMiddleware);
+  // Inbound sources verify the exact bytes GitHub or GitLab signed: /ingest gets them raw (any
+  // content type, at most 5 MiB, not inflated), and the JSON parser below then skips the body it
+  // finds already read. A body over the cap ends the connection at once (ingestBody); a source with
+  // too many bodies being read at once is refused before its body is read (SourceFailureLimiter).
+  app.use('/ingest', app.get(SourceFailureLimiter).gate(), ingestBody(INGEST_BODY_LIMIT_BYTES));
   app.useBodyParser('json', {
     limit: config.bodyLimitBytes,
     strict: true,

@@ -15,7 +15,8 @@ import { HashPool } from './auth/hash-pool';
 import { LoginLimiter } from './auth/login-limiter';
 import { JwtStrategy } from './auth/jwt.strategy';
 import { AuditService } from './common/audit.service';
-import { AuthFailureLimiter, PublishRateLimiter, RateLimitGuard, rateLimitModule } from './common/rate-limit';
+import { AuthFailureLimiter, IngestRateLimiter, PublishRateLimiter, RateLimitGuard, SourceFailureLimiter, rateLimitModule } from './common/rate-limit';
+import { dashboardModule } from './dashboard/dashboard';
 import { DeliveriesController } from './deliveries/deliveries.controller';
 import { DeliveriesService } from './deliveries/deliveries.service';
 import { TestAttemptWaiters } from './deliveries/test-attempt-waiters';
@@ -28,6 +29,10 @@ import { OrganizationsService } from './organizations/organizations.service';
 import { ProjectsController } from './projects/projects.controller';
 import { ReplaysController } from './replays/replays.controller';
 import { ReplaysService } from './replays/replays.service';
+import { IngestController } from './sources/ingest.controller';
+import { IngestService } from './sources/ingest.service';
+import { SourcesController } from './sources/sources.controller';
+import { SourcesService } from './sources/sources.service';
 import { StatsController } from './stats/stats.controller';
 import { StatsService } from './stats/stats.service';
 import { WebhooksController } from './webhooks/webhooks.controller';
@@ -45,8 +50,10 @@ import { WebhooksService } from './webhooks/webhooks.service';
     PassportModule,
     JwtModule.register({}),
     rateLimitModule,
+    // The dashboard page's static files under /dashboard (its headers: dashboardMiddleware in api.app.ts).
+    dashboardModule,
   ],
-  controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventTypesController, EventsController, DeliveriesController, StatsController, ReplaysController],
+  controllers: [AuthController, OrganizationsController, ProjectsController, WebhooksController, EventTypesController, EventsController, DeliveriesController, StatsController, ReplaysController, SourcesController, IngestController],
   providers: [
     // Authentication first, so that limits are per resolved credential; BearerGuard limits failed
     // attempts per address itself (AuthFailureLimiter), before a bad token costs a lookup.
@@ -54,6 +61,8 @@ import { WebhooksService } from './webhooks/webhooks.service';
     { provide: APP_GUARD, useClass: RateLimitGuard },
     AuthFailureLimiter,
     PublishRateLimiter,
+    SourceFailureLimiter,
+    IngestRateLimiter,
     TenantGuard,
     MembershipService,
     ApiTokenVerifier,
@@ -74,6 +83,8 @@ import { WebhooksService } from './webhooks/webhooks.service';
     ReplayDriver,
     { provide: REPLAY_DRIVER_OPTIONS, useValue: { autoStart: false } },
     StatsService,
+    SourcesService,
+    IngestService,
   ],
 })
 export class AppModule {}

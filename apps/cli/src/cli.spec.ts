@@ -4,23 +4,10 @@ import { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { run } from './cli';
-import type { Io } from './context';
+import { runCaptured } from './testing';
 
 /** The program in this process, with captured streams and an environment of its own. */
-async function bellhop(args: string[], env: NodeJS.ProcessEnv = {}) {
-  let stdout = '';
-  let stderr = '';
-  const io: Io = {
-    stdout: { write: (text: string) => ((stdout += text), true) } as unknown as Io['stdout'],
-    stderr: { write: (text: string) => ((stderr += text), true) } as unknown as Io['stderr'],
-    stdin: Readable.from([]) as unknown as Io['stdin'],
-    env,
-  };
-  const code = await run(args, io, '1.2.3');
-  return { code, stdout, stderr };
-}
+const bellhop = runCaptured;
 
 describe('bellhop command line', () => {
   let dir: string;
@@ -81,8 +68,10 @@ describe('bellhop command line', () => {
     let server: Server;
     let answer: { status: number; body: string; type?: string };
     let api: string;
+    let authorizations: Array<string | undefined> = [];
     beforeAll(async () => {
       server = createServer((req, res) => {
+        authorizations.push(req.headers.authorization);
         res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json', 'x-request-id': 'req_header' });
         res.end(answer.body);
       });
@@ -108,6 +97,26 @@ describe('bellhop command line', () => {
       const result = await bellhop(['projects', 'list', '--api', api], { ...env, BELLHOP_TOKEN: 'bht_x' });
       expect(result.code).toBe(1);
       expect(result.stderr).toContain('code: http_502  status: 502  requestId: req_header');
+    });
+
+    it('sends the stored token only to the API it was stored for, and exits 3 before calling any other', async () => {
+      const path = join(dir, 'config', 'bellhop', 'credentials.json');
+      mkdirSync(join(dir, 'config', 'bellhop'), { recursive: true });
+      answer = { status: 200, body: JSON.stringify({ projects: [] }) };
+      authorizations = [];
+      try {
+        writeFileSync(path, JSON.stringify({ api: 'https://bellhop.example.com', token: 'stored-session' }));
+        for (const result of [await bellhop(['projects', 'list', '--api', api], env), await bellhop(['whoami'], { ...env, BELLHOP_API: api })]) {
+          expect(result.code).toBe(3);
+          expect(result.stderr).toContain(`The stored login is for https://bellhop.example.com, not ${api}: set BELLHOP_TOKEN, or run \`bellhop login --api ${api}\``);
+        }
+        expect(authorizations).toEqual([]);
+        writeFileSync(path, JSON.stringify({ api: `${api}/`, token: 'stored-session' }));
+        expect((await bellhop(['projects', 'list', '--api', api], env)).code).toBe(0);
+        expect(authorizations).toEqual(['Bearer stored-session']);
+      } finally {
+        rmSync(path, { force: true });
+      }
     });
 
     it('prints the JSON it got with --json, a table without', async () => {

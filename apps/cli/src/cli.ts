@@ -1,10 +1,12 @@
 import { Command, CommanderError } from 'commander';
 import { ApiError, formatApiError, NetworkError } from './api-client';
 import { registerAuth } from './commands/auth';
+import { registerConfig } from './commands/config';
 import { registerDeliveries } from './commands/deliveries';
 import { registerEvents } from './commands/events';
 import { registerProjects } from './commands/projects';
 import { registerReplay } from './commands/replay';
+import { registerSources } from './commands/sources';
 import { registerStats } from './commands/stats';
 import { registerVerify } from './commands/verify';
 import { registerWebhooks } from './commands/webhooks';
@@ -35,7 +37,9 @@ export function buildProgram(io: Io, version: string): Command {
   registerDeliveries(program, io);
   registerReplay(program, io);
   registerStats(program, io);
+  registerSources(program, io);
   registerVerify(program, io);
+  registerConfig(program, io);
   return program;
 }
 

@@ -74,11 +74,37 @@ export interface Resolved {
   tokenSource: 'env' | 'file' | null;
 }
 
-/** The API and token in force: `--api` over BELLHOP_API over the stored API; BELLHOP_TOKEN over the stored token. */
+/**
+ * The API and token in force: `--api` over BELLHOP_API over the stored API; BELLHOP_TOKEN over the
+ * stored token. The stored token goes only to the API that issued it: sent to any other (a typo, a
+ * test server, plain http) it would be handed to whoever answers there.
+ */
 export function resolveCredentials(stored: Credentials | null, env: NodeJS.ProcessEnv, apiFlag?: string): Resolved {
   const api = apiFlag || env.BELLHOP_API || stored?.api || DEFAULT_API;
   if (env.BELLHOP_TOKEN) return { api, token: env.BELLHOP_TOKEN, tokenSource: 'env' };
+  if (stored && !sameApi(api, stored.api)) {
+    throw new CliError(
+      `The stored login is for ${stored.api}, not ${api}: set BELLHOP_TOKEN, or run \`bellhop login --api ${api}\``,
+      ExitCode.unauthenticated,
+    );
+  }
   return { api, token: stored?.token ?? null, tokenSource: stored ? 'file' : null };
+}
+
+/** Whether two API addresses name the same API: scheme, host and port (the default one written or not), and path but for a trailing slash. */
+export function sameApi(a: string, b: string): boolean {
+  return apiKey(a) === apiKey(b);
+}
+
+function apiKey(api: string): string {
+  let url: URL;
+  try {
+    url = new URL(api.trim());
+  } catch {
+    // Not a URL: the API client will say so; only the very same text counts as the same API.
+    return api.trim();
+  }
+  return `${url.protocol}//${url.hostname}:${url.port}${url.pathname.replace(/\/+$/, '')}`;
 }
 
 /** API tokens are `bht_...`; anything else the API issued is a session (a JWT), which logout revokes. */

@@ -235,11 +235,11 @@ describe('loadConfig', () => {
     expect(loadConfig({ TRUST_PROXY: 'FALSE' }).trustProxy).toBe(false);
     expect(loadConfig({ TRUST_PROXY: '2' }).trustProxy).toBe(2);
     expect(loadConfig({ TRUST_PROXY: '0' }).trustProxy).toBe(0);
-    expect(loadConfig({ TRUST_PROXY: ' 10.0.0.0/8, 192.0.2.7 ,Loopback,fd00::/8, 2001:db8::1, linklocal,uniquelocal' }).trustProxy).toEqual([
+    expect(loadConfig({ TRUST_PROXY: ' 10.0.0.0/8, 192.0.2.7 ,Loopback,fd00::/16, 2001:db8::1, linklocal,uniquelocal' }).trustProxy).toEqual([
       '10.0.0.0/8',
       '192.0.2.7',
       'loopback',
-      'fd00::/8',
+      'fd00::/16',
       '2001:db8::1',
       'linklocal',
       'uniquelocal',
@@ -247,13 +247,55 @@ describe('loadConfig', () => {
   });
 
   it('refuses TRUST_PROXY=true, and anything else that would let a client choose its address', () => {
-    for (const everyone of ['true', 'TRUE', '0.0.0.0/0', '::/0', 'loopback, 0.0.0.0/0']) {
+    const everyones = ['true', 'TRUE', '0.0.0.0/0', '::/0', 'loopback, 0.0.0.0/0'];
+    // Ranges that a few of cover every client, IPv4 clients through their IPv4-mapped IPv6 form too.
+    everyones.push('0.0.0.0/1,128.0.0.0/1', '10.0.0.0/7', '::/1,8000::/1', '2000::/3', 'fd00::/8', '::ffff:0:0/96', '::ffff:0.0.0.0/96', '::ffff:10.0.0.0/103', '::/80', '::/16');
+    for (const everyone of everyones) {
       expect(() => loadConfig({ TRUST_PROXY: everyone })).toThrow(ConfigError);
       expect(() => loadConfig({ TRUST_PROXY: everyone })).toThrow(/TRUST_PROXY.*any client could choose its address/);
     }
     for (const wrong of ['yes', 'proxy.example.com', '10.0.0.0/33', '2001:db8::/129', '10.0.0.0/8/8', '10.0.0.0/x', '10.0.0.1,', '300.0.0.1', '11']) {
       expect(() => loadConfig({ TRUST_PROXY: wrong })).toThrow(ConfigError);
       expect(() => loadConfig({ TRUST_PROXY: wrong })).toThrow(/TRUST_PROXY/);
+    }
+    // The narrowest ranges refused are one step wider than these.
+    for (const narrow of ['10.0.0.0/8', '2001:db8::/16', '::ffff:10.0.0.0/104', '::ffff:10.0.0.1', '64:ff9b::/96']) {
+      expect(loadConfig({ TRUST_PROXY: narrow }).trustProxy).toEqual([narrow]);
+    }
+  });
+});
+
+describe('PUBLIC_URL', () => {
+  it('defaults to the local API and drops a trailing slash, keeping a path behind a proxy', () => {
+    expect(loadConfig({}).publicUrl).toBe('http://127.0.0.1:3000');
+    expect(loadConfig({ PUBLIC_URL: 'https://hooks.example.com/' }).publicUrl).toBe('https://hooks.example.com');
+    expect(loadConfig({ PUBLIC_URL: ' https://example.com/bellhop/ ' }).publicUrl).toBe('https://example.com/bellhop');
+  });
+
+  it.each(['hooks.example.com', 'ftp://example.com', 'https://user:pass@example.com', 'https://example.com/?a=1', 'https://example.com/#x'])('refuses %s, naming the setting', (value) => {
+    expect(() => loadConfig({ PUBLIC_URL: value })).toThrow(/^PUBLIC_URL: /);
+  });
+});
+
+describe('HTTP server timeouts', () => {
+  it('default to a 30s request, 10s headers and 5s keep-alive timeout', () => {
+    expect(loadConfig({}).httpTimeouts).toEqual({ requestMs: 30_000, headersMs: 10_000, keepAliveMs: 5_000 });
+    expect(loadConfig({ HTTP_REQUEST_TIMEOUT: '2m', HTTP_HEADERS_TIMEOUT: '70s', HTTP_KEEPALIVE_TIMEOUT: '65s' }).httpTimeouts).toEqual({ requestMs: 120_000, headersMs: 70_000, keepAliveMs: 65_000 });
+  });
+
+  it('refuses a headers timeout not longer than the keep-alive timeout, and a request timeout shorter than the headers one', () => {
+    expect(() => loadConfig({ HTTP_KEEPALIVE_TIMEOUT: '65s' })).toThrow(/^HTTP_HEADERS_TIMEOUT \(10000 ms\) must be longer than HTTP_KEEPALIVE_TIMEOUT \(65000 ms\)/);
+    expect(() => loadConfig({ HTTP_HEADERS_TIMEOUT: '5s' })).toThrow(/HTTP_HEADERS_TIMEOUT .* must be longer than HTTP_KEEPALIVE_TIMEOUT/);
+    expect(() => loadConfig({ HTTP_HEADERS_TIMEOUT: '40s' })).toThrow(/^HTTP_REQUEST_TIMEOUT \(30000 ms\) must be at least HTTP_HEADERS_TIMEOUT \(40000 ms\)/);
+    expect(loadConfig({ HTTP_HEADERS_TIMEOUT: '30s' }).httpTimeouts.headersMs).toBe(30_000);
+  });
+
+  it('refuses 0 (no timeout at all to Node) and values out of range', () => {
+    for (const name of ['HTTP_REQUEST_TIMEOUT', 'HTTP_HEADERS_TIMEOUT', 'HTTP_KEEPALIVE_TIMEOUT']) {
+      for (const wrong of ['0', '500ms', '2h', 'soon']) {
+        expect(() => loadConfig({ [name]: wrong })).toThrow(ConfigError);
+        expect(() => loadConfig({ [name]: wrong })).toThrow(new RegExp(`^${name}`));
+      }
     }
   });
 });

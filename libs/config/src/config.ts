@@ -1,5 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
+// By path, not through @bellhop/domain's index: scripts load this file with plain ts-node, which
+// knows no path aliases, and the module needs nothing but node:net.
+import { ipv6Groups } from '../../domain/src/destination';
 import { parseDuration, parseDurationList } from './duration';
 
 export type Plan = 'free' | 'solo' | 'team';
@@ -41,6 +44,8 @@ export interface BellhopConfig {
   allowPrivateDestinations: boolean;
   /** Origins a browser dashboard may call the API from; empty: no cross-origin access. */
   corsOrigins: string[];
+  /** The API's public base URL, without a trailing slash: inbound source URLs are `<publicUrl>/ingest/<id>`. */
+  publicUrl: string;
   bodyLimitBytes: number;
   logLevel: string;
   /** Requests per window for each API token or session, publishing aside. */
@@ -49,8 +54,12 @@ export interface BellhopConfig {
   publishRateLimit: RateLimit;
   /** Login and signup attempts per window for each client address. */
   authRateLimit: RateLimit;
+  /** Deliveries accepted per window for each inbound source (a redelivery takes nothing). */
+  ingestRateLimit: RateLimit;
   /** Express's `trust proxy`: which hops may name the client in X-Forwarded-For. */
   trustProxy: TrustProxy;
+  /** Timeouts of the API's HTTP server and of the worker's health listener (see httpTimeouts). */
+  httpTimeouts: HttpTimeouts;
   /** Logged at boot: development keys filled in for missing secrets, and risky production settings. */
   warnings: string[];
 }
@@ -62,6 +71,16 @@ export interface RateLimit {
 
 /** No proxy trusted (false), the nearest so many hops, or the proxies' addresses and CIDR ranges. */
 export type TrustProxy = false | number | string[];
+
+/** Node's http.Server timeouts, in milliseconds. */
+export interface HttpTimeouts {
+  /** requestTimeout: the whole request, headers and body, must arrive within it. */
+  requestMs: number;
+  /** headersTimeout: the request's headers must arrive within it. */
+  headersMs: number;
+  /** keepAliveTimeout: an idle kept-alive connection is closed after it. */
+  keepAliveMs: number;
+}
 
 export class ConfigError extends Error {}
 
@@ -88,8 +107,8 @@ const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
 /**
  * TRUST_PROXY, in the forms of Express's `trust proxy` that name whom to believe: `false`, a hop
  * count, or addresses, CIDR ranges and Express's names for the loopback, link-local and unique-local
- * ranges. `true` and a /0 range are refused: any client could then choose its address, and with it a
- * fresh budget of every per-address limit.
+ * ranges. `true` and ranges so wide that a few of them cover everyone are refused: any client could
+ * then choose its address, and with it a fresh budget of every per-address limit.
  */
 function trustProxy(env: Env, name: string, fallback: string): TrustProxy {
   const raw = (env[name] ?? '').trim() || fallback;
@@ -111,11 +130,35 @@ function trustProxy(env: Env, name: string, fallback: string): TrustProxy {
     if (!family || extra !== undefined || (prefix !== undefined && !(/^\d{1,3}$/.test(prefix) && Number(prefix) <= bits))) {
       throw new ConfigError(`${name}: "${entry}" is not an address, a CIDR range (10.0.0.0/8) or one of ${PROXY_NAMES.join(', ')}`);
     }
-    if (prefix !== undefined && Number(prefix) === 0) {
-      throw new ConfigError(`${name}: "${entry}" covers every address, so any client could choose its address: name the proxies' own range`);
+    if (prefix !== undefined && tooWide(address, family, Number(prefix))) {
+      throw new ConfigError(
+        `${name}: "${entry}" is wider than a /8 of IPv4 addresses or a /16 of IPv6 ones; a few such ranges cover every address, so any client could choose its address: name the proxies' own range`,
+      );
     }
     return entry;
   });
+}
+
+/** IPv4-mapped IPv6 addresses (::ffff:a.b.c.d), in which dual-stack sockets report IPv4 clients. */
+const MAPPED = 0xffffn << 32n;
+
+/**
+ * Whether a trusted range is wide enough that a handful of them cover everyone (0.0.0.0/1 with
+ * 128.0.0.0/1, ::/1 with 8000::/1): IPv4 ranges wider than /8, IPv6 ranges wider than /16, and
+ * IPv6 ranges that take in more than a /8 of IPv4-mapped addresses (::ffff:0:0/96, ::/80, ::/16).
+ */
+function tooWide(address: string, family: number, prefix: number): boolean {
+  if (family === 4) return prefix < 8;
+  if (prefix < 16) return true;
+  const value = ipv6Value(address);
+  // The range holds the whole mapped block, or lies inside it as an IPv4 range wider than /8.
+  if (prefix <= 96) return value >> BigInt(128 - prefix) === MAPPED >> BigInt(128 - prefix);
+  return value >> 32n === 0xffffn && prefix < 104;
+}
+
+/** A valid IPv6 address as a 128-bit number. */
+function ipv6Value(address: string): bigint {
+  return ipv6Groups(address).reduce((value, group) => (value << 16n) | BigInt(group), 0n);
 }
 
 /** Published development keys: used when a secret is missing outside production, refused in production. */
@@ -162,6 +205,25 @@ function origins(env: Env, name: string): string[] {
   });
 }
 
+/**
+ * PUBLIC_URL: where GitHub and GitLab reach this API (`https://hooks.example.com`, or under a path
+ * behind a proxy), written into inbound source URLs. An http(s) URL without credentials, query or
+ * fragment; a trailing slash is dropped.
+ */
+function publicUrl(env: Env, name: string, fallback: string): string {
+  const raw = (env[name] ?? '').trim() || fallback;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name}: "${raw}" is not a URL such as https://bellhop.example.com`);
+  }
+  if (!['http:', 'https:'].includes(parsed.protocol) || parsed.username || parsed.password || parsed.search || parsed.hash) {
+    throw new ConfigError(`${name}: "${raw}" must be an http:// or https:// URL without credentials, query or fragment, such as https://bellhop.example.com`);
+  }
+  return parsed.toString().replace(/\/+$/, '');
+}
+
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
@@ -186,6 +248,33 @@ function duration(env: Env, name: string, fallback: string): number {
   } catch (err) {
     throw new ConfigError(`${name}: ${(err as Error).message}`);
   }
+}
+
+/**
+ * HTTP_REQUEST_TIMEOUT, HTTP_HEADERS_TIMEOUT and HTTP_KEEPALIVE_TIMEOUT. Behind a proxy that reuses
+ * connections, the keep-alive timeout must outlast the proxy's own idle timeout: otherwise the
+ * server closes a connection just as the proxy sends a request on it, and the client gets a 502.
+ * The headers timeout must exceed the keep-alive timeout (older Node versions counted a kept-alive
+ * connection's idle time against it, and load balancers' guides still give the rule), and the
+ * request timeout covers the headers, so it cannot be shorter than their timeout.
+ */
+function httpTimeouts(env: Env): HttpTimeouts {
+  const within = (name: string, fallback: string) => {
+    const ms = duration(env, name, fallback);
+    // 0 means "never" to Node: a connection could then be held open for good by a slow client.
+    if (ms < 1000 || ms > 3_600_000) throw new ConfigError(`${name} must be between 1s and 1h, got "${env[name]}"`);
+    return ms;
+  };
+  const requestMs = within('HTTP_REQUEST_TIMEOUT', '30s');
+  const headersMs = within('HTTP_HEADERS_TIMEOUT', '10s');
+  const keepAliveMs = within('HTTP_KEEPALIVE_TIMEOUT', '5s');
+  if (headersMs <= keepAliveMs) {
+    throw new ConfigError(`HTTP_HEADERS_TIMEOUT (${headersMs} ms) must be longer than HTTP_KEEPALIVE_TIMEOUT (${keepAliveMs} ms): raise it along with the keep-alive timeout`);
+  }
+  if (requestMs < headersMs) {
+    throw new ConfigError(`HTTP_REQUEST_TIMEOUT (${requestMs} ms) must be at least HTTP_HEADERS_TIMEOUT (${headersMs} ms): the request timeout covers the headers too`);
+  }
+  return { requestMs, headersMs, keepAliveMs };
 }
 
 function nodeEnvOf(env: Env): BellhopConfig['env'] {
@@ -327,6 +416,9 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     // Across all workers: half of one worker's slots, so that a tenant never fills even a single
     // worker by itself and each worker added is room for the others. A fleet that serves one
     // large tenant raises it; a tenant's throughput then no longer grows with the worker count.
+    // Every worker must have the same value (set it explicitly when WORKER_CONCURRENCY differs
+    // between workers): each compares the shared count against its own cap, so a worker with a
+    // higher cap fills the tenant's slots up to it, and one with a lower cap gets none of them.
     maxInFlightPerOrganization: int(env, 'MAX_IN_FLIGHT_PER_ORGANIZATION', Math.max(1, Math.ceil(workerConcurrency / 2)), 1, 1000),
     autoDisableAfterMs: duration(env, 'AUTO_DISABLE_AFTER', '5d'),
     retentionDays: int(env, 'RETENTION_DAYS', 30, 1, 90),
@@ -335,12 +427,15 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     allowHttpDestinations,
     allowPrivateDestinations,
     corsOrigins: origins(env, 'CORS_ORIGINS'),
+    publicUrl: publicUrl(env, 'PUBLIC_URL', 'http://127.0.0.1:3000'),
     bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: env.LOG_LEVEL || (nodeEnv === 'test' ? 'warn' : 'info'),
     rateLimit: rateLimit(env, 'RATE_LIMIT', '1200/1m'),
     publishRateLimit: rateLimit(env, 'PUBLISH_RATE_LIMIT', '1000/1s'),
     authRateLimit: rateLimit(env, 'AUTH_RATE_LIMIT', '20/1m'),
+    ingestRateLimit: rateLimit(env, 'INGEST_RATE_LIMIT', '100/1s'),
     trustProxy: trustProxy(env, 'TRUST_PROXY', 'loopback'),
+    httpTimeouts: httpTimeouts(env),
     warnings,
   };
 }

@@ -1,4 +1,19 @@
-import { EVENT_TYPES, SUBSCRIPTION_NAMES, findEventType, firstSubscribedType, subscriptionsOf } from './event-types';
+import {
+  CATALOG,
+  EVENT_TYPES,
+  SOURCE_CATALOG,
+  SUBSCRIPTION_NAMES,
+  findEventType,
+  firstSubscribedType,
+  isBuiltInTypeName,
+  isSourceSubscription,
+  sourceEventType,
+  sourceKindOf,
+  sourceTestEvent,
+  sourceTestType,
+  subscriptionsFor,
+  subscriptionsOf,
+} from './event-types';
 import { validateEventData } from './payload-validation';
 import { checkWebhookHeaders, checkWebhookSecret, defaultWebhookName } from './webhook-fields';
 import { checkWebhookUrl, isPrivateAddress } from './destination';
@@ -273,5 +288,46 @@ describe('subscriptions', () => {
     expect(firstSubscribedType(['baseline.security_finding'])).toBe('baseline.security_finding');
     expect(firstSubscribedType(['*'])).toBe('baseline.uploaded');
     expect(firstSubscribedType(['operational.*'])).toBe('webhook.disabled');
+  });
+});
+
+describe('source event types', () => {
+  it("names an event github.<X-GitHub-Event> or gitlab.<object_kind>, and refuses names a type cannot hold", () => {
+    expect(sourceEventType('github', 'push')).toBe('github.push');
+    expect(sourceEventType('github', 'pull_request_review_comment')).toBe('github.pull_request_review_comment');
+    expect(sourceEventType('gitlab', 'merge_request')).toBe('gitlab.merge_request');
+    for (const bad of [undefined, null, 42, '', 'Push Hook', 'push.x', 'PUSH', 'a'.repeat(58), '../push']) expect(sourceEventType('github', bad)).toBeNull();
+    expect(sourceEventType('gitlab', 'a'.repeat(57))).toHaveLength(64);
+  });
+
+  it('reaches subscribers by name, by family and by "*", never by another family', () => {
+    expect(sourceKindOf('github.push')).toBe('github');
+    expect(sourceKindOf('gitlab.push')).toBe('gitlab');
+    expect(sourceKindOf('baseline.uploaded')).toBeUndefined();
+    // Stored as category `source`: received by `source.*` and by the family's wildcard.
+    expect(subscriptionsFor('github.push', 'source')).toEqual(['github.push', '*', 'source.*', 'github.*']);
+    expect(subscriptionsOf('gitlab.merge_request')).toEqual(['gitlab.merge_request', '*', 'source.*', 'gitlab.*']);
+    expect(sourceTestEvent('gitlab.push')?.category).toBe('source');
+    for (const name of ['source.*', 'github.*', 'gitlab.*', 'github.push', 'gitlab.tag_push']) expect(isSourceSubscription(name)).toBe(true);
+    for (const name of ['source', 'github', 'github.Push', 'bitbucket.push', 'baseline.*', `github.${'a'.repeat(58)}`]) expect(isSourceSubscription(name)).toBe(false);
+    // Reserved: no project can take a source's type name for its own.
+    expect(isBuiltInTypeName('github.push')).toBe(true);
+  });
+
+  it('lists the families in the catalog by the names one subscribes with, and nowhere a type name is expected', () => {
+    expect(SOURCE_CATALOG.map((t) => [t.type, t.category])).toEqual([
+      ['github.*', 'source'],
+      ['gitlab.*', 'source'],
+    ]);
+    expect(CATALOG).toEqual([...EVENT_TYPES, ...SOURCE_CATALOG]);
+    for (const family of SOURCE_CATALOG) {
+      expect(isSourceSubscription(family.type)).toBe(true);
+      expect(family.example).toEqual(sourceTestEvent(sourceTestType(family.type) ?? '')?.data);
+      expect(findEventType(family.type)).toBeUndefined();
+    }
+    // `source.*` is a subscription (isSourceSubscription), but, like the families, not a name of the built-in list.
+    expect(sourceTestType('source.*')).toBe('github.ping');
+    expect(SUBSCRIPTION_NAMES).not.toContain('source.*');
+    expect(SUBSCRIPTION_NAMES).not.toContain('github.*');
   });
 });

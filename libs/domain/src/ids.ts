@@ -14,6 +14,7 @@ export const IdPrefix = {
   audit: 'aud',
   request: 'req',
   replay: 'rpl',
+  source: 'src',
 } as const;
 
 export type IdKind = keyof typeof IdPrefix;

@@ -151,6 +151,10 @@ export class TenantGuard implements CanActivate {
       if (!isId('event', params.eventId)) return null;
       return found(await this.prisma.event.findFirst({ where: { id: params.eventId, organizationId: inScope }, select }));
     }
+    if (params.sourceId !== undefined) {
+      if (!isId('source', params.sourceId)) return null;
+      return found(await this.prisma.source.findFirst({ where: { id: params.sourceId, organizationId: inScope }, select }));
+    }
     if (params.tokenId !== undefined) {
       if (!isId('apiToken', params.tokenId)) return null;
       return found(await this.prisma.apiToken.findFirst({ where: { id: params.tokenId, organizationId: inScope, revokedAt: null }, select }));
@@ -200,6 +204,7 @@ function resourceName(params: Record<string, string>): string {
   if (params.deliveryId) return 'Delivery';
   if (params.replayId) return 'Replay';
   if (params.eventId) return 'Event';
+  if (params.sourceId) return 'Source';
   if (params.projectId) return 'Project';
   if (params.tokenId) return 'API token';
   return 'Organization';

@@ -21,7 +21,9 @@ export type AuditAction =
   | 'event_type.updated'
   | 'event_type.deleted'
   | 'replay.created'
-  | 'replay.cancelled';
+  | 'replay.cancelled'
+  | 'source.created'
+  | 'source.deleted';
 
 /**
  * Which request an entry comes from, as the `Audit` parameter decorator reads it off the request:

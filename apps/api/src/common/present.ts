@@ -1,4 +1,4 @@
-import type { ApiToken, Attempt, AuditLogEntry, Delivery, Event, Organization, Project, Replay, User, Webhook } from '@bellhop/database';
+import type { ApiToken, Attempt, AuditLogEntry, Delivery, Event, Organization, Project, Replay, Source, User, Webhook } from '@bellhop/database';
 
 import { formatDurations, webhookHealth } from '@bellhop/domain';
 
@@ -90,6 +90,16 @@ export const present = {
     failed: r.failed,
     createdAt: iso(r.createdAt),
     completedAt: iso(r.completedAt),
+  }),
+
+  /** Never includes the secret: only the creating route adds it beside the source. `url` is what GitHub or GitLab posts to. */
+  source: (s: Source, publicUrl: string) => ({
+    id: s.id,
+    projectId: s.projectId,
+    name: s.name,
+    type: s.type,
+    url: `${publicUrl}/ingest/${s.id}`,
+    createdAt: iso(s.createdAt),
   }),
 
   auditEntry: (e: AuditLogEntry) => ({

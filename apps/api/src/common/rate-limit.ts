@@ -7,8 +7,8 @@ import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-st
 import { Redis } from 'ioredis';
 import type { Request } from 'express';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { Batcher } from '@bellhop/database';
-import { AppError } from '@bellhop/domain';
+import { Batcher, PrismaService } from '@bellhop/database';
+import { AppError, ipv6Groups, isId } from '@bellhop/domain';
 import { REDIS, execPipeline } from '@bellhop/queue';
 import type { Principal } from '../auth/principal';
 
@@ -35,6 +35,11 @@ interface Hit {
 
 type RateLimitRedis = Redis & { bellhopRateLimit(key: string, blockedKey: string, ttl: number, limit: number, block: number): Promise<[number, number, number]> };
 
+/** The Redis key of a named limit's counter for `key`; `<it>:blocked` is set while the key is over its limit. */
+export function throttlerKey(prefix: string, name: string, key: string): string {
+  return `${prefix}:ratelimit:${name}:${key}`;
+}
+
 @Injectable()
 export class RedisThrottlerStorage implements ThrottlerStorage {
   /** Hits of requests that arrive together are counted in one pipelined round trip. */
@@ -49,7 +54,7 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   }
 
   async increment(key: string, ttl: number, limit: number, blockDuration: number, name: string): Promise<ThrottlerStorageRecord> {
-    const base = `${this.config.queuePrefix}:ratelimit:${name}:${key}`;
+    const base = throttlerKey(this.config.queuePrefix, name, key);
     const [hits, ttlMs, blockMs] = await this.hits.run({ base, ttl, limit, blockDuration: blockDuration || ttl });
     return {
       totalHits: hits,
@@ -67,13 +72,16 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
 }
 
 const AUTH_ROUTES = new Set(['signup', 'login']);
-const UNLIMITED = /^\/(health|metrics|docs)/;
+// Deliveries to inbound sources come from GitHub's and GitLab's addresses, which every tenant's
+// sources share: no per-address request limit, but the organization's event budget and, per
+// source and address, failed verifications (SourceFailureLimiter).
+const UNLIMITED = /^\/(health|metrics|docs|ingest\/)/;
 const PUBLISH_ROUTE = 'bellhop:publish-route';
 const reflector = new Reflector();
 
 /**
  * Marks a publish route: limited per organization by PublishRateLimiter (PUBLISH_RATE_LIMIT, a
- * batch counting its items), not by the per-credential `api` limit.
+ * batch counting its items), and per credential by the `publish` limit instead of `api`.
  */
 export const PublishRoute = () => SetMetadata(PUBLISH_ROUTE, true);
 
@@ -91,21 +99,6 @@ export function addressKey(address: string | undefined): string {
     return `ip:${groups[6] >> 8}.${groups[6] & 0xff}.${groups[7] >> 8}.${groups[7] & 0xff}`;
   }
   return 'ip6:' + groups.slice(0, 4).map((g) => g.toString(16)).join(':') + '::/64';
-}
-
-/** The eight 16-bit groups of a valid IPv6 address (with `::` and a dotted IPv4 tail expanded). */
-function ipv6Groups(address: string): number[] {
-  let text = address.toLowerCase();
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
-  if (v4) {
-    const [a, b, c, d] = v4.slice(1).map(Number);
-    text = text.slice(0, v4.index) + ((a << 8) | b).toString(16) + ':' + ((c << 8) | d).toString(16);
-  }
-  const [head, tail] = text.split('::') as [string, string | undefined];
-  const front = head ? head.split(':') : [];
-  const back = tail ? tail.split(':') : [];
-  const middle = tail === undefined ? [] : Array<string>(8 - front.length - back.length).fill('0');
-  return [...front, ...middle, ...back].map((g) => parseInt(g, 16));
 }
 
 /**
@@ -131,7 +124,9 @@ export const AUTH_FAILURES = 'authfail';
  * Per resolved credential (session id, API token id) on the API, per address on login and signup
  * and on public routes. RateLimitGuard runs after BearerGuard, so the credential is known; failed
  * authentication is limited per address by AuthFailureLimiter, inside BearerGuard. Publish routes
- * are limited per organization instead, by PublishRateLimiter.
+ * have limits of their own: events per organization (PublishRateLimiter), and requests per
+ * credential (`publish`), so that requests refused before their events are counted (an unknown
+ * project, an invalid body, a replay) are not free.
  */
 export const rateLimitModule = ThrottlerModule.forRootAsync({
   inject: [BELLHOP_CONFIG, REDIS],
@@ -148,6 +143,15 @@ export const rateLimitModule = ThrottlerModule.forRootAsync({
           const req = context.switchToHttp().getRequest<Request>();
           return UNLIMITED.test(req.path) || AUTH_ROUTES.has(context.getHandler().name) || reflector.get<boolean>(PUBLISH_ROUTE, context.getHandler()) === true;
         },
+        getTracker: (req: Record<string, any>) => requestKey(req as Request),
+      },
+      {
+        // PUBLISH_RATE_LIMIT's number as requests per window for each credential: a request that
+        // publishes carries at least one event, so a client publishing meets the events budget first.
+        name: 'publish',
+        limit: config.publishRateLimit.limit,
+        ttl: config.publishRateLimit.windowMs,
+        skipIf: (context: ExecutionContext) => reflector.get<boolean>(PUBLISH_ROUTE, context.getHandler()) !== true,
         getTracker: (req: Record<string, any>) => requestKey(req as Request),
       },
       {
@@ -264,13 +268,17 @@ export class PublishRateLimiter {
     if (!('bellhopPublishRelease' in redis)) redis.defineCommand('bellhopPublishRelease', { numberOfKeys: 1, lua: RELEASE });
   }
 
-  /** Takes `events` from the organization's budget, all or none; none fit: 429 with Retry-After until the window ends. */
+  /**
+   * Takes `events` from the organization's budget, all or none; none fit: 429 with Retry-After
+   * until the window ends. More events than a whole window holds: 422, as no wait would help.
+   */
   async admit(organizationId: string, events: number, res: Response): Promise<PublishAdmission> {
     const { limit, windowMs } = this.config.publishRateLimit;
     const budget = `${limit} events per ${windowMs / 1000}s for each organization`;
     if (events > limit) {
-      // It would never fit: say so, rather than have the client wait for a window that cannot take it.
-      throw rateLimited(res, windowMs, `A batch of ${events} events is more than the publish limit (${budget}) allows: send smaller batches`);
+      throw new AppError('validation_failed', `A batch may publish at most ${limit} new events (the publish limit is ${budget}); this one has ${events}: send smaller batches`, [
+        { path: '/events', message: `at most ${limit} new events` },
+      ]);
     }
     const key = `${this.config.queuePrefix}:ratelimit:publish:${organizationId}`;
     const [taken, value] = await this.admits.run({ key, events });
@@ -288,5 +296,115 @@ export class PublishRateLimiter {
     const pipeline = this.redis.pipeline();
     for (const admit of admits) void (pipeline as unknown as PublishRedis).bellhopPublishAdmit(admit.key, admit.events, limit, windowMs);
     return (await execPipeline(pipeline)) as Array<[0 | 1, number | string]>;
+  }
+}
+
+/** The named limit for failed verifications of deliveries to an inbound source. */
+export const SOURCE_FAILURES = 'sourcefail';
+
+/** The named limit for deliveries accepted by an inbound source (INGEST_RATE_LIMIT). */
+export const SOURCE_INGESTS = 'ingest';
+
+/**
+ * Bodies of one source read at once by one process: GitHub and GitLab deliver a hook's events one
+ * after another, so more than this at a time is a flood, refused before it costs a 5 MiB read.
+ */
+export const MAX_CONCURRENT_INGEST_READS = 8;
+
+const TOO_MANY_FAILURES = 'Too many failed verifications for this source from your address: retry after the Retry-After delay';
+
+/**
+ * Failed verifications (a bad or missing signature or token) of deliveries to an inbound source,
+ * per source and client address (IPv6 by /64), with AUTH_RATE_LIMIT's budget, in Redis so that
+ * replicas share it. Past the budget a failure is answered 429 instead of 401, as BearerGuard does:
+ * a delivery that verifies is never refused for its address's failures, since GitHub sends every
+ * customer's hooks from a small shared pool of addresses, and anyone who knows a source's URL could
+ * otherwise lock its real deliveries out. What bounds the cost of a flood of bad signatures is
+ * `gate`: at most MAX_CONCURRENT_INGEST_READS bodies of a source are read at once per process.
+ * Unknown source ids count as failed authentication of the address (AuthFailureLimiter); an
+ * address over that budget is refused unknown ids at the gate.
+ */
+@Injectable()
+export class SourceFailureLimiter {
+  /** Bodies being read, by source id (this process only). */
+  private readonly reading = new Map<string, number>();
+
+  constructor(
+    @Inject(ThrottlerStorage) private readonly storage: ThrottlerStorage,
+    @Inject(REDIS) private readonly redis: Redis,
+    private readonly prisma: PrismaService,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+  ) {}
+
+  private static key(sourceId: string, req: Request): string {
+    return `${sourceId}:${addressKey(clientAddress(req))}`;
+  }
+
+  /** Counts a failed verification; returns the error to answer with: 429 once over budget, else `unauthenticated`. */
+  async failed(sourceId: string, req: Request, res: Response, unauthenticated: Error): Promise<Error> {
+    const { limit, windowMs } = this.config.authRateLimit;
+    const record = await this.storage.increment(SourceFailureLimiter.key(sourceId, req), windowMs, limit, windowMs, SOURCE_FAILURES);
+    if (!record.isBlocked) return unauthenticated;
+    return rateLimited(res, record.timeToBlockExpire * 1000, TOO_MANY_FAILURES);
+  }
+
+  /**
+   * Express middleware for `/ingest/<sourceId>`, mounted ahead of the body reader, so that what it
+   * refuses is never read: a body of a source that already has MAX_CONCURRENT_INGEST_READS being
+   * read (429, Retry-After 1), and an address over its failed-authentication budget asking for a
+   * source that does not exist (looked up only then; a source that exists is still served, since
+   * GitHub's addresses meet deleted sources too). Redis failing lets the request through: the
+   * publish budget, checked later, needs Redis too.
+   */
+  gate(): (req: Request, res: Response & { on(event: 'close', listener: () => void): unknown }, next: (err?: unknown) => void) => void {
+    return (req, res, next) => {
+      const sourceId = /^\/([^/]+)\/?$/.exec(req.path)?.[1];
+      if (sourceId === undefined) return next();
+      const reading = this.reading.get(sourceId) ?? 0;
+      if (reading >= MAX_CONCURRENT_INGEST_READS) return next(rateLimited(res, 1000, 'Too many deliveries to this source at once: retry after the Retry-After delay'));
+      this.reading.set(sourceId, reading + 1);
+      let released = false;
+      // The slot is held until the body is read, or the request ends without it.
+      const release = () => {
+        if (released) return;
+        released = true;
+        const left = (this.reading.get(sourceId) ?? 1) - 1;
+        if (left > 0) this.reading.set(sourceId, left);
+        else this.reading.delete(sourceId);
+      };
+      req.once('end', release);
+      res.on('close', release);
+      this.redis
+        .pttl(throttlerKey(this.config.queuePrefix, AUTH_FAILURES, addressKey(clientAddress(req))) + ':blocked')
+        .then(async (address) => {
+          if (address > 0 && !(isId('source', sourceId) && (await this.prisma.source.count({ where: { id: sourceId } })) > 0)) {
+            return rateLimited(res, address, 'Too many failed attempts from your address: retry after the Retry-After delay');
+          }
+          return undefined;
+        })
+        .then(next, () => next());
+    };
+  }
+}
+
+/**
+ * Deliveries accepted per inbound source (INGEST_RATE_LIMIT), in Redis so that replicas share it:
+ * a captured GitLab token or GitHub body, replayed with fresh delivery ids, cannot publish faster
+ * than this. Taken only for a delivery that verifies and is new: a redelivery takes nothing.
+ */
+@Injectable()
+export class IngestRateLimiter {
+  constructor(
+    @Inject(ThrottlerStorage) private readonly storage: ThrottlerStorage,
+    @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+  ) {}
+
+  /** Takes one delivery from the source's budget; none left: 429 with Retry-After until the window ends. */
+  async admit(sourceId: string, res: Response): Promise<void> {
+    const { limit, windowMs } = this.config.ingestRateLimit;
+    const record = await this.storage.increment(sourceId, windowMs, limit, windowMs, SOURCE_INGESTS);
+    if (record.isBlocked) {
+      throw rateLimited(res, record.timeToBlockExpire * 1000, `Delivery limit of this source reached (${limit} per ${windowMs / 1000}s): retry after the Retry-After delay`);
+    }
   }
 }

@@ -396,3 +396,37 @@ export class AuditLog {
   @ApiProperty({ type: String, nullable: true })
   nextCursor: string | null;
 }
+
+export class SourceResponse {
+  @ApiProperty({ example: 'src_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T' })
+  id: string;
+  @ApiProperty()
+  projectId: string;
+  @ApiProperty({ example: 'acme/api on GitHub' })
+  name: string;
+  @ApiProperty({ enum: ['github', 'gitlab'] })
+  type: string;
+  @ApiProperty({ example: 'https://bellhop.example.com/ingest/src_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T', description: "<PUBLIC_URL>/ingest/<id>: paste it into GitHub's or GitLab's webhook settings" })
+  url: string;
+  @ApiProperty(dateTime)
+  createdAt: string;
+}
+
+export class SourceWithSecret {
+  @ApiProperty({ type: SourceResponse })
+  source: SourceResponse;
+  @ApiProperty({ example: '4f9c1e0b7a2d8e6f3c5b9a1d7e2f4c8b0a6d3e9f1c7b5a2e8d4f0c6b3a9e1d7f', description: "GitHub's Secret or GitLab's Secret token; shown only here" })
+  secret: string;
+}
+
+export class SourceList {
+  @ApiProperty({ type: [SourceResponse] })
+  sources: SourceResponse[];
+  @ApiProperty({ type: String, nullable: true })
+  nextCursor: string | null;
+}
+
+export class IngestAccepted {
+  @ApiProperty({ example: 'evt_01JH3Y8ZK6Q2WQ4M7N8P9R0S1T', description: 'The event published into the project; a redelivery answers with the same one' })
+  eventId: string;
+}

@@ -3,9 +3,9 @@ import { Prisma, PrismaService } from '@bellhop/database';
 import type { EventType } from '@bellhop/database';
 import {
   AppError,
+  CATALOG,
   CUSTOM_EVENT_TYPE_LIMITS,
   CUSTOM_EVENT_TYPE_PATTERN,
-  EVENT_TYPES,
   type PayloadProblem,
   SUBSCRIPTION_NAMES,
   checkCustomSchema,
@@ -13,6 +13,8 @@ import {
   findEventType,
   RESERVED_CATEGORIES,
   isBuiltInTypeName,
+  isSourceSubscription,
+  sourceKindOf,
   SANDBOX_BUSY_MESSAGE,
   SandboxFailure,
   cachedLinearValidator,
@@ -43,12 +45,19 @@ function rememberSandboxed(key: string): void {
   sandboxedKeys.add(key);
 }
 
-/** The sandbox's own refusal (the organization has too many schema checks waiting) as a 429. */
-async function inSandbox<T>(run: () => Promise<T>): Promise<T> {
+/**
+ * The sandbox's own refusal (the organization has too many schema checks waiting) as a 429 with
+ * Retry-After: 1, about the time its waiting checks take to run.
+ */
+export async function inSandbox<T>(run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
-    if (error instanceof SandboxFailure && error.reason === 'busy') throw new AppError('rate_limited', SANDBOX_BUSY_MESSAGE);
+    if (error instanceof SandboxFailure && error.reason === 'busy') {
+      const busy = new AppError('rate_limited', SANDBOX_BUSY_MESSAGE);
+      busy.retryAfterSeconds = 1;
+      throw busy;
+    }
     throw error;
   }
 }
@@ -64,7 +73,7 @@ export class EventTypesService {
     private readonly audit: AuditService,
   ) {}
 
-  static presentBuiltIn(t: (typeof EVENT_TYPES)[number]) {
+  static presentBuiltIn(t: (typeof CATALOG)[number]) {
     return { type: t.type, category: t.category, description: t.description, schema: t.schema, example: t.example, source: 'builtin' as const };
   }
 
@@ -91,7 +100,7 @@ export class EventTypesService {
       where: { projectId, organizationId: tenant.organizationId, ...(category ? { category } : {}) },
       orderBy: { type: 'asc' },
     });
-    const builtIn = EVENT_TYPES.filter((t) => !category || t.category === category).map(EventTypesService.presentBuiltIn);
+    const builtIn = CATALOG.filter((t) => !category || t.category === category).map(EventTypesService.presentBuiltIn);
     return { eventTypes: [...builtIn, ...own.map(EventTypesService.presentCustom)] };
   }
 
@@ -221,6 +230,8 @@ export class EventTypesService {
       let found: PayloadProblem[];
       if (builtIn?.internal) {
         found = [{ path: `${at(i)}/event`, message: `${item.event} is raised by Bellhop itself and cannot be published` }];
+      } else if (sourceKindOf(item.event)) {
+        found = [{ path: `${at(i)}/event`, message: `${item.event} is published by the project's inbound ${sourceKindOf(item.event)} sources only (POST /ingest/{sourceId})` }];
       } else if (builtIn) {
         found = validateEventData(item.event, item.data).map((p) => ({ path: `${at(i)}/data${p.path}`, message: p.message }));
         if (found.length === 0) categories[i] = builtIn.category;
@@ -283,7 +294,8 @@ export class EventTypesService {
    * are share-locked until the caller's transaction ends, so none is deleted under a new subscriber.
    */
   async assertSubscribable(db: Db, tenant: TenantScope, projectId: string, names: readonly string[]): Promise<void> {
-    const unknown = names.filter((name) => !SUBSCRIPTION_NAMES.includes(name));
+    // Source events (github.push, gitlab.*) are built in by family: GitHub and GitLab name them.
+    const unknown = names.filter((name) => !SUBSCRIPTION_NAMES.includes(name) && !isSourceSubscription(name));
     if (unknown.length === 0) return;
     const types = unknown.filter((name) => !name.endsWith('.*'));
     const categories = unknown.filter((name) => name.endsWith('.*')).map((name) => name.slice(0, -2));
@@ -300,7 +312,7 @@ export class EventTypesService {
     const missing = [...types.filter((type) => !knownTypes.has(type)), ...categories.filter((c) => !knownCategories.has(c)).map((c) => `${c}.*`)];
     if (missing.length > 0) {
       throw AppError.validation([
-        { field: 'events', message: `unknown event types: ${missing.join(', ')} (built in: ${SUBSCRIPTION_NAMES.join(', ')}; or one of the project's own types, or "<category>.*" of one of their categories)` },
+        { field: 'events', message: `unknown event types: ${missing.join(', ')} (built in: ${SUBSCRIPTION_NAMES.join(', ')}; or one of the project's own types, or "<category>.*" of one of their categories; or github.<event>, gitlab.<object_kind>, github.*, gitlab.*)` },
       ]);
     }
   }

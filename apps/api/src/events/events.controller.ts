@@ -1,7 +1,7 @@
 import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { AppError, EVENT_TYPES } from '@bellhop/domain';
+import { AppError, CATALOG } from '@bellhop/domain';
 import { Authenticated, Public, Tenant } from '../auth/auth.guards';
 import { TenantScope } from '../auth/principal';
 import { PublishRateLimiter, PublishRoute } from '../common/rate-limit';
@@ -25,7 +25,7 @@ export class EventsController {
   @ApiOkResponse({ type: EventTypeList })
   eventTypes() {
     return {
-      eventTypes: EVENT_TYPES.map(EventTypesService.presentBuiltIn),
+      eventTypes: CATALOG.map(EventTypesService.presentBuiltIn),
     };
   }
 

@@ -83,7 +83,8 @@ export class EventsService implements BeforeApplicationShutdown {
 
   /**
    * Publishes one event after checking it (nothing is written for a payload that cannot be
-   * published: 422 with JSON Pointers into `data`), then taking it from the organization's budget.
+   * published: 422 with JSON Pointers into `data`), then taking it from the organization's budget,
+   * unless its Idempotency-Key was seen before: a replay publishes nothing, and takes nothing.
    */
   async publishChecked(tenant: TenantScope, projectId: string, input: { event: string; data: unknown; idempotencyKey?: string }, admit: PublishAdmit): Promise<PublishResult> {
     const { problems, categories } = await this.eventTypes.checkPublish(tenant, projectId, [input], () => '');
@@ -92,6 +93,11 @@ export class EventsService implements BeforeApplicationShutdown {
       const message = problems.some((p) => p.path === '/event') ? problems[0].message : `data does not match the schema of ${input.event}`;
       throw new AppError('validation_failed', message, paths);
     }
+    if (input.idempotencyKey !== undefined) {
+      const replayed = (await this.published(tenant, projectId, [input.idempotencyKey])).get(input.idempotencyKey);
+      if (replayed) return replayed;
+    }
+    // A key first seen meanwhile (a concurrent publish) is handed back once the write finds it.
     const admission = await admit(1);
     return this.counted(admission, 1, () => this.publish(tenant, projectId, { ...input, category: categories[0]! }), (result) => (result.replayed ? 1 : 0));
   }
@@ -99,32 +105,52 @@ export class EventsService implements BeforeApplicationShutdown {
   /**
    * Publishes 1 to 100 events in order, all in one statement (every event and its deliveries
    * committed together, or none), after all of them were checked. An item whose idempotency key
-   * was seen before answers with the first event, `replayed: true`.
+   * was seen before answers with the first event, `replayed: true`, and takes nothing from the
+   * organization's budget.
    */
   async publishBatch(tenant: TenantScope, projectId: string, inputs: Array<{ event: string; data: unknown; idempotencyKey?: string }>, admit: PublishAdmit) {
     const { problems, categories } = await this.eventTypes.checkPublish(tenant, projectId, inputs, (i) => `/events/${i}`);
     if (problems.length > 0) throw new AppError('validation_failed', 'Some events of the batch cannot be published; none was', problems.slice(0, 50));
-    // The whole batch fits in the organization's budget, or none of it is written.
-    const admission = await admit(inputs.length);
-    const createdAt = new Date();
-    const items: PublishItem[] = inputs.map((input, i) => ({
-      organizationId: tenant.organizationId,
+    const seen = await this.published(
+      tenant,
       projectId,
-      event: input.event,
-      category: categories[i]!,
-      data: input.data,
-      idempotencyKey: input.idempotencyKey ?? null,
-      test: false,
-      webhookId: null,
-      createdAt,
-      eventId: newId('event'),
-    }));
-    const outcomes = await this.counted(admission, items.length, () => this.publishMany(items), (all) => all.filter((outcome) => outcome.kind !== 'published').length);
-    if (outcomes.some((outcome) => outcome.kind === 'project_not_found')) throw AppError.notFound('Project');
+      inputs.flatMap((input) => (input.idempotencyKey === undefined ? [] : [input.idempotencyKey])),
+    );
+    const createdAt = new Date();
+    const items = new Map<number, PublishItem>();
+    for (const [i, input] of inputs.entries()) {
+      if (input.idempotencyKey !== undefined && seen.has(input.idempotencyKey)) continue;
+      items.set(i, {
+        organizationId: tenant.organizationId,
+        projectId,
+        event: input.event,
+        category: categories[i]!,
+        data: input.data,
+        idempotencyKey: input.idempotencyKey ?? null,
+        test: false,
+        webhookId: null,
+        createdAt,
+        eventId: newId('event'),
+      });
+    }
+    // The new events all fit in the organization's budget, or none of them is written. Keys first
+    // seen meanwhile (a concurrent publish) are handed back once the write finds them.
+    const fresh = [...items.values()];
+    const outcomes = new Map<PublishItem, PublishOutcome>();
+    if (fresh.length > 0) {
+      const admission = await admit(fresh.length);
+      const written = await this.counted(admission, fresh.length, () => this.publishMany(fresh), (all) => all.filter((outcome) => outcome.kind !== 'published').length);
+      if (written.some((outcome) => outcome.kind === 'project_not_found')) throw AppError.notFound('Project');
+      for (const [k, outcome] of written.entries()) outcomes.set(fresh[k], outcome);
+    }
     const events = [];
-    for (const [i, outcome] of outcomes.entries()) {
-      const item = items[i];
-      if (outcome.kind === 'published') {
+    for (const [i, input] of inputs.entries()) {
+      const item = items.get(i);
+      const outcome = item ? outcomes.get(item)! : undefined;
+      if (!item || !outcome) {
+        const first = seen.get(input.idempotencyKey!)!;
+        events.push({ ...first.event, deliveries: first.deliveries, replayed: true });
+      } else if (outcome.kind === 'published') {
         events.push({ ...present.event({ id: outcome.eventId, type: item.event, createdAt, projectId }), deliveries: outcome.deliveryIds.length, replayed: false });
       } else {
         const first = await this.replay(projectId, item.idempotencyKey!);
@@ -135,12 +161,33 @@ export class EventsService implements BeforeApplicationShutdown {
   }
 
   /**
+   * Publishes what an inbound source received (`github.push`, `gitlab.merge_request`): the payload
+   * is the sender's, so there is no schema to check it against, but it takes the same organization
+   * budget, idempotency and fan-out as any publish (a redelivery takes nothing). `category` is
+   * `source`, the catalog's: `source.*` subscribers receive it, and `github.*` ones by its family
+   * (subscriptionsFor).
+   */
+  async publishFromSource(
+    organizationId: string,
+    projectId: string,
+    input: { event: string; category: string; data: unknown; idempotencyKey?: string },
+    admit: PublishAdmit,
+  ): Promise<PublishResult> {
+    if (input.idempotencyKey !== undefined) {
+      const replayed = (await this.published({ organizationId }, projectId, [input.idempotencyKey])).get(input.idempotencyKey);
+      if (replayed) return replayed;
+    }
+    const admission = await admit(1);
+    return this.counted(admission, 1, () => this.publish({ organizationId }, projectId, input), (result) => (result.replayed ? 1 : 0));
+  }
+
+  /**
    * Stores the event and one delivery per subscribed, enabled webhook in one statement, then
    * enqueues by delivery id. Once this returns, the event is durable: if the enqueue fails or
    * never happens, the sweeper dispatches the committed rows.
    */
   async publish(
-    tenant: TenantScope,
+    tenant: Pick<TenantScope, 'organizationId'>,
     projectId: string,
     input: { event: string; category: string; data: unknown; idempotencyKey?: string; test?: boolean; webhookId?: string },
   ): Promise<PublishResult> {
@@ -210,7 +257,7 @@ export class EventsService implements BeforeApplicationShutdown {
              WITH ORDINALITY AS x(organization_id, project_id, type, webhook_id, subscriptions, k)
         JOIN projects p ON p.id = x.project_id AND p.organization_id = x.organization_id
         LEFT JOIN webhooks w ON w.project_id = p.id AND w.deleted_at IS NULL
-             -- The type's name, "*" or its category's "<category>.*": one array overlap.
+             -- The type's name, "*", its category's "<category>.*" (a source event's family's too): one array overlap.
              AND CASE WHEN x.webhook_id IS NULL THEN w.enabled AND w.events && x.subscriptions::text[] ELSE w.id = x.webhook_id END
        GROUP BY x.k, p.name`;
     const targets = new Map(found.map((row) => [targetKey(distinct[row.k - 1]), row]));
@@ -313,6 +360,20 @@ export class EventsService implements BeforeApplicationShutdown {
   /** At shutdown, before Redis closes: let the enqueues in progress (and any they make room for) finish. */
   async beforeApplicationShutdown(): Promise<void> {
     while (this.enqueuing.size > 0) await Promise.allSettled([...this.enqueuing]);
+  }
+
+  /**
+   * The events already published in the project under these idempotency keys, as their replays
+   * answer, in one lookup of the (project, key) index. Scoped by organization: a stranger's
+   * project has none, and goes on to its 404.
+   */
+  private async published(tenant: Pick<TenantScope, 'organizationId'>, projectId: string, keys: string[]): Promise<Map<string, PublishResult>> {
+    if (keys.length === 0) return new Map();
+    const rows = await this.prisma.event.findMany({
+      where: { projectId, organizationId: tenant.organizationId, idempotencyKey: { in: [...new Set(keys)] } },
+      select: { id: true, type: true, createdAt: true, projectId: true, idempotencyKey: true, _count: { select: { deliveries: true } } },
+    });
+    return new Map(rows.map((row) => [row.idempotencyKey!, { replayed: true, event: present.event(row), deliveries: row._count.deliveries, deliveryIds: [] }]));
   }
 
   /** The same Idempotency-Key again: the first event, and nothing sent twice. */

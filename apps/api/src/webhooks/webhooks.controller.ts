@@ -1,7 +1,7 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Res } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Req, Res } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
-import type { Response } from 'express';
-import { AppError, findEventType, firstSubscribedType } from '@bellhop/domain';
+import type { Request, Response } from 'express';
+import { AppError, findEventType, firstSubscribedType, sourceTestEvent, sourceTestType } from '@bellhop/domain';
 import { Audit, Authenticated, Tenant } from '../auth/auth.guards';
 import type { AuditContext } from '../common/audit.service';
 import { TenantScope } from '../auth/principal';
@@ -89,6 +89,7 @@ export class WebhooksController {
     @Param('webhookId') webhookId: string,
     @Body() dto: TestWebhookDto,
     @Query('wait') wait: string | undefined,
+    @Req() req: Request,
     @Res({ passthrough: true }) res: Response,
   ) {
     const webhook = await this.webhooks.find(tenant, webhookId);
@@ -96,10 +97,10 @@ export class WebhooksController {
     const [first] = webhook.events;
     const type =
       dto.event ??
-      (!first.endsWith('*') ? first : (firstSubscribedType([first]) ?? (await this.eventTypes.firstOfCategory(tenant, webhook.projectId, first.slice(0, -2)))));
+      (!first.endsWith('*') ? first : (firstSubscribedType([first]) ?? sourceTestType(first) ?? (await this.eventTypes.firstOfCategory(tenant, webhook.projectId, first.slice(0, -2)))));
     if (!type) throw AppError.validation([{ field: 'event', message: `name the event type to send: ${first} matches no type yet` }]);
     const builtIn = findEventType(type);
-    const sent = builtIn ? { category: builtIn.category, data: builtIn.example } : await this.eventTypes.testEventFor(tenant, webhook.projectId, type);
+    const sent = builtIn ? { category: builtIn.category, data: builtIn.example } : (sourceTestEvent(type) ?? (await this.eventTypes.testEventFor(tenant, webhook.projectId, type)));
     if (!sent) throw AppError.validation([{ field: 'event', message: `${type} is neither a built-in event type nor one of the project's own` }]);
     const published = await this.events.publish(tenant, webhook.projectId, { event: type, category: sent.category, data: sent.data, test: true, webhookId: webhook.id });
     const [deliveryId] = published.deliveryIds;
@@ -107,10 +108,15 @@ export class WebhooksController {
     if (deliveryId === undefined) throw AppError.notFound('Webhook');
     if (wait === 'true' || wait === '1') {
       // The response closing before it is written means the client went away: stop waiting for it.
+      // So does the connection closing: a response queued behind another request pipelined on
+      // the same connection has no socket yet, and gets no 'close' of its own when it goes. The
+      // connection's listener is removed at the end, as a keep-alive connection outlives many requests.
       const gone = new AbortController();
       const onClose = () => gone.abort();
+      const connection = req.socket;
       res.once('close', onClose);
-      if (res.closed) gone.abort();
+      connection.once('close', onClose);
+      if (res.closed || connection.destroyed) gone.abort();
       try {
         const waited = await this.deliveries.waitForFirstAttempt(tenant, deliveryId, gone.signal);
         // Nobody is left to answer.
@@ -119,6 +125,7 @@ export class WebhooksController {
         return { delivery: waited.delivery };
       } finally {
         res.off('close', onClose);
+        connection.off('close', onClose);
       }
     }
     return { delivery: await this.deliveries.summary(tenant, deliveryId) };

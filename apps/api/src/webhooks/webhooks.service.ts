@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { Prisma, PrismaService } from '@bellhop/database';
-import { DeliveryStore } from '@bellhop/delivery';
+import { DeliveryStore, TestAttemptAnnouncer } from '@bellhop/delivery';
 import type { Webhook } from '@bellhop/database';
 import { AppError, checkTemplate, checkWebhookHeaders, checkWebhookUrl, defaultWebhookName, newId } from '@bellhop/domain';
 import { parseRetrySchedule } from '../common/validators';
@@ -21,6 +21,7 @@ export class WebhooksService {
     private readonly deliveries: DeliveryStore,
     private readonly eventTypes: EventTypesService,
     @Inject(BELLHOP_CONFIG) private readonly config: BellhopConfig,
+    private readonly testAttempts: TestAttemptAnnouncer,
   ) {}
 
   /**
@@ -155,13 +156,16 @@ export class WebhooksService {
     const now = new Date();
     // Deliveries before the webhook row: the order in which a worker's recording locks them, so
     // that a delete and a recording never wait on each other in a circle.
-    await this.prisma.$transaction([
+    const [cancelledTests] = await this.prisma.$transaction([
       this.deliveries.cancelForWebhook(current.id),
       this.prisma.webhook.update({ where: { id: current.id }, data: { deletedAt: now, enabled: false } }),
       this.prisma.auditLogEntry.create({
         data: this.audit.entry({ ...this.auditBase(tenant, context), action: 'webhook.deleted', target: { type: 'webhook', id } }),
       }),
     ]);
+    // Committed: `?wait=true` requests for these tests, in any API process, can answer with them
+    // cancelled. Not awaited: the delete does not depend on Redis (a lost announcement only delays them).
+    for (const { id: deliveryId } of cancelledTests) void this.testAttempts.recorded(deliveryId);
   }
 
   async revealSecret(tenant: TenantScope, id: string, context: AuditContext) {

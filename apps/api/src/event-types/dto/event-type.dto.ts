@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsObject, IsOptional, Matches, MaxLength } from 'class-validator';
-import { CATEGORY_PATTERN, CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, EVENT_CATEGORIES } from '@bellhop/domain';
+import { CATEGORY_PATTERN, CUSTOM_EVENT_TYPE_LIMITS, CUSTOM_EVENT_TYPE_PATTERN, EVENT_CATEGORIES, SOURCE_CATEGORY } from '@bellhop/domain';
 import { IsOptionalNotNull, IsText, RawJson } from '../../common/validators';
 
 export class CreateEventTypeDto {
@@ -51,7 +51,7 @@ export class UpdateEventTypeDto {
 }
 
 export class EventTypesQuery {
-  @ApiPropertyOptional({ example: 'baseline', description: `Only this category (built in: ${EVENT_CATEGORIES.join(', ')})` })
+  @ApiPropertyOptional({ example: 'baseline', description: `Only this category (built in: ${[...EVENT_CATEGORIES, SOURCE_CATEGORY].join(', ')})` })
   @IsOptionalNotNull()
   @IsText()
   @MaxLength(CUSTOM_EVENT_TYPE_LIMITS.categoryMaxLength)

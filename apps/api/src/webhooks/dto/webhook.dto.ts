@@ -51,7 +51,7 @@ const Subscriptions = (required: boolean) =>
       example: ['baseline.drift_detected'],
       type: [String],
       maxItems: MAX_SUBSCRIPTIONS,
-      description: `Event types (built in: ${SUBSCRIPTION_NAMES.join(', ')}; or the project's own), "*" (every type) or "<category>.*"`,
+      description: `Event types (built in: ${SUBSCRIPTION_NAMES.join(', ')}; or the project's own; or an inbound source's: github.<event>, gitlab.<object_kind>, github.*, gitlab.*), "*" (every type) or "<category>.*"`,
     }),
     ...(required ? [] : [IsOptionalNotNull()]),
     ArrayMinSize(1, { message: 'events must name at least one event type' }),
