@@ -137,10 +137,16 @@ describe('delivery lifecycle races, with the worker in real processes', () => {
     killing = false;
     await killer;
 
+    // Within the lease (DELIVERY_TIMEOUT + 30 s): past it an unrecorded attempt would be sent again,
+    // which the checks below catch. On a timeout, say which rows were left and what the worker logged.
     const deliveries = await eventually(async () => {
       const rows = await Promise.all(events.map(deliveryOf));
       return rows.every((row) => row?.status === 'succeeded') ? rows : undefined;
-    }, 20_000);
+    }, 30_000).catch(async (err: Error) => {
+      const rows = await Promise.all(events.map(deliveryOf));
+      const left = rows.filter((row) => row?.status !== 'succeeded');
+      throw new Error(`${err.message}: ${left.length} not succeeded, e.g. ${JSON.stringify(left.slice(0, 3))}; worker log tail: ${worker.output().slice(-3000)}`);
+    });
     const attempts = await attemptsOf(deliveries.map((d) => d.id));
     expect(killed).toBeGreaterThan(0);
     // The kills did hit recordings: the worker retried them.
