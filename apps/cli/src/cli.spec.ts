@@ -111,6 +111,12 @@ describe('bellhop command line', () => {
           expect(result.stderr).toContain(`The stored login is for https://bellhop.example.com, not ${api}: set BELLHOP_TOKEN, or run \`bellhop login --api ${api}\``);
         }
         expect(authorizations).toEqual([]);
+        // Logout pointed at another API keeps the stored login (its session is still to revoke).
+        const logout = await bellhop(['logout', '--api', api], env);
+        expect(logout.code).toBe(3);
+        expect(logout.stderr).toContain('The stored login is for https://bellhop.example.com');
+        expect(existsSync(path)).toBe(true);
+        expect(authorizations).toEqual([]);
         writeFileSync(path, JSON.stringify({ api: `${api}/`, token: 'stored-session' }));
         expect((await bellhop(['projects', 'list', '--api', api], env)).code).toBe(0);
         expect(authorizations).toEqual(['Bearer stored-session']);

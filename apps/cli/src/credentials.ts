@@ -67,6 +67,9 @@ export function deleteCredentials(path: string): boolean {
   }
 }
 
+/** The stored login belongs to another API than the one asked for: its token is not sent there. */
+export class StoredLoginElsewhere extends CliError {}
+
 export interface Resolved {
   api: string;
   token: string | null;
@@ -83,7 +86,7 @@ export function resolveCredentials(stored: Credentials | null, env: NodeJS.Proce
   const api = apiFlag || env.BELLHOP_API || stored?.api || DEFAULT_API;
   if (env.BELLHOP_TOKEN) return { api, token: env.BELLHOP_TOKEN, tokenSource: 'env' };
   if (stored && !sameApi(api, stored.api)) {
-    throw new CliError(
+    throw new StoredLoginElsewhere(
       `The stored login is for ${stored.api}, not ${api}: set BELLHOP_TOKEN, or run \`bellhop login --api ${api}\``,
       ExitCode.unauthenticated,
     );

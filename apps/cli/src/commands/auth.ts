@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { ApiClient, ApiError, NetworkError } from '../api-client';
-import { DEFAULT_API, deleteCredentials, isApiToken, Resolved, writeCredentials } from '../credentials';
+import { DEFAULT_API, deleteCredentials, isApiToken, Resolved, StoredLoginElsewhere, writeCredentials } from '../credentials';
 import { Context, Io } from '../context';
 import { CliError, ExitCode, usageError } from '../exit-codes';
 import { table } from '../format';
@@ -60,7 +60,10 @@ export function registerAuth(program: Command, io: Io): void {
       let resolved: Resolved;
       try {
         resolved = ctx.resolved();
-      } catch {
+      } catch (err) {
+        // A login stored for another API is left alone: deleting it here would leave its session
+        // valid there, unrevoked. Logging out of that API is `bellhop logout` without the override.
+        if (err instanceof StoredLoginElsewhere) throw err;
         // An unreadable or damaged file holds no session to revoke: deleting it is all logout can do.
         resolved = { api: DEFAULT_API, token: null, tokenSource: null };
       }
