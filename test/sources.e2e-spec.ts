@@ -1,14 +1,15 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { sign } from '@octokit/webhooks-methods';
 import { Client } from 'pg';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { bellwetherSignature, decryptSecret, encryptSecret, secretsKeyId } from '@bellhop/signing';
-import { MAX_CONCURRENT_INGEST_READS } from '../apps/api/src/common/rate-limit';
+import { MAX_CONCURRENT_INGEST_READS, MAX_CONCURRENT_INGEST_READS_PER_ADDRESS } from '../apps/api/src/common/rate-limit';
+import { INGEST_BODY_DEADLINE } from '../apps/api/src/sources/ingest-body';
 import { runCaptured } from '../apps/cli/src/testing';
 import { Receiver } from './support/receiver';
 import { Stack, startStack } from './support/stack';
@@ -50,7 +51,11 @@ describe('inbound sources (GitHub and GitLab)', () => {
     await db.connect();
   });
 
+  /** Files a test leaves for afterAll to remove. */
+  const afterAllCleanups: Array<() => void> = [];
+
   afterAll(async () => {
+    for (const cleanup of afterAllCleanups) cleanup();
     await db?.end();
     await stack?.stop();
     await receiver?.stop();
@@ -462,6 +467,140 @@ describe('inbound sources (GitHub and GitLab)', () => {
     expect(res.headers.connection).toBe('close');
     expect(JSON.parse(res.body)).toEqual(errorShape(413, 'payload_too_large'));
     expect(Date.now() - started).toBeLessThan(1500);
+  });
+
+  it('answers a declared body over 5 MiB with 413 that the sender receives, not a reset, while it still sends the body', async () => {
+    const a = await newTenant();
+    const { source } = await createSource(a, 'github');
+    const dir = mkdtempSync(path.join(tmpdir(), 'bellhop-ingest-'));
+    const file = path.join(dir, 'big.json');
+    writeFileSync(file, Buffer.alloc(8 * MiB, 'x'));
+    afterAllCleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // As curl sends it: with `Expect: 100-continue`, and without.
+    for (const expectHeader of ['Expect: 100-continue', 'Expect:']) {
+      for (let i = 0; i < 5; i++) {
+        const args = ['-sS', '-o', '-', '-w', '\n%{http_code}', '--data-binary', `@${file}`, '-H', 'Content-Type: application/json', '-H', expectHeader, '-H', `X-Forwarded-For: ${address()}`, `${stack.url}/ingest/${source.id}`];
+        const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const curl = spawn('curl', args);
+          let stdout = '';
+          let stderr = '';
+          curl.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
+          curl.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+          curl.on('close', (exit) => resolve({ code: exit, stdout, stderr }));
+        });
+        expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+        const [body, status] = stdout.split('\n');
+        expect(status).toBe('413');
+        expect(JSON.parse(body)).toEqual(errorShape(413, 'payload_too_large'));
+      }
+    }
+  });
+
+  it('answers a path that names no source 404 without reading its body or taking a read, and counts a percent-encoded id as its source', async () => {
+    const a = await newTenant();
+    const { source, secret } = await createSource(a, 'github');
+    // Answered before the body is sent: no read of a body that cannot be delivered.
+    for (const pathname of ['/ingest/anything', '/ingest/a/b', `/ingest/${source.id}/x`, '/ingest/%E0%A4%A']) {
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.request(new URL(pathname, stack.url!), {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'Content-Length': String(4 * MiB), 'X-Forwarded-For': address() },
+        });
+        req.on('response', (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (data: string) => (text += data));
+          res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+        });
+        req.on('error', reject);
+        req.flushHeaders();
+      });
+      expect(answer.status).toBe(404);
+      expect(JSON.parse(answer.body)).toEqual(errorShape(404, 'not_found'));
+    }
+    // `%73rc_…` is the same source as `src_…`, and shares its reads.
+    const encoded = `/ingest/%73${source.id.slice(1)}`;
+    const open = Array.from({ length: MAX_CONCURRENT_INGEST_READS }, () => {
+      const req = http.request(new URL(encoded, stack.url!), { method: 'POST', headers: { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'X-Forwarded-For': address() } });
+      req.on('error', () => undefined);
+      req.write('{"pad": "');
+      return req;
+    });
+    try {
+      const refused = await eventually(async () => {
+        const res = await fromGitHub(source.id, { secret, from: address() });
+        return res.status === 429 ? res : undefined;
+      });
+      expect(refused.body).toEqual(errorShape(429, 'rate_limited'));
+    } finally {
+      for (const req of open) req.destroy();
+    }
+    const served = await eventually(async () => {
+      const res = await stack.http().post(encoded).set('X-Forwarded-For', '140.82.115.1').set('Content-Type', 'application/json').set('X-GitHub-Event', 'push').set('X-GitHub-Delivery', randomUUID()).set('X-Hub-Signature-256', await sign(secret, GITHUB_PUSH)).send(GITHUB_PUSH);
+      return res.status === 202 ? res : undefined;
+    });
+    expect(served.status).toBe(202);
+  });
+
+  it("lets one address hold MAX_CONCURRENT_INGEST_READS_PER_ADDRESS of a source's reads, so that another's signed delivery is served", async () => {
+    const a = await newTenant();
+    const { source, secret } = await createSource(a, 'github');
+    const url = new URL(`/ingest/${source.id}`, stack.url!);
+    const slow = address();
+    const hold = () => {
+      const req = http.request(url, { method: 'POST', headers: { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'X-Forwarded-For': slow } });
+      req.on('error', () => undefined);
+      req.write('{"pad": "');
+      return req;
+    };
+    const open = Array.from({ length: MAX_CONCURRENT_INGEST_READS }, hold);
+    try {
+      // The address's own further deliveries are refused once it holds its share.
+      const refused = await eventually(async () => {
+        const res = await fromGitHub(source.id, { secret, from: slow });
+        return res.status === 429 ? res : undefined;
+      });
+      expect(refused.body).toEqual(errorShape(429, 'rate_limited'));
+      expect((await fromGitHub(source.id, { secret, from: address() })).status).toBe(202);
+    } finally {
+      for (const req of open) req.destroy();
+    }
+  });
+
+  it('answers a body that has not arrived by the ingest deadline 408, freeing its read', async () => {
+    const a = await newTenant();
+    const { source, secret } = await createSource(a, 'github');
+    const shortened = jest.replaceProperty(INGEST_BODY_DEADLINE, 'ms', 300);
+    try {
+      const from = address();
+      const answers = await Promise.all(
+        Array.from({ length: MAX_CONCURRENT_INGEST_READS_PER_ADDRESS }, () => new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const req = http.request(new URL(`/ingest/${source.id}`, stack.url!), { method: 'POST', headers: { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'X-Forwarded-For': from } });
+          // A byte every 50 ms: never idle, never done.
+          const trickle = setInterval(() => req.write(' '), 50);
+          req.on('response', (res) => {
+            clearInterval(trickle);
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (data: string) => (text += data));
+            res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+          });
+          req.on('error', (err) => {
+            clearInterval(trickle);
+            reject(err);
+          });
+          req.write('{"pad": "');
+        })),
+      );
+      for (const answer of answers) {
+        expect(answer.status).toBe(408);
+        expect(JSON.parse(answer.body)).toEqual(errorShape(408, 'bad_request'));
+      }
+      // The address's reads are free again.
+      expect((await fromGitHub(source.id, { secret, from })).status).toBe(202);
+    } finally {
+      shortened.restore();
+    }
   });
 
   it('delivers every source event to source.* subscribers, and each family to its own github.* or gitlab.* subscribers', async () => {

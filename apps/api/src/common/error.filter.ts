@@ -85,6 +85,9 @@ export class ErrorFilter implements ExceptionFilter {
       if (bodyError.status === 415) {
         return { statusCode: 400, error: 'Unsupported charset or content encoding: send UTF-8 JSON', code: 'bad_request', details: [], requestId };
       }
+      if (bodyError.status === 408) {
+        return { statusCode: 408, error: 'Request body not received in time', code: 'bad_request', details: [], requestId };
+      }
       if (bodyError.type === 'entity.too.large') {
         return { statusCode: 413, error: 'Request body is too large', code: 'payload_too_large', details: [], requestId };
       }

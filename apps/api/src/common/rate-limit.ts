@@ -311,7 +311,26 @@ export const SOURCE_INGESTS = 'ingest';
  */
 export const MAX_CONCURRENT_INGEST_READS = 8;
 
+/**
+ * Of those, bodies read at once from one client address (IPv6 by /64): one address holding slow
+ * bodies cannot take all of a source's reads and lock its real deliveries out.
+ */
+export const MAX_CONCURRENT_INGEST_READS_PER_ADDRESS = 2;
+
 const TOO_MANY_FAILURES = 'Too many failed verifications for this source from your address: retry after the Retry-After delay';
+
+/** The source id of an /ingest path (`/<sourceId>`, percent-decoded), or undefined when it cannot name a source. */
+function ingestSourceId(path: string): string | undefined {
+  const segment = /^\/([^/]+)\/?$/.exec(path)?.[1];
+  if (segment === undefined) return undefined;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+  return isId('source', decoded) ? decoded : undefined;
+}
 
 /**
  * Failed verifications (a bad or missing signature or token) of deliveries to an inbound source,
@@ -326,7 +345,7 @@ const TOO_MANY_FAILURES = 'Too many failed verifications for this source from yo
  */
 @Injectable()
 export class SourceFailureLimiter {
-  /** Bodies being read, by source id (this process only). */
+  /** Bodies being read, by source id and by `<sourceId>:<address>` (this process only). */
   private readonly reading = new Map<string, number>();
 
   constructor(
@@ -350,34 +369,45 @@ export class SourceFailureLimiter {
 
   /**
    * Express middleware for `/ingest/<sourceId>`, mounted ahead of the body reader, so that what it
-   * refuses is never read: a body of a source that already has MAX_CONCURRENT_INGEST_READS being
-   * read (429, Retry-After 1), and an address over its failed-authentication budget asking for a
+   * refuses is never read: a path that is not one well-formed source id (404), a body of a source
+   * that already has MAX_CONCURRENT_INGEST_READS being read, or MAX_CONCURRENT_INGEST_READS_PER_ADDRESS
+   * from the same address (429, Retry-After 1), and an address over its failed-authentication budget asking for a
    * source that does not exist (looked up only then; a source that exists is still served, since
    * GitHub's addresses meet deleted sources too). Redis failing lets the request through: the
    * publish budget, checked later, needs Redis too.
    */
   gate(): (req: Request, res: Response & { on(event: 'close', listener: () => void): unknown }, next: (err?: unknown) => void) => void {
     return (req, res, next) => {
-      const sourceId = /^\/([^/]+)\/?$/.exec(req.path)?.[1];
-      if (sourceId === undefined) return next();
+      // Keyed on the id as the handler decodes it (`%73rc_…` is the same source); a path that can
+      // name no source is answered 404 at once, never read, and takes no slot.
+      const sourceId = ingestSourceId(req.path);
+      if (sourceId === undefined) return next(AppError.notFound('Source'));
+      const client = SourceFailureLimiter.key(sourceId, req);
       const reading = this.reading.get(sourceId) ?? 0;
-      if (reading >= MAX_CONCURRENT_INGEST_READS) return next(rateLimited(res, 1000, 'Too many deliveries to this source at once: retry after the Retry-After delay'));
+      const readingForClient = this.reading.get(client) ?? 0;
+      if (reading >= MAX_CONCURRENT_INGEST_READS || readingForClient >= MAX_CONCURRENT_INGEST_READS_PER_ADDRESS) {
+        return next(rateLimited(res, 1000, 'Too many deliveries to this source at once: retry after the Retry-After delay'));
+      }
       this.reading.set(sourceId, reading + 1);
+      this.reading.set(client, readingForClient + 1);
       let released = false;
-      // The slot is held until the body is read, or the request ends without it.
+      // The slot is held until the body is read, or the request ends without it (ingestBody
+      // answers a body that is not read by its deadline).
       const release = () => {
         if (released) return;
         released = true;
-        const left = (this.reading.get(sourceId) ?? 1) - 1;
-        if (left > 0) this.reading.set(sourceId, left);
-        else this.reading.delete(sourceId);
+        for (const key of [sourceId, client]) {
+          const left = (this.reading.get(key) ?? 1) - 1;
+          if (left > 0) this.reading.set(key, left);
+          else this.reading.delete(key);
+        }
       };
       req.once('end', release);
       res.on('close', release);
       this.redis
         .pttl(throttlerKey(this.config.queuePrefix, AUTH_FAILURES, addressKey(clientAddress(req))) + ':blocked')
         .then(async (address) => {
-          if (address > 0 && !(isId('source', sourceId) && (await this.prisma.source.count({ where: { id: sourceId } })) > 0)) {
+          if (address > 0 && (await this.prisma.source.count({ where: { id: sourceId } })) === 0) {
             return rateLimited(res, address, 'Too many failed attempts from your address: retry after the Retry-After delay');
           }
           return undefined;

@@ -124,10 +124,17 @@ export class IngestService {
       source.projectId,
       // Scoped to the source: two sources of a project never share a delivery id's event.
       { event, category: SOURCE_CATEGORY, data: payload, idempotencyKey: delivery === undefined ? undefined : `${source.id}:${delivery}` },
-      // Asked only for a new event: the source's budget, then the organization's.
+      // Asked only for a new event: the organization's budget, then the source's. A delivery the
+      // source refuses gives the organization's back, so a busy source cannot spend it for nothing.
       async (events) => {
-        await this.sourceLimit.admit(source.id, res);
-        return this.publishLimit.admit(source.organizationId, events, res);
+        const admission = await this.publishLimit.admit(source.organizationId, events, res);
+        try {
+          await this.sourceLimit.admit(source.id, res);
+        } catch (err) {
+          await admission.release(events);
+          throw err;
+        }
+        return admission;
       },
     );
     return { eventId: published.event.id, replayed: published.replayed };
