@@ -3,7 +3,7 @@ import { DelayedError, Job } from 'bullmq';
 import { loadConfig } from '@bellhop/config';
 import type { AttemptOutcome, DeliveryService } from '@bellhop/delivery';
 import type { DeliveryJob } from '@bellhop/queue';
-import { DeliveryProcessor, deliveryWorkerOptions } from './delivery.processor';
+import { DeliveryProcessor, OVER_CAP_PRIORITY, deliveryWorkerOptions } from './delivery.processor';
 
 describe('deliveryWorkerOptions', () => {
   it('uses the configured concurrency and a lock well above the delivery timeout', () => {
@@ -20,7 +20,8 @@ describe('DeliveryProcessor', () => {
   const config = loadConfig({ NODE_ENV: 'test' });
   const job = (id: string, data: DeliveryJob = { deliveryId: 'dlv_01ABC', kind: 'scheduled', attempt: 1 }) => {
     const moveToDelayed = jest.fn().mockResolvedValue(undefined);
-    return { job: { id, data, moveToDelayed } as unknown as Job<DeliveryJob>, moveToDelayed };
+    const changePriority = jest.fn().mockResolvedValue(undefined);
+    return { job: { id, data, priority: 0, moveToDelayed, changePriority } as unknown as Job<DeliveryJob>, moveToDelayed, changePriority };
   };
   const processor = (outcome: AttemptOutcome | Error) => {
     const attempt = jest.fn(() => (outcome instanceof Error ? Promise.reject(outcome) : Promise.resolve(outcome)));
@@ -51,6 +52,20 @@ describe('DeliveryProcessor', () => {
     const { job: j, moveToDelayed } = job('dlv_01ABC-1');
     await expect(p.process(j, 'token')).rejects.toBeInstanceOf(DelayedError);
     expect(moveToDelayed).toHaveBeenCalledWith((outcome as { at: Date }).at.getTime(), 'token');
+  });
+
+  it('puts a job refused at a cap behind fresh jobs once, and leaves an early one where it was', async () => {
+    const overCap = job('dlv_01ABC-1');
+    await expect(processor({ kind: 'over_cap', at: new Date(Date.now() + 500) }).processor.process(overCap.job, 'token')).rejects.toBeInstanceOf(DelayedError);
+    expect(overCap.changePriority).toHaveBeenCalledWith({ priority: OVER_CAP_PRIORITY });
+    // Already behind: a second refusal costs no extra round trip.
+    const again = job('dlv_01ABC-1');
+    Object.assign(again.job, { priority: OVER_CAP_PRIORITY });
+    await expect(processor({ kind: 'over_cap', at: new Date(Date.now() + 500) }).processor.process(again.job, 'token')).rejects.toBeInstanceOf(DelayedError);
+    expect(again.changePriority).not.toHaveBeenCalled();
+    const early = job('dlv_01ABC-1');
+    await expect(processor({ kind: 'not_due', at: new Date(Date.now() + 60_000) }).processor.process(early.job, 'token')).rejects.toBeInstanceOf(DelayedError);
+    expect(early.changePriority).not.toHaveBeenCalled();
   });
 
   it('lets a failure fail the job (the sweeper re-dispatches the delivery)', async () => {

@@ -8,6 +8,9 @@ import { DeliveryJob, Queues } from '@bellhop/queue';
 /** Extra time given to in-flight attempts at shutdown, beyond their own HTTP deadline, to be recorded. */
 const SHUTDOWN_MARGIN_MS = 5_000;
 
+/** The BullMQ priority of a job refused at a cap (fresh jobs have none, which comes first). */
+export const OVER_CAP_PRIORITY = 1;
+
 /**
  * BullMQ settings derived from the configuration. The lock outlives the HTTP deadline by a wide
  * margin (BullMQ renews it at half its duration while a job runs), so a busy worker is never
@@ -49,6 +52,13 @@ export class DeliveryProcessor extends WorkerHost implements OnModuleDestroy {
       // The delivery stays pending (and leased, if the claim happened): the sweeper picks it up again.
       this.logger.error({ msg: 'delivery job failed', deliveryId: job.data.deliveryId, jobId: job.id, error: (err as Error).message });
       throw err;
+    }
+    if (outcome.kind === 'over_cap' && !job.priority) {
+      // A job sent back at a cap comes back behind every fresh job: BullMQ takes waiting jobs
+      // before prioritized ones, so another tenant's new delivery never queues behind a capped
+      // tenant's returning backlog. Set once, on the first refusal of this job; for a job that is
+      // active, BullMQ only records the priority, which the delayed set's promotion then honours.
+      await job.changePriority({ priority: OVER_CAP_PRIORITY });
     }
     if (outcome.kind === 'not_due' || outcome.kind === 'over_cap') {
       await job.moveToDelayed(outcome.at.getTime(), token);
