@@ -21,6 +21,8 @@ export interface StackOptions {
   databaseUrl?: string;
   /** Also listen on 127.0.0.1 (a free port), for clients that need a real URL, such as the spawned CLI. */
   listen?: boolean;
+  /** QUEUE_PREFIX instead of a random `bhtest<hex>` (such as a `{hash tag}`); keep it unique per run, as the stop removes its queue. */
+  queuePrefix?: string;
 }
 
 export interface Stack {
@@ -40,10 +42,11 @@ export interface Stack {
  * with its own queue prefix so files never take each other's jobs.
  */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
-  const queuePrefix = `bhtest${randomBytes(4).toString('hex')}`;
+  const name = `bhtest${randomBytes(4).toString('hex')}`;
+  const queuePrefix = options.queuePrefix ?? name;
   // Each test file gets its own copy of the migrated test database: the worker's sweeper takes
   // every due delivery it finds, so files must not see each other's rows.
-  const databaseUrl = options.databaseUrl ?? (await createDatabaseFromTemplate(queuePrefix));
+  const databaseUrl = options.databaseUrl ?? (await createDatabaseFromTemplate(name));
   Object.assign(process.env, {
     NODE_ENV: 'test',
     DATABASE_URL: databaseUrl,

@@ -185,6 +185,18 @@ describe('loadConfig', () => {
     expect(loadConfig({}).corsOrigins).toEqual([]);
   });
 
+  it('takes a QUEUE_PREFIX with one Redis Cluster hash tag, or none, and refuses an empty or unbalanced one, naming it', () => {
+    for (const prefix of ['bellhop', '{bellhop}', 'prod:{bellhop}', '{bellhop}:eu', 'a:b:c']) {
+      expect(loadConfig({ QUEUE_PREFIX: prefix }).queuePrefix).toBe(prefix);
+    }
+    expect(() => loadConfig({ QUEUE_PREFIX: '{}' })).toThrow(/QUEUE_PREFIX.*empty hash tag/);
+    expect(() => loadConfig({ QUEUE_PREFIX: 'bellhop{}' })).toThrow(/QUEUE_PREFIX.*empty hash tag/);
+    for (const unbalanced of ['{bellhop', 'bellhop}', '}bellhop{', '{{bellhop}}', '{a}{b}']) {
+      expect(() => loadConfig({ QUEUE_PREFIX: unbalanced })).toThrow(ConfigError);
+      expect(() => loadConfig({ QUEUE_PREFIX: unbalanced })).toThrow(/QUEUE_PREFIX may hold braces only as one Redis Cluster hash tag/);
+    }
+  });
+
   it('keeps SWEEP_INTERVAL between 100ms and 1h, naming the setting when it is outside', () => {
     for (const tooShort of ['0', '0ms', '99ms', '0.05s']) {
       expect(() => loadConfig({ SWEEP_INTERVAL: tooShort })).toThrow(ConfigError);

@@ -224,6 +224,26 @@ function publicUrl(env: Env, name: string, fallback: string): string {
   return parsed.toString().replace(/\/+$/, '');
 }
 
+/**
+ * QUEUE_PREFIX. Every Redis key Bellhop and BullMQ write starts with it, so on Redis Cluster a hash
+ * tag in it (`{bellhop}`) puts them all in one slot, as BullMQ's scripts and Bellhop's own need.
+ * Cluster hashes only the text between the first `{` and the next `}`, and the whole key when that
+ * is empty: a stray, empty or second brace would spread the keys (or name another tag than the one
+ * meant) without a word, so braces are allowed only as one non-empty tag. `:` is fine: BullMQ
+ * finds a job's id after the last `:` of its key, and ids never contain one.
+ */
+function queuePrefix(env: Env, name: string, fallback: string): string {
+  const raw = env[name] || fallback;
+  if (!/[{}]/.test(raw)) return raw;
+  if (raw.includes('{}')) {
+    throw new ConfigError(`${name} has an empty hash tag {}, which Redis Cluster ignores (each key would be hashed whole, across slots): put a name inside the braces, such as {bellhop}; got "${raw}"`);
+  }
+  if (!/^[^{}]*\{[^{}]+\}[^{}]*$/.test(raw)) {
+    throw new ConfigError(`${name} may hold braces only as one Redis Cluster hash tag, a name inside one pair of braces such as {bellhop}; got "${raw}"`);
+  }
+  return raw;
+}
+
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
@@ -399,7 +419,7 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     databaseUrl: env.DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop',
     databasePoolSize: int(env, 'DATABASE_POOL_SIZE', Math.max(10, workerConcurrency + 5), 1, 500),
     redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
-    queuePrefix: env.QUEUE_PREFIX || 'bellhop',
+    queuePrefix: queuePrefix(env, 'QUEUE_PREFIX', 'bellhop'),
     host: env.HOST || '0.0.0.0',
     port: int(env, 'PORT', 3000, 0, 65535),
     workerPort: int(env, 'WORKER_PORT', 3001, 0, 65535),
