@@ -7,6 +7,8 @@ import { TEST_REDIS_URL } from './env';
 
 /** The built worker, exactly what `npm run start:worker` runs. */
 export const WORKER_MAIN = path.join(__dirname, '..', '..', 'dist', 'apps', 'worker', 'src', 'main.js');
+/** The built API, exactly what `npm run start:api` runs. */
+export const API_MAIN = path.join(__dirname, '..', '..', 'dist', 'apps', 'api', 'src', 'main.js');
 
 /** Ends a worker whose test process has gone (see the file). */
 const EXIT_WITH_PARENT = path.join(__dirname, 'exit-with-parent.js');
@@ -15,6 +17,13 @@ const EXIT_WITH_PARENT = path.join(__dirname, 'exit-with-parent.js');
 export function assertWorkerBuilt(): void {
   if (!existsSync(WORKER_MAIN)) {
     throw new Error(`${path.relative(process.cwd(), WORKER_MAIN)} is missing: these tests run the built worker; run \`npm run build\` first`);
+  }
+}
+
+/** The same for the built API. */
+export function assertApiBuilt(): void {
+  if (!existsSync(API_MAIN)) {
+    throw new Error(`${path.relative(process.cwd(), API_MAIN)} is missing: these tests run the built API; run \`npm run build\` first`);
   }
 }
 
@@ -69,11 +78,30 @@ export interface StartWorkerOptions {
  */
 export async function startWorkerProcess(options: StartWorkerOptions): Promise<WorkerProcess> {
   assertWorkerBuilt();
+  return startBuiltApp(WORKER_MAIN, 'WORKER_PORT', 'worker', options);
+}
+
+export interface ApiProcess extends WorkerProcess {
+  /** Its base URL, http://127.0.0.1:<port>. */
+  readonly url: string;
+}
+
+/**
+ * Starts `node dist/apps/api/src/main.js` the same way: its own port (PORT), the same preload,
+ * ready when its /health/ready answers 200. killAllWorkers ends it too.
+ */
+export async function startApiProcess(options: StartWorkerOptions): Promise<ApiProcess> {
+  assertApiBuilt();
+  const api = await startBuiltApp(API_MAIN, 'PORT', 'api', options);
+  return { ...api, url: `http://127.0.0.1:${api.port}` };
+}
+
+async function startBuiltApp(main: string, portVariable: 'PORT' | 'WORKER_PORT', kind: string, options: StartWorkerOptions): Promise<WorkerProcess> {
   const port = await freePort();
-  const name = options.name ?? `worker-${port}`;
-  const child = spawn(process.execPath, ['--require', EXIT_WITH_PARENT, WORKER_MAIN], {
+  const name = options.name ?? `${kind}-${port}`;
+  const child = spawn(process.execPath, ['--require', EXIT_WITH_PARENT, main], {
     cwd: path.join(__dirname, '..', '..'),
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...options.env, WORKER_PORT: String(port), HOST: '127.0.0.1' },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...options.env, [portVariable]: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
@@ -144,7 +172,7 @@ export async function startWorkerProcess(options: StartWorkerOptions): Promise<W
   }
 }
 
-/** SIGKILLs every worker process still running and waits for them to go. */
+/** SIGKILLs every worker (and API) process still running and waits for them to go. */
 export async function killAllWorkers(): Promise<void> {
   const all = [...running];
   for (const worker of all) worker.child.kill('SIGKILL');
