@@ -1,7 +1,7 @@
 import { BullModule } from '@nestjs/bullmq';
 import { Module } from '@nestjs/common';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { Queues } from '@bellhop/queue';
+import { Queues, redisConnectionOptions } from '@bellhop/queue';
 import { DeliveryStore } from './delivery.store';
 import { DeliveryDispatcher } from './dispatcher';
 import { TestAttemptAnnouncer } from './test-attempts';
@@ -17,16 +17,10 @@ import { TestAttemptAnnouncer } from './test-attempts';
     BullModule.forRootAsync({
       inject: [BELLHOP_CONFIG],
       useFactory: (config: BellhopConfig) => {
-        const url = new URL(config.redisUrl);
         return {
           prefix: config.queuePrefix,
           connection: {
-            host: url.hostname,
-            port: Number(url.port || 6379),
-            username: url.username ? decodeURIComponent(url.username) : undefined,
-            password: url.password ? decodeURIComponent(url.password) : undefined,
-            db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
-            tls: url.protocol === 'rediss:' ? {} : undefined,
+            ...redisConnectionOptions(config.redisUrl),
             maxRetriesPerRequest: null,
           },
         };

@@ -1,4 +1,5 @@
 import { ChainableCommander, Redis } from 'ioredis';
+import { redisConnectionOptions } from './connection';
 
 /**
  * The queue contract shared by the API (producer) and the worker (consumer).
@@ -43,7 +44,7 @@ export const DELIVERY_JOB_OPTIONS = {
 
 /** A Redis connection fit for BullMQ (blocking commands must not be retried per request). */
 export function createRedis(redisUrl: string, name: string): Redis {
-  return new Redis(redisUrl, { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
+  return new Redis({ ...redisConnectionOptions(redisUrl), maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
 }
 
 /** The replies of a pipeline in order, or the first error among them. */
@@ -56,4 +57,5 @@ export async function execPipeline(pipeline: ChainableCommander): Promise<unknow
   });
 }
 
+export * from './connection';
 export * from './redis.module';

@@ -1,6 +1,7 @@
 import { Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
+import { redisConnectionOptions } from './connection';
 
 /** A shared ioredis connection for non-blocking commands (health, rate limits, counters). */
 export const REDIS = Symbol('REDIS');
@@ -30,7 +31,7 @@ export function logRedisErrors(connection: Pick<Redis, 'on'>, logger: Logger, ms
 }
 
 function createSharedRedis(config: BellhopConfig): Redis {
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, connectionName: 'bellhop', enableOfflineQueue: true });
+  const redis = new Redis({ ...redisConnectionOptions(config.redisUrl), maxRetriesPerRequest: 2, connectionName: 'bellhop', enableOfflineQueue: true });
   logRedisErrors(redis, new Logger('Redis'), 'shared Redis connection failing; reconnecting');
   return redis;
 }
