@@ -15,8 +15,9 @@ const { Pool } = require('undici');
 async function main() {
   const [receiverUrl, countText, databaseUrl, redisUrl] = process.argv.slice(2);
   const count = Number(countText);
-  const redis = new URL(redisUrl);
-  const connection = { host: redis.hostname, port: Number(redis.port || 6379), maxRetriesPerRequest: null };
+  // The same parsing of REDIS_URL as Bellhop's (redis:, rediss: or unix:), so both use one transport.
+  const { redisConnectionOptions } = require('../dist/libs/queue/src/connection');
+  const connection = { ...redisConnectionOptions(redisUrl), maxRetriesPerRequest: null };
   const prefix = `bhceil${randomBytes(3).toString('hex')}`;
   const pg = new PgPool({ connectionString: databaseUrl, max: 8 });
   await pg.query('CREATE TABLE IF NOT EXISTS bench_ceiling_attempts (id text PRIMARY KEY, job_id text NOT NULL, status int, duration_ms int, headers jsonb, created_at timestamptz DEFAULT now())');

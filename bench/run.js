@@ -9,9 +9,13 @@
  *   npm run bench -- --quick      smaller counts, for a smoke run
  *   npm run bench -- --soak 600   also a soak at 500 events/s for 600 s, sampling the worker's RSS
  *   BENCH_PROFILE=api npm run bench  also writes a CPU profile of the API to bench/results/profiles
- *   npm run bench -- --only ingest,burst   some scenarios only (references, burst, paced, ingest,
+ *   npm run bench -- --only ingest,burst   some scenarios only (references, burst, batch, paced, ingest,
  *                                 validation, fanout, history, dashboard); the JSON then goes to bench/results/partial.json
  *   npm run bench -- --keep       keeps the bellhop_bench database afterwards, to look into it
+ *   npm run bench -- --previous /path/to/other/checkout
+ *                                 also runs the same scenarios against another build of Bellhop (a
+ *                                 checkout of the previous release, built there), in the same run
+ *                                 after this one, and prints its figures beside this release's
  */
 const { fork, spawn, execFileSync } = require('node:child_process');
 const { createHmac, randomBytes } = require('node:crypto');
@@ -42,8 +46,11 @@ const soakSeconds = soakIndex >= 0 ? Number(args[soakIndex + 1] || 600) : 0;
 const onlyIndex = args.indexOf('--only');
 const only = onlyIndex >= 0 ? new Set(String(args[onlyIndex + 1] || '').split(',')) : null;
 const runs = (scenario) => !only || only.has(scenario);
+const previousIndex = args.indexOf('--previous');
+const previousRoot = previousIndex >= 0 ? path.resolve(args[previousIndex + 1] || '') : null;
 const N = {
   burst: quick ? 3000 : 20000,
+  batch: quick ? 5000 : 20000,
   httpCeiling: quick ? 5000 : 20000,
   pipelineCeiling: quick ? 3000 : 20000,
   pacedSeconds: quick ? 8 : 30,
@@ -56,7 +63,10 @@ const N = {
 
 const DATABASE_ADMIN = process.env.BENCH_DATABASE_ADMIN_URL || 'postgresql://postgres@127.0.0.1:5432/postgres';
 const DATABASE_URL = process.env.BENCH_DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop_bench';
+// REDIS_URL as Bellhop reads it: redis://host:port, or unix:///path/to/redis.sock for a Unix socket
+// (and BENCH_DATABASE_URL=postgresql://postgres@localhost/bellhop_bench?host=/var/run/postgresql).
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+const redisOptions = () => require('../dist/libs/queue/src/connection').redisConnectionOptions(REDIS_URL);
 const API_PORT = Number(process.env.BENCH_API_PORT || 3300);
 const WORKER_PORT = Number(process.env.BENCH_WORKER_PORT || 3301);
 const API = `http://127.0.0.1:${API_PORT}`;
@@ -135,13 +145,49 @@ function appEnv() {
   };
 }
 
-function startApp(name, env) {
-  const entry = path.join(root, 'dist', 'apps', name, 'src', 'main.js');
+function startApp(name, env, appRoot = root) {
+  const entry = path.join(appRoot, 'dist', 'apps', name, 'src', 'main.js');
   // BENCH_PROFILE=api (or worker, or api,worker) writes a V8 CPU profile of that app on exit.
   const profile = (process.env.BENCH_PROFILE || '').split(',').includes(name) ? ['--cpu-prof', '--cpu-prof-dir', path.join(root, 'bench', 'results', 'profiles')] : [];
   const child = spawn(process.execPath, [...profile, entry], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   return child;
+}
+
+/**
+ * Server-side counters: transactions committed in the benchmark database, rows it inserted,
+ * updated and deleted (pg_stat_database, which Postgres updates about once a second: read after a
+ * pause), and commands Redis has run (INFO stats, the whole server).
+ */
+async function serverCounts(db) {
+  await sleep(1_100);
+  const { rows } = await db.query(
+    `SELECT xact_commit::float8 AS transactions, (tup_inserted + tup_updated + tup_deleted)::float8 AS rows_written
+       FROM pg_stat_database WHERE datname = current_database()`,
+  );
+  const { Redis } = require('ioredis');
+  const redis = new Redis({ ...redisOptions(), lazyConnect: true, maxRetriesPerRequest: 1 });
+  let redisCommands = 0;
+  try {
+    await redis.connect();
+    redisCommands = Number(/total_commands_processed:(\d+)/.exec(await redis.info('stats'))?.[1] ?? 0);
+  } finally {
+    redis.disconnect();
+  }
+  return { transactions: rows[0].transactions, rowsWritten: rows[0].rows_written, redisCommands };
+}
+
+/** The worker's count of jobs sent back without an attempt, by reason, or null if it has none. */
+async function sentBackCounts() {
+  try {
+    const res = await request(`http://127.0.0.1:${WORKER_PORT}/metrics`);
+    const text = await res.body.text();
+    const count = (reason) => Number((new RegExp(`^bellhop_delivery_jobs_sent_back_total\\{reason="${reason}"\\} (\\d+)`, 'm').exec(text) || [0, 0])[1]);
+    if (!text.includes('bellhop_delivery_jobs_sent_back_total')) return null;
+    return { over_cap: count('over_cap'), not_due: count('not_due') };
+  } catch {
+    return null;
+  }
 }
 
 async function waitReady(url, ms = 30_000) {
@@ -287,6 +333,40 @@ async function burst(ctx) {
   for (const deadline = deadlineOf(10_000); counted.deliveries < N.burst && Date.now() < deadline; counted = await attemptsOf(db, webhookId)) await sleep(100);
   return {
     events: N.burst,
+    received: stats.count,
+    duplicates: stats.duplicates,
+    attemptRows: counted.attempts,
+    deliveriesWithAttempts: counted.deliveries,
+    publishSeconds: round((publishedAt - start) / 1000, 2),
+    seconds: round(seconds, 2),
+    perSecond: round(stats.count / seconds, 0),
+  };
+}
+
+/**
+ * The same burst through batch publishing: N.batch events to one webhook, 100 events a request
+ * (`POST /projects/{id}/events/batch`), 8 requests in flight.
+ */
+async function batchBurst(ctx) {
+  const { receiver, token, organizationId, db } = ctx;
+  const project = await call('POST', '/projects', { name: 'bench-batch', organizationId }, token);
+  const projectId = project.project.id;
+  const webhook = await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/batch`, events: ['baseline.drift_detected'] }, token);
+  const webhookId = webhook.webhook.id;
+  await receiver.reset(false);
+  const data = { ...DRIFT, pad: 'x'.repeat(600) };
+  const perRequest = 100;
+  const start = now();
+  await inParallel(Math.ceil(N.batch / perRequest), 8, () =>
+    call('POST', `/projects/${projectId}/events/batch`, { events: Array.from({ length: perRequest }, () => ({ event: 'baseline.drift_detected', data })) }, token),
+  );
+  const publishedAt = now();
+  const stats = await waitForReceipts(receiver, N.batch, 240_000);
+  const seconds = (stats.last - start) / 1000;
+  let counted = await attemptsOf(db, webhookId);
+  for (const deadline = deadlineOf(10_000); counted.deliveries < N.batch && Date.now() < deadline; counted = await attemptsOf(db, webhookId)) await sleep(100);
+  return {
+    events: N.batch,
     received: stats.count,
     duplicates: stats.duplicates,
     attemptRows: counted.attempts,
@@ -604,7 +684,7 @@ async function dropDatabase() {
 /** Removes what the run left in Redis under its own queue prefix (BullMQ's meta and event keys). */
 async function dropQueueKeys(prefix) {
   const { Redis } = require('ioredis');
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const redis = new Redis({ ...redisOptions(), lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
     let cursor = '0';
@@ -620,9 +700,10 @@ async function dropQueueKeys(prefix) {
   }
 }
 
-async function resetDatabase() {
+/** A fresh database with the migrations of the build under test (its own scripts/db.js). */
+async function resetDatabase(appRoot = root) {
   await dropDatabase();
-  execFileSync(process.execPath, [path.join(root, 'scripts', 'db.js'), 'migrate'], { env: { ...process.env, DATABASE_URL }, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(process.execPath, [path.join(appRoot, 'scripts', 'db.js'), 'migrate'], { cwd: appRoot, env: { ...process.env, DATABASE_URL }, stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
 function table(title, rows) {
@@ -632,28 +713,51 @@ function table(title, rows) {
   return [`\n${title}`, line(keys), '|' + width.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map((r) => line(keys.map((k) => r[k])))].join('\n');
 }
 
-async function main() {
-  const started = Date.now();
-  if (!fs.existsSync(path.join(root, 'dist', 'apps', 'worker', 'src', 'main.js'))) throw new Error('build first: npm run build');
+/**
+ * The issue's targets, each read from a release's results and the same run's pipeline ceiling.
+ * `value` is null when the scenario did not run.
+ */
+const TARGETS = [
+  { name: 'whole-box CPU per event, burst of single publishes', unit: 'ms', at: 'most', limit: 1.5, value: (r) => r.burst?.cpuSecondsPer1000.wholeBox },
+  { name: 'burst of single publishes', unit: '/s', at: 'least', limit: 1200, value: (r) => r.burst?.perSecond },
+  { name: 'burst of single publishes vs pipeline ceiling', unit: '', at: 'least', limit: 0.35, value: (r, ceiling) => ratio(r.burst?.perSecond, ceiling) },
+  { name: 'burst through batch publish', unit: '/s', at: 'least', limit: 2500, value: (r) => r.batch?.perSecond },
+  { name: 'burst through batch publish vs pipeline ceiling', unit: '', at: 'least', limit: 0.8, value: (r, ceiling) => ratio(r.batch?.perSecond, ceiling) },
+  { name: 'paced 500/s, enqueue to receipt p99', unit: 'ms', at: 'most', limit: 100, value: (r) => r.paced.find((p) => p.rate === 500)?.p99Ms },
+  { name: 'paced 1,000/s, enqueue to receipt p99', unit: 'ms', at: 'most', limit: 250, value: (r) => r.paced.find((p) => p.rate === 1000)?.p99Ms },
+  { name: 'ingest, one subscriber', unit: '/s', at: 'least', limit: 1500, value: (r) => r.ingest?.perSecond },
+  { name: 'ingest p99', unit: 'ms', at: 'most', limit: 50, value: (r) => r.ingest?.p99Ms },
+  { name: 'fan-out to 1,000 webhooks, all received (slowest round)', unit: 'ms', at: 'most', limit: 1000, value: (r) => r.fanout?.allReceivedMaxMs },
+  { name: 'worker peak RSS', unit: 'MB', at: 'most', limit: 256, value: (r) => r.resources.workerPeakRssMb },
+  { name: 'API peak RSS', unit: 'MB', at: 'most', limit: 256, value: (r) => r.resources.apiPeakRssMb },
+];
+
+function ratio(value, ceiling) {
+  return value && ceiling ? round(value / ceiling, 2) : null;
+}
+
+function targetRows(current, previous, ceiling) {
+  return TARGETS.map((t) => {
+    const value = t.value(current, ceiling) ?? null;
+    const met = value === null ? 'not run' : (t.at === 'most' ? value <= t.limit : value >= t.limit) ? 'met' : 'not met';
+    const row = { target: t.name, [`goal`]: `${t.at === 'most' ? '≤' : '≥'} ${t.limit}${t.unit ? ' ' + t.unit : ''}`, 'this release': value, met };
+    if (previous) row['previous release'] = t.value(previous, ceiling) ?? null;
+    return row;
+  });
+}
+
+/**
+ * One build of Bellhop through the scenarios: a fresh database with its migrations, its API and
+ * worker (built, production mode), its own organization and project.
+ */
+async function runRelease(appRoot, receiver, label) {
+  log(`${label}: ${appRoot}`);
+  if (!fs.existsSync(path.join(appRoot, 'dist', 'apps', 'worker', 'src', 'main.js'))) throw new Error(`build first: npm run build (in ${appRoot})`);
   log('resetting the benchmark database');
-  await resetDatabase();
-  const receiver = await startReceiver();
-  log(`receiver at ${receiver.url}`);
-
-  let http = null;
-  let pipeline = null;
-  if (runs('references') || runs('burst')) {
-    log('reference 1: raw undici Pool.request to the receiver');
-    http = await httpCeiling(receiver);
-    log(`  ${http.perSecond}/s`);
-    log('reference 2: BullMQ + HMAC + undici + batched INSERT');
-    pipeline = pipelineCeiling(receiver);
-    log(`  ${pipeline.perSecond}/s`);
-  }
-
+  await resetDatabase(appRoot);
   const env = appEnv();
-  const apiProcess = startApp('api', env);
-  const worker = startApp('worker', env);
+  const apiProcess = startApp('api', env, appRoot);
+  const worker = startApp('worker', env, appRoot);
   await waitReady(API);
   await waitReady(`http://127.0.0.1:${WORKER_PORT}`);
   const db = new Client({ connectionString: DATABASE_URL });
@@ -672,115 +776,166 @@ async function main() {
   await inParallel(500, 32, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data: { ...DRIFT, warm: true } }, token));
   await waitForReceipts(receiver, 500, 30_000);
 
-  /** CPU seconds per 1,000 events of each part of the box while `fn` runs. */
+  /**
+   * CPU seconds per 1,000 events of each part of the box while `fn` runs, and how many queue jobs
+   * the worker sent back without an attempt meanwhile (at a cap, or early; builds that do not
+   * count them say null).
+   */
   const measured = async (fn) => {
+    const sentBackBefore = await sentBackCounts();
+    const countsBefore = await serverCounts(db);
     const before = cpuSample(apiProcess.pid, worker.pid);
     const out = await fn();
     const after = cpuSample(apiProcess.pid, worker.pid);
-    const per1000 = (key) => round(((after[key] - before[key]) / Math.max(1, out.received ?? out.events)) * 1000, 3);
+    const countsAfter = await serverCounts(db);
+    const sentBackAfter = await sentBackCounts();
+    const events = Math.max(1, out.received ?? out.events);
+    const per1000 = (key) => round(((after[key] - before[key]) / events) * 1000, 3);
     out.cpuSecondsPer1000 = { api: per1000('api'), worker: per1000('worker'), postgres: per1000('postgres'), redis: per1000('redis'), wholeBox: per1000('box') };
+    // Counts rather than times: what each event costs the servers, whatever else the box was doing.
+    out.postgresTransactionsPerEvent = round((countsAfter.transactions - countsBefore.transactions) / events, 2);
+    out.postgresRowsWrittenPerEvent = round((countsAfter.rowsWritten - countsBefore.rowsWritten) / events, 2);
+    out.redisCommandsPerEvent = round((countsAfter.redisCommands - countsBefore.redisCommands) / events, 1);
+    out.jobsSentBackOverCap = sentBackAfter && sentBackBefore ? sentBackAfter.over_cap - sentBackBefore.over_cap : null;
+    out.jobsSentBackEarly = sentBackAfter && sentBackBefore ? sentBackAfter.not_due - sentBackBefore.not_due : null;
     return out;
   };
 
-  let burstResult = null;
+  const result = { appRoot, burst: null, batch: null, paced: [], ingest: null, validation: null, fanout: null, history: null, dashboard: null, soak: null };
   if (runs('burst')) {
     log(`burst: ${N.burst} events to one webhook`);
-    burstResult = await measured(() => burst(ctx));
-    log(`  ${burstResult.perSecond}/s`);
+    result.burst = await measured(() => burst(ctx));
+    log(`  ${result.burst.perSecond}/s`);
   }
-  const pacedResults = [];
+  if (runs('batch')) {
+    log(`batch: ${N.batch} events to one webhook, 100 a request`);
+    result.batch = await measured(() => batchBurst(ctx));
+    log(`  ${result.batch.perSecond}/s`);
+  }
   if (runs('paced')) {
     for (const rate of [500, 1000]) {
       log(`paced: ${rate} events/s for ${N.pacedSeconds} s`);
-      pacedResults.push(await paced(ctx, rate));
-      log(`  p99 ${pacedResults.at(-1).p99Ms} ms`);
+      result.paced.push(await paced(ctx, rate));
+      log(`  p99 ${result.paced.at(-1).p99Ms} ms`);
     }
   }
-  let ingestResult = null;
   if (runs('ingest')) {
     log('ingest: publish as fast as 32 clients can');
-    ingestResult = await measured(() => ingest(ctx));
-    log(`  ${ingestResult.perSecond}/s, p99 ${ingestResult.p99Ms} ms`);
+    result.ingest = await measured(() => ingest(ctx));
+    log(`  ${result.ingest.perSecond}/s, p99 ${result.ingest.p99Ms} ms`);
   }
-  let validationResult = null;
   if (runs('validation')) {
     log(`validation: ingest of a project's own type with and without a schema, ${quick ? 2 : 4} alternating rounds`);
-    validationResult = await validationCost(ctx);
-    log(`  with ${validationResult.withValidationPerSecond}/s, without ${validationResult.withoutValidationPerSecond}/s (ratio ${validationResult.ratio})`);
+    result.validation = await validationCost(ctx);
+    log(`  with ${result.validation.withValidationPerSecond}/s, without ${result.validation.withoutValidationPerSecond}/s (ratio ${result.validation.ratio})`);
   }
-  let fanoutResult = null;
   if (runs('fanout')) {
     log(`fan-out: one event to ${N.fanout} webhooks`);
-    fanoutResult = await fanout(ctx);
-    log(`  publish p99 ${fanoutResult.publishP99Ms} ms, all received in ${fanoutResult.allReceivedMaxMs} ms`);
+    result.fanout = await fanout(ctx);
+    log(`  publish p99 ${result.fanout.publishP99Ms} ms, all received in ${result.fanout.allReceivedMaxMs} ms`);
   }
-  let historyResult = null;
   if (runs('history')) {
     log(`history: ${N.historyAttempts} attempt rows`);
-    historyResult = await history(ctx);
-    log(`  list p95 ${historyResult.listFirstPageP95Ms} ms, get p95 ${historyResult.getDeliveryP95Ms} ms`);
+    result.history = await history(ctx);
+    log(`  list p95 ${result.history.listFirstPageP95Ms} ms, get p95 ${result.history.getDeliveryP95Ms} ms`);
   }
-  let dashboardResult = null;
   if (runs('dashboard')) {
-    if (!historyResult) {
+    if (!result.history) {
       log(`dashboard: seeding ${N.historyAttempts} attempt rows first`);
       await history(ctx);
     }
     log('dashboard: stats and search');
-    dashboardResult = await dashboard(ctx);
-    for (const r of dashboardResult.routes) log(`  ${r.route}: p95 ${r.p95Ms} ms`);
+    result.dashboard = await dashboard(ctx);
+    for (const r of result.dashboard.routes) log(`  ${r.route}: p95 ${r.p95Ms} ms`);
   }
-  const soakResult = soakSeconds > 0 ? (log(`soak: 500 events/s for ${soakSeconds} s`), await soak(ctx, soakSeconds)) : null;
-
-  const resources = {
+  if (soakSeconds > 0) {
+    log(`soak: 500 events/s for ${soakSeconds} s`);
+    result.soak = await soak(ctx, soakSeconds);
+  }
+  result.resources = {
     workerPeakRssMb: round(usage(worker.pid).peakRssMb),
     apiPeakRssMb: round(usage(apiProcess.pid).peakRssMb),
-    workerCpuSecondsPer1000: burstResult?.cpuSecondsPer1000.worker ?? null,
-    apiCpuSecondsPer1000: burstResult?.cpuSecondsPer1000.api ?? null,
+    workerCpuSecondsPer1000: result.burst?.cpuSecondsPer1000.worker ?? null,
+    apiCpuSecondsPer1000: result.burst?.cpuSecondsPer1000.api ?? null,
   };
-  const ratios =
-    burstResult && http && pipeline
-      ? { burstVsHttpCeiling: round(burstResult.perSecond / http.perSecond, 2), burstVsPipelineCeiling: round(burstResult.perSecond / pipeline.perSecond, 2) }
+
+  await db.end();
+  apiProcess.kill('SIGTERM');
+  worker.kill('SIGTERM');
+  await Promise.all([apiProcess, worker].map((child) => (child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : null)));
+  await dropQueueKeys(env.QUEUE_PREFIX);
+  return result;
+}
+
+const flat = (r) => {
+  if (!r) return r;
+  const { cpuSecondsPer1000, ...rest } = r;
+  return cpuSecondsPer1000 ? { ...rest, ...Object.fromEntries(Object.entries(cpuSecondsPer1000).map(([k, v]) => [`cpu/1k ${k}`, v])) } : rest;
+};
+
+function printRelease(label, r, http, pipeline) {
+  const vs = (perSecond) => (http && pipeline ? { vsHttpCeiling: ratio(perSecond, http.perSecond), vsPipelineCeiling: ratio(perSecond, pipeline.perSecond) } : {});
+  console.log(`\n== ${label} (${path.relative(root, r.appRoot) || '.'})`);
+  if (r.burst) console.log(table('Burst, single-event publishes', [{ ...flat(r.burst), ...vs(r.burst.perSecond) }]));
+  if (r.batch) console.log(table('Burst through batch publish (100 a request)', [{ ...flat(r.batch), ...vs(r.batch.perSecond) }]));
+  if (r.paced.length) console.log(table('Paced: enqueue to receipt', r.paced));
+  if (r.ingest) console.log(table('Ingest (one subscriber)', [flat(r.ingest)]));
+  if (r.validation) console.log(table('Ingest with and without payload validation (same path, alternating)', [r.validation]));
+  if (r.fanout) console.log(table('Fan-out', [r.fanout]));
+  if (r.history) console.log(table('History', [r.history]));
+  if (r.dashboard) console.log(table(`Dashboard at ${r.dashboard.attemptRows} attempts in the project`, r.dashboard.routes));
+  console.log(table('Resources', [r.resources]));
+  if (r.soak) console.log(table('Soak', [{ ...r.soak, samples: r.soak.samples.length }]));
+}
+
+async function main() {
+  const started = Date.now();
+  const receiver = await startReceiver();
+  log(`receiver at ${receiver.url}`);
+
+  let http = null;
+  let pipeline = null;
+  if (runs('references') || runs('burst') || runs('batch')) {
+    // The pipeline ceiling writes its rows into the benchmark database: give it one.
+    await resetDatabase();
+    log('reference 1: raw undici Pool.request to the receiver');
+    http = await httpCeiling(receiver);
+    log(`  ${http.perSecond}/s`);
+    log('reference 2: BullMQ + HMAC + undici + batched INSERT');
+    pipeline = pipelineCeiling(receiver);
+    log(`  ${pipeline.perSecond}/s`);
+  }
+
+  const current = await runRelease(root, receiver, 'this release');
+  const previous = previousRoot ? await runRelease(previousRoot, receiver, 'previous release') : null;
+
+  const ratios = (r) =>
+    r.burst && http && pipeline
+      ? { burstVsHttpCeiling: ratio(r.burst.perSecond, http.perSecond), burstVsPipelineCeiling: ratio(r.burst.perSecond, pipeline.perSecond), batchVsPipelineCeiling: ratio(r.batch?.perSecond, pipeline.perSecond) }
       : null;
+  const { appRoot: _current, ...currentResult } = current;
   const result = {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: round(os.totalmem() / 2 ** 30, 0), node: process.version },
     quick,
     only: only ? [...only] : null,
     references: { httpCeiling: http, pipelineCeiling: pipeline },
-    burst: burstResult,
-    paced: pacedResults,
-    ingest: ingestResult,
-    validation: validationResult,
-    fanout: fanoutResult,
-    history: historyResult,
-    dashboard: dashboardResult,
-    resources,
-    ratios,
-    soak: soakResult,
+    ...currentResult,
+    ratios: ratios(current),
+    targets: targetRows(current, previous, pipeline?.perSecond),
+    previous: previous ? { ...previous, appRoot: undefined, ratios: ratios(previous) } : null,
     durationSeconds: round((Date.now() - started) / 1000, 0),
   };
 
-  const flat = (r) => {
-    if (!r) return r;
-    const { cpuSecondsPer1000, ...rest } = r;
-    return cpuSecondsPer1000 ? { ...rest, ...Object.fromEntries(Object.entries(cpuSecondsPer1000).map(([k, v]) => [`cpu/1k ${k}`, v])) } : rest;
-  };
   if (http && pipeline) {
     console.log(table('References (same run, same machine)', [
       { reference: 'HTTP ceiling: undici Pool.request', perSecond: http.perSecond },
       { reference: 'pipeline ceiling: BullMQ + HMAC + undici + batched INSERT', perSecond: pipeline.perSecond },
     ]));
   }
-  if (burstResult) console.log(table('Burst', [{ ...flat(burstResult), ...(ratios ? { vsHttpCeiling: ratios.burstVsHttpCeiling, vsPipelineCeiling: ratios.burstVsPipelineCeiling } : {}) }]));
-  if (pacedResults.length) console.log(table('Paced: enqueue to receipt', pacedResults));
-  if (ingestResult) console.log(table('Ingest (one subscriber)', [flat(ingestResult)]));
-  if (validationResult) console.log(table('Ingest with and without payload validation (same path, alternating)', [validationResult]));
-  if (fanoutResult) console.log(table('Fan-out', [fanoutResult]));
-  if (historyResult) console.log(table('History', [historyResult]));
-  if (dashboardResult) console.log(table(`Dashboard at ${dashboardResult.attemptRows} attempts in the project`, dashboardResult.routes));
-  console.log(table('Resources', [resources]));
-  if (soakResult) console.log(table('Soak', [{ ...soakResult, samples: soakResult.samples.length }]));
+  printRelease('this release', current, http, pipeline);
+  if (previous) printRelease('previous release', previous, http, pipeline);
+  console.log(table(`Targets (ratios against this run's pipeline ceiling, ${pipeline?.perSecond ?? '?'}/s)`, result.targets));
 
   const outDir = path.join(root, 'bench', 'results');
   fs.mkdirSync(outDir, { recursive: true });
@@ -789,13 +944,8 @@ async function main() {
   console.log(`\nwritten to ${path.relative(root, file)} in ${result.durationSeconds} s`);
   if (!only && !quick) console.log(`chart: ${path.relative(root, require('./chart').draw(file))}`);
 
-  await db.end();
   await api.close();
-  apiProcess.kill('SIGTERM');
-  worker.kill('SIGTERM');
   receiver.child.kill('SIGTERM');
-  await sleep(500);
-  await dropQueueKeys(env.QUEUE_PREFIX);
   if (!args.includes('--keep')) await dropDatabase().catch(() => undefined);
 }
 

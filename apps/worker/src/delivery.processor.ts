@@ -3,6 +3,7 @@ import { Inject, Injectable, Logger, OnModuleDestroy, Type } from '@nestjs/commo
 import { DelayedError, Job, WorkerOptions } from 'bullmq';
 import { BELLHOP_CONFIG, type BellhopConfig } from '@bellhop/config';
 import { DeliveryService } from '@bellhop/delivery';
+import { metrics } from '@bellhop/observability';
 import { DeliveryJob, Queues } from '@bellhop/queue';
 
 /** Extra time given to in-flight attempts at shutdown, beyond their own HTTP deadline, to be recorded. */
@@ -61,6 +62,7 @@ export class DeliveryProcessor extends WorkerHost implements OnModuleDestroy {
       await job.changePriority({ priority: OVER_CAP_PRIORITY });
     }
     if (outcome.kind === 'not_due' || outcome.kind === 'over_cap') {
+      metrics.sentBack.inc({ reason: outcome.kind });
       await job.moveToDelayed(outcome.at.getTime(), token);
       throw new DelayedError();
     }

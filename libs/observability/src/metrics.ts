@@ -49,6 +49,12 @@ export const metrics = {
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [registry],
   }),
+  sentBack: new Counter({
+    name: 'bellhop_delivery_jobs_sent_back_total',
+    help: 'Queue jobs put back in the delayed set without an attempt: at an in-flight cap, or early',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  }),
   inFlight: new Gauge({
     name: 'bellhop_delivery_attempts_in_flight',
     help: 'Attempts being made right now by this worker',
