@@ -21,6 +21,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
   /** How far in the future each delayed job is due. */
   let delays: Map<string, number>;
   let promote: jest.Mock;
+  let changePriority: jest.Mock;
   let queue: { getJobState: jest.Mock; getJob: jest.Mock; remove: jest.Mock };
   let sweeper: Sweeper;
 
@@ -51,9 +52,10 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     states = new Map();
     delays = new Map();
     promote = jest.fn().mockResolvedValue(undefined);
+    changePriority = jest.fn().mockResolvedValue(undefined);
     queue = {
       getJobState: jest.fn(async (id: string) => states.get(id) ?? 'unknown'),
-      getJob: jest.fn(async (id: string) => (states.has(id) ? { id, promote, timestamp: Date.now(), delay: delays.get(id) ?? 60_000 } : undefined)),
+      getJob: jest.fn(async (id: string) => (states.has(id) ? { id, promote, changePriority, timestamp: Date.now(), delay: delays.get(id) ?? 60_000 } : undefined)),
       remove: jest.fn(async (id: string) => (states.delete(id) ? 1 : 0)),
     };
     sweeper = makeSweeper();
@@ -153,6 +155,20 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     expect(promote).toHaveBeenCalledTimes(1);
     expect(queue.remove).toHaveBeenCalledWith(deliveryJobId(finished, 1));
     expect(dispatched()).toEqual([{ deliveryId: finished, webhookId, organizationId, attempt: 1 }]);
+  });
+
+  it('puts a job sent back at a cap at the back of the wait list once its row has waited long behind fresh jobs', async () => {
+    // Sent back at a cap, then behind fresh jobs (prioritized): a while ago, and just now.
+    const starved = await delivery({ ageMs: 60_000 });
+    const recent = await delivery({ ageMs: 6_000 });
+    states.set(deliveryJobId(starved, 1), 'prioritized');
+    states.set(deliveryJobId(recent, 1), 'prioritized');
+
+    expect(await sweeper.sweep()).toEqual({ found: 2, added: 0, promoted: 1 });
+    expect(changePriority).toHaveBeenCalledTimes(1);
+    expect(changePriority).toHaveBeenCalledWith({ priority: 0 });
+    expect(queue.getJob).toHaveBeenCalledWith(deliveryJobId(starved, 1));
+    expect(dispatcher.dispatch).not.toHaveBeenCalled();
   });
 
   it('adds a second job when the job is stuck active on a dead worker whose lease ran out', async () => {

@@ -16,6 +16,12 @@ const STUCK_ACTIVE_MS = 15_000;
  * cap back-offs are shorter (they grow with each refusal of the job, up to the over-cap maximum).
  */
 const PROMOTE_AFTER_MS = Math.max(2_000, DEFAULT_OVER_CAP_DELAY_MAX_MS + 1_000);
+/**
+ * A job sent back at a cap waits behind every fresh job (BullMQ takes the wait list before the
+ * prioritized set). Under traffic that never lets the wait list empty, it would wait for ever:
+ * once its row is this overdue, it is put at the back of the wait list instead.
+ */
+const REQUEUE_PRIORITIZED_AFTER_MS = PROMOTE_AFTER_MS;
 
 export interface SweeperOptions {
   /** Start sweeping (one sweep at once, then every SWEEP_INTERVAL) when the app boots. Default true. */
@@ -36,7 +42,10 @@ export interface SweepResult {
   found: number;
   /** Jobs added because none existed. */
   added: number;
-  /** Delayed jobs made due at once (their row was due earlier than the job, e.g. a manual retry). */
+  /**
+   * Delayed jobs made due at once (their row was due earlier than the job, e.g. a manual retry),
+   * and jobs sent back at a cap that had waited long behind fresh ones, put back in line.
+   */
   promoted: number;
 }
 
@@ -112,7 +121,9 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
       // with an id that stays the same from sweep to sweep (adding it again is a no-op, however
       // long it waits at its webhook's cap), and harmless beside another (a request is claimed once).
       if (row.manualRequestedAt) {
-        const state = await this.queue.getJobState(manualJobId(row.id, row.manualRequestedAt));
+        const jobId = manualJobId(row.id, row.manualRequestedAt);
+        const state = await this.queue.getJobState(jobId);
+        if (state === 'prioritized') return this.requeuePrioritized(jobId, row, result);
         if (state !== 'unknown' && state !== 'completed' && state !== 'failed') return;
         missing.push({ ...owner, kind: 'manual', requestedAt: row.manualRequestedAt, key: 'swept' });
       } else {
@@ -131,6 +142,8 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
       const job = await this.queue.getJob(jobId);
       const jobDueAt = job ? job.timestamp + (job.delay ?? 0) : 0;
       if (job && jobDueAt > Date.now() + PROMOTE_AFTER_MS && (await job.promote().then(() => true, () => false))) result.promoted++;
+    } else if (state === 'prioritized') {
+      await this.requeuePrioritized(jobId, row, result);
     } else if (state === 'active' && (row.leaseExpired || row.overdueMs > STUCK_ACTIVE_MS)) {
       // Claimed, never recorded, lease run out: the worker died mid-attempt and BullMQ has not
       // noticed yet (that takes up to lockDuration + stalledInterval). Also when a job has been
@@ -144,5 +157,12 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
       missing.push({ ...owner, attempt: row.scheduledAttempt });
     }
     // waiting, prioritized, or active and not yet claimed: it is on its way.
+  }
+
+  /** A job sent back at a cap whose row has waited long: to the back of the wait list (priority 0). */
+  private async requeuePrioritized(jobId: string, row: LostCandidate, result: SweepResult): Promise<void> {
+    if (row.overdueMs <= REQUEUE_PRIORITIZED_AFTER_MS) return;
+    const job = await this.queue.getJob(jobId);
+    if (job && (await job.changePriority({ priority: 0 }).then(() => true, () => false))) result.promoted++;
   }
 }
