@@ -22,7 +22,9 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
+const { setInterval, clearInterval } = require('node:timers');
 const { Client } = require('pg');
+const { fetch } = require('undici');
 
 const args = process.argv.slice(2);
 const option = (name, fallback) => {
@@ -110,7 +112,7 @@ function redisPorts(pid) {
   const ports = new Set();
   const redisPort = Number(redisUrl.port || 6379);
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let lines = [];
+    let lines;
     try {
       lines = fs.readFileSync(table, 'utf8').split('\n').slice(1);
     } catch {
@@ -152,7 +154,7 @@ function monitorRedis(processes) {
       const match = /^\+\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"/.exec(line);
       if (!match) continue;
       const [, source, command] = match;
-      let owner = null;
+      let owner;
       if (source === 'lua') owner = lastOwner;
       else {
         owner = ports.get(Number(source.split(':').pop())) ?? null;

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { BackgroundLoop } from './background-loop';
+import { BackgroundLoop, IdleBackoff } from './background-loop';
 
 /** A loop whose passes the test controls: each pass waits for release() and records itself. */
 class TestLoop extends BackgroundLoop<number> {
@@ -10,7 +10,7 @@ class TestLoop extends BackgroundLoop<number> {
   fail = false;
   private releases: Array<() => void> = [];
 
-  constructor(private readonly delayMs: number) {
+  constructor(public delayMs: number) {
     super('test pass', false);
     this.logger.error = jest.fn();
   }
@@ -100,5 +100,43 @@ describe('BackgroundLoop', () => {
     loop.nudge();
     await tick(20);
     expect(loop.passes).toBe(1);
+  });
+
+  it('cuts a longer wait short when woken, leaves a shorter one alone, and wakes after a pass in progress', async () => {
+    const loop = new TestLoop(10_000);
+    loop.start();
+    await tick();
+    loop.wake(20); // during the first pass: the next one within 20 ms instead of 10 s
+    loop.release();
+    await tick(40);
+    expect(loop.passes).toBe(2);
+    loop.release();
+    await tick();
+    loop.wake(10); // waiting 10 s: cut to 10 ms
+    await tick(30);
+    expect(loop.passes).toBe(3);
+    loop.delayMs = 30;
+    loop.release();
+    await tick();
+    loop.wake(1000); // waiting 30 ms: left as it is, neither later nor sooner
+    await tick(10);
+    expect(loop.passes).toBe(3);
+    await tick(40);
+    expect(loop.passes).toBe(4);
+    loop.release();
+    await loop.stop();
+    loop.wake(0);
+    await tick(20);
+    expect(loop.passes).toBe(4);
+    expect(loop.maxInFlight).toBe(1);
+  });
+});
+
+describe('IdleBackoff', () => {
+  it('doubles the wait after each empty pass up to its maximum, and starts over once work is found', () => {
+    const idle = new IdleBackoff(2_000, 30_000);
+    expect([idle.idle(), idle.idle(), idle.idle(), idle.idle(), idle.idle(), idle.idle()]).toEqual([2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+    idle.reset();
+    expect(idle.idle()).toBe(2_000);
   });
 });

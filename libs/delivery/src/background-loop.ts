@@ -1,17 +1,50 @@
 import type { Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 
 /**
+ * The wait of a loop between passes that find nothing: `minMs` after the first, twice as long
+ * after each next one, up to `maxMs`, and `minMs` again once a pass finds work (reset()). An idle
+ * worker then looks rarely, while one that has work keeps its pace.
+ */
+export class IdleBackoff {
+  private nextMs: number;
+
+  constructor(
+    readonly minMs: number,
+    readonly maxMs: number,
+  ) {
+    this.nextMs = minMs;
+  }
+
+  /** The wait after a pass that found nothing. */
+  idle(): number {
+    const delayMs = this.nextMs;
+    this.nextMs = Math.min(this.maxMs, 2 * this.nextMs);
+    return delayMs;
+  }
+
+  /** A pass found work: the next wait after an empty pass is the shortest again. */
+  reset(): void {
+    this.nextMs = this.minMs;
+  }
+}
+
+/**
  * Work a worker does again and again in the background (the sweeper, the replay driver, the
  * retention purge, the relay of operational events, the stats compactor): a pass when the app
  * boots, then the next one after the delay the pass asks for, until the app closes. One pass at a
- * time per process; a nudge runs the next pass as soon as the one in progress ends. The timers
- * never keep a process alive, and closing waits for the pass in progress.
+ * time per process; a nudge runs the next pass as soon as the one in progress ends, a wake cuts a
+ * longer wait short. The timers never keep a process alive, and closing waits for the pass in
+ * progress.
  */
 export abstract class BackgroundLoop<T> implements OnApplicationBootstrap, OnModuleDestroy {
   protected abstract readonly logger: Logger;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
   private again = false;
+  /** When the timer fires (ms since the epoch). */
+  private dueAt = 0;
+  /** Set by wake() during a pass: the next pass comes within this long at the latest. */
+  private wakeWithinMs: number | null = null;
   protected stopped = true;
 
   protected constructor(
@@ -56,8 +89,20 @@ export abstract class BackgroundLoop<T> implements OnApplicationBootstrap, OnMod
     else this.schedule(0);
   }
 
+  /**
+   * There may be work soon (this process wrote some): the next pass within `withinMs` at the
+   * latest. Cheap enough to call for every piece of work: it only moves a timer that would fire
+   * later, so a loop already at its working pace is left alone, unlike nudge().
+   */
+  wake(withinMs: number): void {
+    if (this.stopped) return;
+    if (this.running) this.wakeWithinMs = Math.min(this.wakeWithinMs ?? withinMs, withinMs);
+    else if (this.timer && this.dueAt > Date.now() + withinMs) this.schedule(withinMs);
+  }
+
   private schedule(delayMs: number): void {
     if (this.timer) clearTimeout(this.timer);
+    this.dueAt = Date.now() + delayMs;
     this.timer = setTimeout(() => this.tick(), delayMs);
     this.timer.unref();
   }
@@ -77,8 +122,10 @@ export abstract class BackgroundLoop<T> implements OnApplicationBootstrap, OnMod
         this.running = null;
         if (this.stopped) return;
         const again = this.again;
+        const wakeWithinMs = this.wakeWithinMs;
         this.again = false;
-        this.schedule(again ? 0 : delayMs);
+        this.wakeWithinMs = null;
+        this.schedule(again ? 0 : Math.min(delayMs, wakeWithinMs ?? delayMs));
       });
   }
 }

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { REDIS } from '@bellhop/queue';
 import { DeliveryQueueModule } from './delivery-queue.module';
-import { DELIVERY_SERVICE_OPTIONS, DeliveryService, DeliveryServiceOptions } from './delivery.service';
+import { DELIVERY_SERVICE_OPTIONS, DeliveryService, DeliveryServiceOptions, REPLAYS_OF_THIS_WORKER } from './delivery.service';
 import { HttpSender } from './http-sender';
 import { IN_FLIGHT_LIMITER, RedisInFlightLimiter } from './in-flight-limiter';
 import { OperationalRelay } from './operational-relay';
@@ -37,6 +37,7 @@ const providers: Provider[] = [
   DeliveryService,
   Sweeper,
   ReplayDriver,
+  { provide: REPLAYS_OF_THIS_WORKER, useExisting: ReplayDriver },
   OperationalRelay,
   StatsCompactor,
 ];

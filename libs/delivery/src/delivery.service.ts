@@ -11,6 +11,8 @@ import { DeliveryDispatcher, type Dispatch } from './dispatcher';
 import { HttpSender, type AttemptError, type SendResult } from './http-sender';
 import { IN_FLIGHT_LIMITER, type InFlightLimiter } from './in-flight-limiter';
 import { OperationalRelay } from './operational-relay';
+import type { ReplayDriver } from './replay-driver';
+import { StatsCompactor } from './stats-compactor';
 import { TestAttemptAnnouncer } from './test-attempts';
 import { USER_AGENT } from './version';
 import { WebhookHealth } from './webhook-health';
@@ -36,6 +38,12 @@ export interface DeliveryServiceOptions {
 
 /** Optional overrides of DeliveryServiceOptions, for the worker module or tests. */
 export const DELIVERY_SERVICE_OPTIONS = Symbol('DELIVERY_SERVICE_OPTIONS');
+
+/**
+ * The worker's ReplayDriver, told of each replay attempt recorded (a token rather than the class:
+ * replay-driver.ts imports this file).
+ */
+export const REPLAYS_OF_THIS_WORKER = Symbol('REPLAYS_OF_THIS_WORKER');
 
 export const DEFAULT_DELIVERY_SERVICE_OPTIONS: Required<DeliveryServiceOptions> = {
   maxInFlightPerWebhook: 10,
@@ -93,6 +101,8 @@ export class DeliveryService {
     @Optional() @Inject(DELIVERY_SERVICE_OPTIONS) options?: DeliveryServiceOptions,
     @Optional() private readonly operational?: OperationalRelay,
     @Optional() private readonly testAttempts?: TestAttemptAnnouncer,
+    @Optional() private readonly stats?: StatsCompactor,
+    @Optional() @Inject(REPLAYS_OF_THIS_WORKER) private readonly replays?: Pick<ReplayDriver, 'replayAttemptRecorded'>,
   ) {
     this.options = {
       ...DEFAULT_DELIVERY_SERVICE_OPTIONS,
@@ -248,6 +258,10 @@ export class DeliveryService {
     if (recorded.webhookDisabled) this.logger.warn({ msg: 'webhook disabled: the receiver answered 410 Gone', webhookId: claimed.webhookId, deliveryId: claimed.id });
     // The recording has committed: a `?wait=true` request for this test can answer now.
     if (claimed.test) void this.testAttempts?.recorded(claimed.id);
+    // Loops that slow down while idle keep their working pace: the recording appended stats deltas
+    // to fold, and a replay's attempt means a replay runs.
+    this.stats?.deltasAppended();
+    if (claimed.trigger === 'replay') this.replays?.replayAttemptRecorded();
 
     await this.dispatchNext(claimed, recorded);
     // After the dispatch, and on its own: a failure here must not cost the next attempt.

@@ -1,10 +1,18 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { PrismaService } from '@bellhop/database';
-import { BackgroundLoop } from './background-loop';
+import { BackgroundLoop, IdleBackoff } from './background-loop';
 
-/** How soon the next fold runs after one that folded something, and after one that found nothing. */
+/** How soon the next fold runs after one that folded something. */
 const FOLD_INTERVAL_MS = 1_000;
+/**
+ * After one that found nothing: 5 s, then twice as long after each empty fold, up to a minute.
+ * No count is late for it (the stats routes read the deltas not folded yet), and a recording in
+ * this worker brings the next fold within a second (deltasAppended), so the deltas left to read
+ * stay about a second's worth while attempts are made. Only an API's cancels on an otherwise idle
+ * install wait longer, up to a minute: a few rows.
+ */
 const IDLE_INTERVAL_MS = 5_000;
+const IDLE_INTERVAL_MAX_MS = 60_000;
 /** Delta rows folded per statement. */
 const FOLD_BATCH = 5_000;
 
@@ -19,6 +27,7 @@ const FOLD_BATCH = 5_000;
 @Injectable()
 export class StatsCompactor extends BackgroundLoop<number> {
   protected readonly logger = new Logger(StatsCompactor.name);
+  private readonly idle = new IdleBackoff(IDLE_INTERVAL_MS, IDLE_INTERVAL_MAX_MS);
 
   constructor(private readonly prisma: PrismaService) {
     super('folding stats deltas', true);
@@ -29,7 +38,14 @@ export class StatsCompactor extends BackgroundLoop<number> {
   }
 
   protected delayAfter(folded: number | null): number {
-    return folded === 0 ? IDLE_INTERVAL_MS : FOLD_INTERVAL_MS;
+    if (folded === 0) return this.idle.idle();
+    this.idle.reset();
+    return FOLD_INTERVAL_MS;
+  }
+
+  /** A recording or a cancel in this process appended deltas: the next fold within a second. */
+  deltasAppended(): void {
+    this.wake(FOLD_INTERVAL_MS);
   }
 
   /** Folds every delta there is now. The number of delta rows folded. */
