@@ -12,6 +12,7 @@ describe('deliveryWorkerOptions', () => {
     expect(options.concurrency).toBe(7);
     expect(options.lockDuration).toBeGreaterThanOrEqual(45_000 + 30_000);
     expect(options.stalledInterval).toBeLessThanOrEqual(options.lockDuration!);
+    expect(options.drainDelay).toBe(10);
   });
 });
 

@@ -25,6 +25,10 @@ export function deliveryWorkerOptions(config: BellhopConfig): Partial<WorkerOpti
     stalledInterval: Math.min(30_000, lockDuration),
     // A job that stalls twice is failed and removed; the sweeper then puts the delivery back.
     maxStalledCount: 1,
+    // An idle worker waits for a job in one blocking call of up to 10 s (BullMQ's default is 5 s)
+    // and is woken at once by a new one; 10 s is the ceiling BullMQ itself keeps when delayed jobs
+    // exist, for the sake of reconnections.
+    drainDelay: 10,
   };
 }
 
