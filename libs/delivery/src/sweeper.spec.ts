@@ -20,6 +20,8 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
   let states: Map<string, string>;
   /** How far in the future each delayed job is due. */
   let delays: Map<string, number>;
+  /** How long ago each active job was taken by a worker. */
+  let activeFor: Map<string, number>;
   let promote: jest.Mock;
   let changePriority: jest.Mock;
   let queue: { getJobState: jest.Mock; getJob: jest.Mock; remove: jest.Mock };
@@ -51,11 +53,12 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     dispatcher = { dispatch: jest.fn().mockResolvedValue(undefined) };
     states = new Map();
     delays = new Map();
+    activeFor = new Map();
     promote = jest.fn().mockResolvedValue(undefined);
     changePriority = jest.fn().mockResolvedValue(undefined);
     queue = {
       getJobState: jest.fn(async (id: string) => states.get(id) ?? 'unknown'),
-      getJob: jest.fn(async (id: string) => (states.has(id) ? { id, promote, changePriority, timestamp: Date.now(), delay: delays.get(id) ?? 60_000 } : undefined)),
+      getJob: jest.fn(async (id: string) => (states.has(id) ? { id, promote, changePriority, timestamp: Date.now(), delay: delays.get(id) ?? 60_000, processedOn: Date.now() - (activeFor.get(id) ?? 0) } : undefined)),
       remove: jest.fn(async (id: string) => (states.delete(id) ? 1 : 0)),
     };
     sweeper = makeSweeper();
@@ -175,12 +178,17 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     const stuck = await delivery({ attemptCount: 1, leaseMs: -1000 });
     // Just taken by a live worker: active, due a few seconds ago, not leased yet.
     const starting = await delivery({ attemptCount: 1, ageMs: 6_000 });
-    // Taken by a worker that died before it leased the row: active, unleased, due long ago.
+    // Just taken by a live worker after a minute behind a backlog: due long ago, active for a moment.
+    const behindBacklog = await delivery({ attemptCount: 1, ageMs: 60_000 });
+    // Taken by a worker that died before it leased the row: active for long, unleased, due long ago.
     const orphaned = await delivery({ attemptCount: 1, ageMs: 60_000 });
     states.set(deliveryJobId(stuck, 2), 'active');
     states.set(deliveryJobId(starting, 2), 'active');
+    states.set(deliveryJobId(behindBacklog, 2), 'active');
+    activeFor.set(deliveryJobId(behindBacklog, 2), 200);
     states.set(deliveryJobId(orphaned, 2), 'active');
-    expect(await sweeper.sweep()).toEqual({ found: 3, added: 2, promoted: 0 });
+    activeFor.set(deliveryJobId(orphaned, 2), 40_000);
+    expect(await sweeper.sweep()).toEqual({ found: 4, added: 2, promoted: 0 });
     expect(dispatched()).toEqual(
       expect.arrayContaining([
         { deliveryId: stuck, webhookId, organizationId, attempt: 2, key: 'swept' },

@@ -144,12 +144,14 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
       if (job && jobDueAt > Date.now() + PROMOTE_AFTER_MS && (await job.promote().then(() => true, () => false))) result.promoted++;
     } else if (state === 'prioritized') {
       await this.requeuePrioritized(jobId, row, result);
-    } else if (state === 'active' && (row.leaseExpired || row.overdueMs > STUCK_ACTIVE_MS)) {
+    } else if (state === 'active' && (row.leaseExpired || (await this.activeForMs(jobId)) > STUCK_ACTIVE_MS)) {
       // Claimed, never recorded, lease run out: the worker died mid-attempt and BullMQ has not
       // noticed yet (that takes up to lockDuration + stalledInterval). Also when a job has been
       // active for long without ever taking the lease: its worker died between taking the job
-      // and claiming the row. A second job, with its own id, retries now; whichever of the two
-      // runs second finds the step done and skips.
+      // and claiming the row. That is timed from when the job became active, not from when the
+      // row became due: behind a backlog, a row is long overdue when its job starts, and a job
+      // claiming it right now is not lost. A second job, with its own id, retries now; whichever
+      // of the two runs second finds the step done and skips.
       missing.push({ ...owner, attempt: row.scheduledAttempt, key: 'swept' });
     } else if (state === 'completed' || state === 'failed') {
       // A finished job would block re-adding the same id (jobs are normally removed at the end).
@@ -157,6 +159,12 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
       missing.push({ ...owner, attempt: row.scheduledAttempt });
     }
     // waiting, prioritized, or active and not yet claimed: it is on its way.
+  }
+
+  /** How long the job has been active (BullMQ's processedOn: set each time a worker takes it), 0 if gone. */
+  private async activeForMs(jobId: string): Promise<number> {
+    const job = await this.queue.getJob(jobId);
+    return job?.processedOn ? Date.now() - job.processedOn : 0;
   }
 
   /** A job sent back at a cap whose row has waited long: to the back of the wait list (priority 0). */
