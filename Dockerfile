@@ -10,6 +10,8 @@ RUN cp node_modules/prisma/build/schema_engine_bg.wasm node_modules/@prisma/inte
 
 FROM node:20.20-bookworm-slim
 ENV NODE_ENV=production
+# Two malloc arenas shared by all threads instead of one per thread (see scripts/node-runtime.js).
+ENV MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
@@ -20,4 +22,5 @@ COPY --from=build /app/scripts ./scripts
 COPY --from=build /app/apps/dashboard ./apps/dashboard
 USER node
 EXPOSE 3000 3001
-CMD ["node", "dist/apps/api/src/main.js"]
+# The heap flags of scripts/node-runtime.js: docker-compose.yml gives the same to the worker.
+CMD ["node", "--max-old-space-size=512", "--max-semi-space-size=8", "dist/apps/api/src/main.js"]

@@ -25,6 +25,7 @@ const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 const { Client } = require('pg');
 const { Pool, request } = require('undici');
+const { NODE_FLAGS, appEnvironment } = require('../scripts/node-runtime');
 
 /** Payloads that satisfy the documented schemas (the Bellwether documentation's own examples). */
 const DRIFT = {
@@ -149,7 +150,10 @@ function startApp(name, env, appRoot = root) {
   const entry = path.join(appRoot, 'dist', 'apps', name, 'src', 'main.js');
   // BENCH_PROFILE=api (or worker, or api,worker) writes a V8 CPU profile of that app on exit.
   const profile = (process.env.BENCH_PROFILE || '').split(',').includes(name) ? ['--cpu-prof', '--cpu-prof-dir', path.join(root, 'bench', 'results', 'profiles')] : [];
-  const child = spawn(process.execPath, [...profile, entry], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  // This build as scripts/start.js, the image and the units run it (heap flags, allocator setting);
+  // another build (--previous) as its own start command did: plain node.
+  const runtime = appRoot === root ? { flags: NODE_FLAGS, env: appEnvironment(env) } : { flags: [], env };
+  const child = spawn(process.execPath, [...runtime.flags, ...profile, entry], { env: runtime.env, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   return child;
 }

@@ -9,6 +9,7 @@
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
+const { NODE_FLAGS, appEnvironment } = require('./node-runtime');
 
 // What @nestjs/config does for the apps: a .env file in the working directory, the environment first.
 // Read here too, or the migrations below could go to another database than the one the apps use.
@@ -41,7 +42,8 @@ const migrate = spawnSync(process.execPath, [path.join(root, 'scripts', 'db.js')
 if (migrate.status !== 0) process.exit(migrate.status ?? 1);
 
 const children = Object.entries(apps).map(([name, entry]) => {
-  const child = spawn(process.execPath, [entry, ...args], { stdio: 'inherit', env: process.env });
+  // Heap and allocator sized to keep each app within 256 MB through a burst (node-runtime.js).
+  const child = spawn(process.execPath, [...NODE_FLAGS, entry, ...args], { stdio: 'inherit', env: appEnvironment() });
   child.name = name;
   return child;
 });
