@@ -2,10 +2,13 @@ import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { INestApplication } from '@nestjs/common';
 import { Queue } from 'bullmq';
+import { Cluster } from 'ioredis';
 import { Client } from 'pg';
 import request from 'supertest';
 import { createApiApp } from '../../apps/api/src/api.app';
 import { createWorkerApp } from '../../apps/worker/src/worker.app';
+import { BELLHOP_CONFIG, type BellhopConfig } from '@bellhop/config';
+import { queueConnection } from '@bellhop/queue';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env';
 
 export interface StackOptions {
@@ -71,6 +74,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...options.env,
   });
   const api = await createApiApp();
+  // The stop cleans up where the apps ran (a test may name another Redis, or a cluster).
+  const redis = api.get<BellhopConfig>(BELLHOP_CONFIG);
   if (options.listen) await api.listen(0, '127.0.0.1');
   else await api.init();
   let worker: INestApplication | null = null;
@@ -89,7 +94,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     stop: async () => {
       await worker?.close();
       await api.close();
-      await obliterate(queuePrefix);
+      await obliterate(queuePrefix, redis);
       if (!options.databaseUrl) await dropDatabase(databaseUrl);
     },
   };
@@ -124,10 +129,11 @@ export async function dropDatabase(databaseUrl: string): Promise<void> {
   });
 }
 
-/** Removes the test file's queue keys from Redis. */
-async function obliterate(prefix: string): Promise<void> {
-  const url = new URL(TEST_REDIS_URL);
-  const queue = new Queue('delivery', { prefix, connection: { host: url.hostname, port: Number(url.port || 6379) } });
+/** Removes the test file's queue keys from Redis, connecting as the apps did (REDIS_URL parsed by redisConnectionOptions, or a cluster client). */
+async function obliterate(prefix: string, redis: Pick<BellhopConfig, 'redisUrl' | 'redisCluster'>): Promise<void> {
+  const connection = queueConnection(redis);
+  const queue = new Queue('delivery', { prefix, connection });
   await queue.obliterate({ force: true }).catch(() => undefined);
   await queue.close();
+  if (connection instanceof Cluster) await connection.quit().catch(() => connection.disconnect());
 }

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
-// By path, not through @bellhop/domain's index: scripts load this file with plain ts-node, which
-// knows no path aliases, and the module needs nothing but node:net.
+// By path, not through @bellhop/domain's and @bellhop/queue's indexes: scripts load this file with
+// plain ts-node, which knows no path aliases, and these modules need nothing but node:net.
 import { ipv6Groups } from '../../domain/src/destination';
+import { redisClusterOptions } from '../../queue/src/connection';
 import { parseDuration, parseDurationList } from './duration';
 
 export type Plan = 'free' | 'solo' | 'team';
@@ -13,6 +14,8 @@ export interface BellhopConfig {
   databaseUrl: string;
   databasePoolSize: number;
   redisUrl: string;
+  /** REDIS_URL names a seed node of a Redis Cluster (REDIS_CLUSTER): every connection is a cluster client. */
+  redisCluster: boolean;
   queuePrefix: string;
   host: string;
   port: number;
@@ -244,6 +247,26 @@ function queuePrefix(env: Env, name: string, fallback: string): string {
   return raw;
 }
 
+/**
+ * REDIS_CLUSTER, checked with what it needs of REDIS_URL and QUEUE_PREFIX. BullMQ's scripts and
+ * Bellhop's own touch several keys at once, which a cluster runs only when they are all in one
+ * slot: without a hash tag in the prefix every such call would fail (CROSSSLOT), so the boot stops.
+ */
+function redisCluster(env: Env, redisUrl: string, prefix: string): boolean {
+  if (!bool(env, 'REDIS_CLUSTER', false)) return false;
+  if (!/\{[^{}]+\}/.test(prefix)) {
+    throw new ConfigError(
+      `REDIS_CLUSTER=true needs QUEUE_PREFIX to hold a Redis Cluster hash tag, such as {bellhop}, so that all of Bellhop's and BullMQ's keys are in one slot (their scripts use several keys at once); got "${prefix}"`,
+    );
+  }
+  try {
+    redisClusterOptions(redisUrl);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  return true;
+}
+
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
@@ -397,6 +420,9 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
   }
   if (retryScheduleMs.length > 20) throw new ConfigError('RETRY_SCHEDULE allows at most 20 retries');
 
+  const redisUrl = env.REDIS_URL || 'redis://127.0.0.1:6379';
+  const prefix = queuePrefix(env, 'QUEUE_PREFIX', 'bellhop');
+
   const deliveryTimeoutMs = duration(env, 'DELIVERY_TIMEOUT', '30s');
   if (deliveryTimeoutMs < 100 || deliveryTimeoutMs > 120_000) throw new ConfigError('DELIVERY_TIMEOUT must be between 100ms and 2m');
 
@@ -418,8 +444,9 @@ export function loadConfig(env: Env = process.env): BellhopConfig {
     env: nodeEnv,
     databaseUrl: env.DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop',
     databasePoolSize: int(env, 'DATABASE_POOL_SIZE', Math.max(10, workerConcurrency + 5), 1, 500),
-    redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
-    queuePrefix: queuePrefix(env, 'QUEUE_PREFIX', 'bellhop'),
+    redisUrl,
+    redisCluster: redisCluster(env, redisUrl, prefix),
+    queuePrefix: prefix,
     host: env.HOST || '0.0.0.0',
     port: int(env, 'PORT', 3000, 0, 65535),
     workerPort: int(env, 'WORKER_PORT', 3001, 0, 65535),

@@ -1,7 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
-import { REDIS } from '@bellhop/queue';
+import { REDIS, type RedisClient } from '@bellhop/queue';
 
 /**
  * The Redis channel on which workers say "an attempt of this test delivery is recorded" (the
@@ -25,7 +24,7 @@ export class TestAttemptAnnouncer {
   private readonly channel: string;
 
   constructor(
-    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(REDIS) private readonly redis: RedisClient,
     @Inject(BELLHOP_CONFIG) config: BellhopConfig,
   ) {
     this.channel = testAttemptsChannel(config.queuePrefix);

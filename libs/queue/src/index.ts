@@ -1,5 +1,5 @@
-import { ChainableCommander, Redis } from 'ioredis';
-import { redisConnectionOptions } from './connection';
+import { ChainableCommander } from 'ioredis';
+import { createRedisClient, type RedisClient, type RedisTarget } from './redis-client';
 
 /**
  * The queue contract shared by the API (producer) and the worker (consumer).
@@ -42,9 +42,9 @@ export const DELIVERY_JOB_OPTIONS = {
   attempts: 1,
 } as const;
 
-/** A Redis connection fit for BullMQ (blocking commands must not be retried per request). */
-export function createRedis(redisUrl: string, name: string): Redis {
-  return new Redis({ ...redisConnectionOptions(redisUrl), maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
+/** A Redis connection fit for BullMQ (blocking commands must not be retried per request), to one Redis or a cluster. */
+export function createRedis(target: RedisTarget, name: string): RedisClient {
+  return createRedisClient(target, { maxRetriesPerRequest: null, connectionName: name, lazyConnect: false });
 }
 
 /** The replies of a pipeline in order, or the first error among them. */
@@ -58,4 +58,5 @@ export async function execPipeline(pipeline: ChainableCommander): Promise<unknow
 }
 
 export * from './connection';
+export * from './redis-client';
 export * from './redis.module';

@@ -1,10 +1,9 @@
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 import { Gauge, type Registry } from 'prom-client';
 import { BELLHOP_CONFIG, BellhopConfig } from '@bellhop/config';
 import { testAttemptsChannel } from '@bellhop/delivery';
 import { APP_METRICS } from '@bellhop/observability';
-import { REDIS, logRedisErrors } from '@bellhop/queue';
+import { REDIS, duplicateRedisClient, logRedisErrors, type RedisClient } from '@bellhop/queue';
 
 export interface TestAttemptWaitOptions {
   /** How long a request waits for the first attempt before it is answered 202 (the contract's 35 s). */
@@ -72,10 +71,10 @@ export class TestAttemptWaiters implements OnModuleInit, OnModuleDestroy, OnAppl
   private readonly countByOrganization = new Map<string, number>();
   /** Set when the application begins shutting down: nobody waits any longer, nor reads again. */
   private closing = false;
-  private subscriber: Redis | null = null;
+  private subscriber: RedisClient | null = null;
 
   constructor(
-    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(REDIS) private readonly redis: RedisClient,
     @Inject(BELLHOP_CONFIG) config: BellhopConfig,
     @Inject(APP_METRICS) registry: Registry,
   ) {
@@ -97,8 +96,9 @@ export class TestAttemptWaiters implements OnModuleInit, OnModuleDestroy, OnAppl
   }
 
   async onModuleInit(): Promise<void> {
-    // A connection in subscriber mode can run no other command: its own, beside the shared one.
-    const subscriber = this.redis.duplicate({ connectionName: 'bellhop-test-attempts' });
+    // A connection in subscriber mode can run no other command: its own, beside the shared one
+    // (on Redis Cluster a cluster client too: PUBLISH reaches every node, so any node will do).
+    const subscriber = duplicateRedisClient(this.redis, 'bellhop-test-attempts');
     this.subscriber = subscriber;
     subscriber.on('message', (channel: string, deliveryId: string) => {
       if (channel === this.channel) this.wake(deliveryId);
