@@ -18,6 +18,7 @@
  * Needs a migrated database (DATABASE_URL, default bellhop_idle on 127.0.0.1) and the apps built
  * (dist/). Uses QUEUE_PREFIX=bhidle unless given; ports PORT/WORKER_PORT default 3917/3918.
  */
+const { NODE_FLAGS, appEnvironment } = require('../scripts/node-runtime');
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
@@ -60,7 +61,8 @@ const env = {
 
 function start(name, main) {
   const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
-  const child = spawn(process.execPath, [...nodeArgs, path.join(root, main)], { cwd: root, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  // As scripts/start.js runs the apps (heap flags, allocator setting).
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...nodeArgs, path.join(root, main)], { cwd: root, env: appEnvironment(env), stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr.on('data', (chunk) => process.stderr.write(`[${name}] ${chunk}`));
   child.on('exit', (code, signal) => {
     if (!stopping) {

@@ -15,11 +15,18 @@
  *   collector, libuv's pool) an arena of its own, and seldom hands their freed memory back; two
  *   arenas are shared by all. The environment's own value wins.
  */
-const NODE_FLAGS = ['--max-old-space-size=512', '--max-semi-space-size=8'];
+const DEFAULT_FLAGS = ['--max-old-space-size=512', '--max-semi-space-size=8'];
+
+/** The flags, less any that NODE_OPTIONS sets itself (flags on the command line would win over it). */
+function nodeFlags(nodeOptions = process.env.NODE_OPTIONS || '') {
+  return DEFAULT_FLAGS.filter((flag) => !nodeOptions.includes(flag.split('=')[0]));
+}
+
+const NODE_FLAGS = nodeFlags();
 
 /** The environment for an app: `base` with the allocator's setting added where `base` has none. */
 function appEnvironment(base = process.env) {
   return { MALLOC_ARENA_MAX: '2', ...base };
 }
 
-module.exports = { NODE_FLAGS, appEnvironment };
+module.exports = { NODE_FLAGS, nodeFlags, appEnvironment };

@@ -255,9 +255,12 @@ export class CapacityGate {
         }
         if (grant === 'held') return 'held';
         const denied = grant === 'organization_full' ? `org:${key.organizationId}` : `webhook:${key.webhookId}`;
+        // Whether this cap's slots were freed quickly here lately: its jobs get their turn within milliseconds.
+        const fast = (this.fastReleaseAt.get(denied) ?? 0) > Date.now() - this.options.slotWaitMs;
         // A tenant whose attempts are not finishing quickly here gives the worker slot back at
-        // once, so that other tenants' jobs behind it run.
-        if (grant === 'organization_full' && !line && !((this.fastReleaseAt.get(denied) ?? 0) > Date.now() - this.options.slotWaitMs)) return 'denied';
+        // once (also a job that waited in its webhook's line first), so that other tenants' jobs
+        // behind it run.
+        if (grant === 'organization_full' && denied !== cap && !fast) return 'denied';
         if (denied !== cap) {
           // Woken in the organization's line, this job found its webhook full instead: the slot of
           // the organization it was woken for is still free, so the next in that line gets a try.
@@ -265,12 +268,17 @@ export class CapacityGate {
           cap = denied;
           line = this.waiting.get(cap);
           if (!line) this.waiting.set(cap, (line = { wakers: [], freed: 0, jobs: 0 }));
-          // However many are in line, a job stays only while the cap's slots turn over quickly
-          // here (below; a tenant's job joins only then, above): each worker slot the line holds
-          // is freed again within milliseconds and takes the next job from the queue, whoever's
-          // it is. Sent back instead, each would cost the queue four more round trips and come
-          // back to wait again: in the bench, 0.7 jobs sent back per delivery in a burst to one
-          // endpoint, 0.5 in a fan-out to 1,000 endpoints of one tenant.
+          // How many may wait in one line, so that one busy tenant or endpoint never holds every
+          // worker slot: half the tenant's cap (its further jobs go back to the queue at once);
+          // twice the endpoint's cap, and beyond that only while the endpoint's slots turn over
+          // quickly: each worker slot those hold is freed again within milliseconds, where sent
+          // back each job would cost the queue four more round trips and come back to wait again
+          // (0.7 jobs sent back per delivery in the bench's burst to one endpoint, measured).
+          const full = cap.startsWith('org:') ? line.jobs >= Math.ceil(this.options.maxInFlightPerOrganization / 2) : line.jobs >= 2 * this.options.maxInFlightPerWebhook && !fast;
+          if (full) {
+            line = undefined; // never joined
+            return 'denied';
+          }
           line.jobs += 1;
           freedBefore = line.freed;
         }

@@ -114,7 +114,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
 
     const result = await sweeper.sweep();
 
-    expect(result).toEqual({ found: 2, added: 2, promoted: 0 });
+    expect(result).toEqual({ found: 2, added: 2, promoted: 0, requeued: 0 });
     expect(dispatched()).toEqual(
       expect.arrayContaining([
         { deliveryId: lost, webhookId, organizationId, attempt: 1 },
@@ -138,7 +138,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     await delivery({ status: 'succeeded' });
     await delivery({ status: 'failed' });
     await delivery({ status: 'cancelled' });
-    expect(await sweeper.sweep()).toEqual({ found: 0, added: 0, promoted: 0 });
+    expect(await sweeper.sweep()).toEqual({ found: 0, added: 0, promoted: 0, requeued: 0 });
     expect(dispatcher.dispatch).not.toHaveBeenCalled();
   });
 
@@ -154,20 +154,20 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     states.set(deliveryJobId(backingOff, 1), 'delayed');
     delays.set(deliveryJobId(backingOff, 1), 800);
 
-    expect(await sweeper.sweep()).toEqual({ found: 4, added: 1, promoted: 1 });
+    expect(await sweeper.sweep()).toEqual({ found: 4, added: 1, promoted: 1, requeued: 0 });
     expect(promote).toHaveBeenCalledTimes(1);
     expect(queue.remove).toHaveBeenCalledWith(deliveryJobId(finished, 1));
     expect(dispatched()).toEqual([{ deliveryId: finished, webhookId, organizationId, attempt: 1 }]);
   });
 
   it('puts a job sent back at a cap at the back of the wait list once its row has waited long behind fresh jobs', async () => {
-    // Sent back at a cap, then behind fresh jobs (prioritized): a while ago, and just now.
-    const starved = await delivery({ ageMs: 60_000 });
-    const recent = await delivery({ ageMs: 6_000 });
+    // Sent back at a cap, then behind fresh jobs (prioritized): due long ago, and half a minute ago.
+    const starved = await delivery({ ageMs: 120_000 });
+    const recent = await delivery({ ageMs: 30_000 });
     states.set(deliveryJobId(starved, 1), 'prioritized');
     states.set(deliveryJobId(recent, 1), 'prioritized');
 
-    expect(await sweeper.sweep()).toEqual({ found: 2, added: 0, promoted: 1 });
+    expect(await sweeper.sweep()).toEqual({ found: 2, added: 0, promoted: 0, requeued: 1 });
     expect(changePriority).toHaveBeenCalledTimes(1);
     expect(changePriority).toHaveBeenCalledWith({ priority: 0 });
     expect(queue.getJob).toHaveBeenCalledWith(deliveryJobId(starved, 1));
@@ -188,7 +188,7 @@ describe('Sweeper (real Postgres, stand-in queue)', () => {
     activeFor.set(deliveryJobId(behindBacklog, 2), 200);
     states.set(deliveryJobId(orphaned, 2), 'active');
     activeFor.set(deliveryJobId(orphaned, 2), 40_000);
-    expect(await sweeper.sweep()).toEqual({ found: 4, added: 2, promoted: 0 });
+    expect(await sweeper.sweep()).toEqual({ found: 4, added: 2, promoted: 0, requeued: 0 });
     expect(dispatched()).toEqual(
       expect.arrayContaining([
         { deliveryId: stuck, webhookId, organizationId, attempt: 2, key: 'swept' },

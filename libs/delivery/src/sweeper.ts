@@ -19,9 +19,10 @@ const PROMOTE_AFTER_MS = Math.max(2_000, DEFAULT_OVER_CAP_DELAY_MAX_MS + 1_000);
 /**
  * A job sent back at a cap waits behind every fresh job (BullMQ takes the wait list before the
  * prioritized set). Under traffic that never lets the wait list empty, it would wait for ever:
- * once its row is this overdue, it is put at the back of the wait list instead.
+ * once its row is this overdue, it is put at the back of the wait list instead. Long enough that a
+ * capped endpoint's backlog that is moving anyway is not put in other tenants' way every sweep.
  */
-const REQUEUE_PRIORITIZED_AFTER_MS = PROMOTE_AFTER_MS;
+const REQUEUE_PRIORITIZED_AFTER_MS = 60_000;
 
 export interface SweeperOptions {
   /** Start sweeping (one sweep at once, then every SWEEP_INTERVAL) when the app boots. Default true. */
@@ -42,11 +43,10 @@ export interface SweepResult {
   found: number;
   /** Jobs added because none existed. */
   added: number;
-  /**
-   * Delayed jobs made due at once (their row was due earlier than the job, e.g. a manual retry),
-   * and jobs sent back at a cap that had waited long behind fresh ones, put back in line.
-   */
+  /** Delayed jobs made due at once (their row was due earlier than the job, e.g. a manual retry). */
   promoted: number;
+  /** Jobs sent back at a cap that had waited long behind fresh ones, put back in line (not lost: not counted as re-dispatched). */
+  requeued: number;
 }
 
 /**
@@ -94,7 +94,7 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
     const scheduled = rows.filter((row) => row.kind === 'scheduled');
     const last = scheduled[scheduled.length - 1];
     this.cursor = scheduled.length < this.batchSize || !last ? null : { dueAt: last.dueAt, id: last.id };
-    const result: SweepResult = { found: rows.length, added: 0, promoted: 0 };
+    const result: SweepResult = { found: rows.length, added: 0, promoted: 0, requeued: 0 };
     if (rows.length === 0) return result;
 
     const missing: Dispatch[] = [];
@@ -171,6 +171,6 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
   private async requeuePrioritized(jobId: string, row: LostCandidate, result: SweepResult): Promise<void> {
     if (row.overdueMs <= REQUEUE_PRIORITIZED_AFTER_MS) return;
     const job = await this.queue.getJob(jobId);
-    if (job && (await job.changePriority({ priority: 0 }).then(() => true, () => false))) result.promoted++;
+    if (job && (await job.changePriority({ priority: 0 }).then(() => true, () => false))) result.requeued++;
   }
 }
