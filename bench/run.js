@@ -319,25 +319,29 @@ async function attemptsOf(db, webhookId) {
   return rows[0];
 }
 
-async function burst(ctx) {
+/**
+ * `count` events to one webhook of a project of the scenario's own (so that the attempt rows
+ * counted are its only), published by `publishAll(projectId, data)`; through to the last receipt
+ * and the last attempt row.
+ */
+async function oneWebhookBurst(ctx, name, count, publishAll) {
   const { receiver, token, organizationId, db } = ctx;
-  // A project and webhook of its own, so that the attempt rows counted are this scenario's only.
-  const project = await call('POST', '/projects', { name: 'bench-burst', organizationId }, token);
+  const project = await call('POST', '/projects', { name: `bench-${name}`, organizationId }, token);
   const projectId = project.project.id;
-  const webhook = await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/burst`, events: ['baseline.drift_detected'] }, token);
+  const webhook = await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/${name}`, events: ['baseline.drift_detected'] }, token);
   const webhookId = webhook.webhook.id;
   await receiver.reset(false);
   const data = { ...DRIFT, pad: 'x'.repeat(600) };
   const start = now();
-  await inParallel(N.burst, 64, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data }, token));
+  await publishAll(projectId, data);
   const publishedAt = now();
-  const stats = await waitForReceipts(receiver, N.burst, 240_000);
+  const stats = await waitForReceipts(receiver, count, 240_000);
   const seconds = (stats.last - start) / 1000;
   // Receipt comes before the attempt row is committed: wait (bounded) for the last rows.
   let counted = await attemptsOf(db, webhookId);
-  for (const deadline = deadlineOf(10_000); counted.deliveries < N.burst && Date.now() < deadline; counted = await attemptsOf(db, webhookId)) await sleep(100);
+  for (const deadline = deadlineOf(10_000); counted.deliveries < count && Date.now() < deadline; counted = await attemptsOf(db, webhookId)) await sleep(100);
   return {
-    events: N.burst,
+    events: count,
     received: stats.count,
     duplicates: stats.duplicates,
     attemptRows: counted.attempts,
@@ -348,38 +352,23 @@ async function burst(ctx) {
   };
 }
 
+/** N.burst single-event publishes to one webhook, 64 in flight. */
+function burst(ctx) {
+  return oneWebhookBurst(ctx, 'burst', N.burst, (projectId, data) =>
+    inParallel(N.burst, 64, () => call('POST', `/projects/${projectId}/events`, { event: 'baseline.drift_detected', data }, ctx.token)),
+  );
+}
+
 /**
  * The same burst through batch publishing: N.batch events to one webhook, 100 events a request
  * (`POST /projects/{id}/events/batch`), 8 requests in flight.
  */
-async function batchBurst(ctx) {
-  const { receiver, token, organizationId, db } = ctx;
-  const project = await call('POST', '/projects', { name: 'bench-batch', organizationId }, token);
-  const projectId = project.project.id;
-  const webhook = await call('POST', `/projects/${projectId}/webhooks`, { url: `${receiver.url}/batch`, events: ['baseline.drift_detected'] }, token);
-  const webhookId = webhook.webhook.id;
-  await receiver.reset(false);
-  const data = { ...DRIFT, pad: 'x'.repeat(600) };
+function batchBurst(ctx) {
   const perRequest = 100;
-  const start = now();
-  await inParallel(Math.ceil(N.batch / perRequest), 8, () =>
-    call('POST', `/projects/${projectId}/events/batch`, { events: Array.from({ length: perRequest }, () => ({ event: 'baseline.drift_detected', data })) }, token),
+  const events = (data) => Array.from({ length: perRequest }, () => ({ event: 'baseline.drift_detected', data }));
+  return oneWebhookBurst(ctx, 'batch', N.batch, (projectId, data) =>
+    inParallel(Math.ceil(N.batch / perRequest), 8, () => call('POST', `/projects/${projectId}/events/batch`, { events: events(data) }, ctx.token)),
   );
-  const publishedAt = now();
-  const stats = await waitForReceipts(receiver, N.batch, 240_000);
-  const seconds = (stats.last - start) / 1000;
-  let counted = await attemptsOf(db, webhookId);
-  for (const deadline = deadlineOf(10_000); counted.deliveries < N.batch && Date.now() < deadline; counted = await attemptsOf(db, webhookId)) await sleep(100);
-  return {
-    events: N.batch,
-    received: stats.count,
-    duplicates: stats.duplicates,
-    attemptRows: counted.attempts,
-    deliveriesWithAttempts: counted.deliveries,
-    publishSeconds: round((publishedAt - start) / 1000, 2),
-    seconds: round(seconds, 2),
-    perSecond: round(stats.count / seconds, 0),
-  };
 }
 
 async function paced(ctx, rate) {

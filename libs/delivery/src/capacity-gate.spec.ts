@@ -90,24 +90,17 @@ describe('CapacityGate across workers (real Redis)', () => {
     expect(await members('inflight:wh_w')).toEqual([]);
   });
 
-  it.each([2, 3])('lets the jobs in line of %i see a slot that another worker gives back', async (waiters) => {
+  it.each([2, 3])('lets %i jobs in line see a slot that another worker gives back', async (waiters) => {
     const [one, two] = [gateOf({ maxInFlightPerWebhook: 1, maxInFlightPerOrganization: 100 }), gateOf({ maxInFlightPerWebhook: 1, maxInFlightPerOrganization: 100, slotWaitMs: 1000, slotWaitMaxMs: 2000 })];
     const webhookId = `wh_line_${waiters}`;
     const holder = held(await one.enter(key(`org_line_h${waiters}`, webhookId)));
     // Worker two's jobs wait in one line for the webhook's only slot: past a few polls each.
     const started = Date.now();
     const taken = Array.from({ length: waiters }, (_, i) => two.enter(key(`org_line_${waiters}_${i}`, webhookId)).then((slot) => ({ slot, at: Date.now() })));
-    // Twice the webhook's cap may wait while its slots are not turning over: a third goes back at once.
-    const room = 2;
-    const beyond = await Promise.all(taken.slice(room));
-    for (const { slot, at } of beyond) {
-      expect(slot.kind).toBe('denied');
-      expect(at - started).toBeLessThan(100);
-    }
     await sleep(150);
     const releasedAt = Date.now();
     await holder.release(true);
-    const first = await Promise.race(taken.slice(0, room));
+    const first = await Promise.race(taken);
     expect(first.slot.kind).toBe('held');
     // Seen by polling within a few polls, not at the end of the wait (slotWaitMs after they came).
     expect(first.at - releasedAt).toBeLessThan(100);

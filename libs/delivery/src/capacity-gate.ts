@@ -235,6 +235,7 @@ export class CapacityGate {
     let line: Line | undefined;
     let cap = '';
     let freedBefore = 0;
+    let mayStay = false;
     try {
       for (;;) {
         let grant: SlotGrant;
@@ -255,12 +256,10 @@ export class CapacityGate {
         }
         if (grant === 'held') return 'held';
         const denied = grant === 'organization_full' ? `org:${key.organizationId}` : `webhook:${key.webhookId}`;
-        // Whether this cap's slots were freed quickly here lately: its jobs get their turn within milliseconds.
-        const fast = (this.fastReleaseAt.get(denied) ?? 0) > Date.now() - this.options.slotWaitMs;
         // A tenant whose attempts are not finishing quickly here gives the worker slot back at
         // once (also a job that waited in its webhook's line first), so that other tenants' jobs
         // behind it run.
-        if (grant === 'organization_full' && denied !== cap && !fast) return 'denied';
+        if (grant === 'organization_full' && denied !== cap && !((this.fastReleaseAt.get(denied) ?? 0) > Date.now() - this.options.slotWaitMs)) return 'denied';
         if (denied !== cap) {
           // Woken in the organization's line, this job found its webhook full instead: the slot of
           // the organization it was woken for is still free, so the next in that line gets a try.
@@ -268,22 +267,20 @@ export class CapacityGate {
           cap = denied;
           line = this.waiting.get(cap);
           if (!line) this.waiting.set(cap, (line = { wakers: [], freed: 0, jobs: 0 }));
-          // How many may wait in one line, so that one busy tenant or endpoint never holds every
-          // worker slot: half the tenant's cap (its further jobs go back to the queue at once);
-          // twice the endpoint's cap, and beyond that only while the endpoint's slots turn over
-          // quickly: each worker slot those hold is freed again within milliseconds, where sent
-          // back each job would cost the queue four more round trips and come back to wait again
-          // (0.7 jobs sent back per delivery in the bench's burst to one endpoint, measured).
-          const full = cap.startsWith('org:') ? line.jobs >= Math.ceil(this.options.maxInFlightPerOrganization / 2) : line.jobs >= 2 * this.options.maxInFlightPerWebhook && !fast;
-          if (full) {
+          // Only the first few in line may keep their place beyond slotWaitMs, so that one busy
+          // endpoint or tenant never holds every worker slot: twice the webhook's cap, and half
+          // the tenant's (a tenant's further jobs go back to the queue at once).
+          const room = cap.startsWith('org:') ? Math.ceil(this.options.maxInFlightPerOrganization / 2) : 2 * this.options.maxInFlightPerWebhook;
+          if (line.jobs >= room && cap.startsWith('org:')) {
             line = undefined; // never joined
             return 'denied';
           }
+          mayStay = line.jobs < room;
           line.jobs += 1;
           freedBefore = line.freed;
         }
         const now = Date.now();
-        if (line!.freed > freedBefore) {
+        if (mayStay && line!.freed > freedBefore) {
           // Slots of this cap are turning over here: the endpoint is moving, so keep the place.
           freedBefore = line!.freed;
           deadline = Math.min(now + this.options.slotWaitMs, started + this.options.slotWaitMaxMs);

@@ -110,6 +110,9 @@ export class Sweeper extends BackgroundLoop<SweepResult> {
       metrics.swept.inc(redispatched);
       this.logger.log({ msg: 'sweeper re-dispatched lost deliveries', added: result.added, promoted: result.promoted });
     }
+    if (result.requeued > 0) {
+      this.logger.log({ msg: 'sweeper put jobs sent back at a cap that had waited over a minute behind fresh jobs back in line', requeued: result.requeued });
+    }
     return result;
   }
 
