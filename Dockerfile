@@ -23,4 +23,4 @@ COPY --from=build /app/apps/dashboard ./apps/dashboard
 USER node
 EXPOSE 3000 3001
 # The heap flags of scripts/node-runtime.js: docker-compose.yml gives the same to the worker.
-CMD ["node", "--max-old-space-size=512", "--max-semi-space-size=8", "dist/apps/api/src/main.js"]
+CMD ["node", "--max-old-space-size=512", "dist/apps/api/src/main.js"]
