@@ -12,6 +12,8 @@
  *   npm run bench -- --only ingest,burst   some scenarios only (references, burst, batch, paced, ingest,
  *                                 validation, fanout, history, dashboard); the JSON then goes to bench/results/partial.json
  *   npm run bench -- --keep       keeps the bellhop_bench database afterwards, to look into it
+ *   npm run bench -- --only history,dashboard --history-attempts 10000000
+ *                                 the history and dashboard scenarios at another size (default 1,000,000)
  *   npm run bench -- --previous /path/to/other/checkout
  *                                 also runs the same scenarios against another build of Bellhop (a
  *                                 checkout of the previous release, built there), in the same run
@@ -59,8 +61,9 @@ const N = {
   ingestSeconds: quick ? 5 : 10,
   fanout: 1000,
   fanoutRounds: quick ? 3 : 10,
-  historyAttempts: quick ? 100_000 : 1_000_000,
+  historyAttempts: args.includes('--history-attempts') ? Number(args[args.indexOf('--history-attempts') + 1]) : quick ? 100_000 : 1_000_000,
 };
+if (!(N.historyAttempts >= 0)) throw new Error('--history-attempts takes a number of attempt rows');
 
 const DATABASE_ADMIN = process.env.BENCH_DATABASE_ADMIN_URL || 'postgresql://postgres@127.0.0.1:5432/postgres';
 const DATABASE_URL = process.env.BENCH_DATABASE_URL || 'postgresql://postgres@127.0.0.1:5432/bellhop_bench';
@@ -496,6 +499,28 @@ async function fanout(ctx, projectId) {
   };
 }
 
+/**
+ * The first 10 characters of a ULID made `hoursAgo` hours (and a minute) before now: delivery ids
+ * of the seeded history, one per hour of the 30 days, so that its rows go to the monthly
+ * partitions of attempts as real ones do.
+ */
+function seededIdTimes() {
+  const alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+  const at = Date.now();
+  return Array.from({ length: 720 }, (_, hoursAgo) => {
+    let ms = at - hoursAgo * 3_600_000 - 60_000;
+    let out = '';
+    for (let i = 0; i < 10; i++) {
+      out = alphabet[ms % 32] + out;
+      ms = Math.floor(ms / 32);
+    }
+    return out;
+  });
+}
+
+/** A seeded delivery's id (its random part marked H), in SQL, from generate_series `g` and the times in parameter `times`. */
+const SEEDED_DELIVERY_ID = (g, times) => `'dlv_' || (${times}::text[])[${g} % 720 + 1] || 'H' || lpad(${g}::text, 15, '0')`;
+
 /** Fills the attempts table to N.historyAttempts rows (5 per delivery) on one webhook, in SQL. */
 async function history(ctx) {
   const { db, token, webhookId } = ctx;
@@ -505,6 +530,11 @@ async function history(ctx) {
   log(`history: adding ${deliveries} deliveries with 5 attempts each`);
   const { rows } = await db.query('SELECT d.event_id, d.organization_id FROM deliveries d WHERE d.webhook_id = $1 LIMIT 1', [webhookId]);
   const template = rows[0];
+  const times = seededIdTimes();
+  // A build with attempts partitioned by month: the months of the 30 days, as the worker adds them.
+  if ((await db.query(`SELECT to_regproc('bellhop_attempts_add_month') IS NOT NULL AS partitioned`)).rows[0].partitioned) {
+    await db.query(`SELECT bellhop_attempts_add_month((now() AT TIME ZONE 'UTC' - make_interval(days => d))::date) FROM unnest(ARRAY[0, 15, 30, 31]) AS d`);
+  }
   await db.query(
     `INSERT INTO events (id, organization_id, project_id, type, body, created_at)
      SELECT 'evt_H' || lpad(g::text, 25, '0'), e.organization_id, e.project_id, e.type, e.body, now() - (g % 720) * interval '1 hour' - interval '1 minute'
@@ -514,17 +544,17 @@ async function history(ctx) {
   await db.query(
     `INSERT INTO deliveries (id, organization_id, project_id, event_id, webhook_id, event_type, status, attempt_count, scheduled_attempts, next_attempt_at,
                              last_status_code, last_response_time_ms, created_at, completed_at)
-     SELECT 'dlv_H' || lpad(g::text, 25, '0'), $3, (SELECT project_id FROM webhooks WHERE id = $2), 'evt_H' || lpad(g::text, 25, '0'), $2, 'baseline.drift_detected', 'failed', 5, 5, NULL,
+     SELECT ${SEEDED_DELIVERY_ID('g', '$4')}, $3, (SELECT project_id FROM webhooks WHERE id = $2), 'evt_H' || lpad(g::text, 25, '0'), $2, 'baseline.drift_detected', 'failed', 5, 5, NULL,
             500, 12, now() - (g % 720) * interval '1 hour' - interval '1 minute', now() - (g % 720) * interval '1 hour'
        FROM generate_series(1, $1) g`,
-    [deliveries, webhookId, template.organization_id],
+    [deliveries, webhookId, template.organization_id, times],
   );
   await db.query(
     `INSERT INTO attempts (id, delivery_id, attempt, trigger, created_at, request_url, request_headers, response_status, response_headers, response_body, response_time_ms)
-     SELECT 'att_H' || lpad((g * 5 + k)::text, 25, '0'), 'dlv_H' || lpad(g::text, 25, '0'), k, 'scheduled', now() - (g % 720) * interval '1 hour' - interval '1 minute' + k * interval '1 second',
+     SELECT 'att_H' || lpad((g * 5 + k)::text, 25, '0'), ${SEEDED_DELIVERY_ID('g', '$2')}, k, 'scheduled', now() - (g % 720) * interval '1 hour' - interval '1 minute' + k * interval '1 second',
             'http://127.0.0.1/bench', '{"content-type":"application/json"}'::jsonb, 500, '{"content-type":"text/plain"}'::jsonb, 'boom', 5 + (g * 7 + k * 13) % 400
        FROM generate_series(1, $1) g, generate_series(1, 5) k`,
-    [deliveries],
+    [deliveries, times],
   );
   // The rows above were written around the recording statement: their rollups are built as the
   // dashboard migration builds them for an existing history.
@@ -554,7 +584,7 @@ async function history(ctx) {
   };
 }
 
-/** The dashboard migration's backfill, for the history seeded above (ids dlv_H...). */
+/** The dashboard migration's backfill, for the history seeded above (events evt_H...). */
 const ROLLUP_SEEDED_HISTORY = `
   INSERT INTO webhook_stats_hourly AS h (webhook_id, hour, project_id, deliveries_succeeded, deliveries_failed, deliveries_cancelled,
                                          attempts, attempts_succeeded, attempts_failed, latency)
@@ -563,13 +593,13 @@ const ROLLUP_SEEDED_HISTORY = `
       SELECT d.webhook_id, date_trunc('hour', d.created_at, 'UTC') AS hour, d.project_id,
              count(*) FILTER (WHERE d.status = 'succeeded') AS ds, count(*) FILTER (WHERE d.status = 'failed') AS df,
              count(*) FILTER (WHERE d.status = 'cancelled') AS dc, 0 AS a, 0 AS asu, 0 AS af, '{}'::int[] AS lat
-        FROM deliveries d WHERE d.id LIKE 'dlv_H%' AND NOT d.test AND d.status <> 'pending' GROUP BY 1, 2, 3
+        FROM deliveries d WHERE d.event_id LIKE 'evt_H%' AND NOT d.test AND d.status <> 'pending' GROUP BY 1, 2, 3
       UNION ALL
       SELECT d.webhook_id, date_trunc('hour', a.created_at, 'UTC'), d.project_id, 0, 0, 0, count(*),
              count(*) FILTER (WHERE a.error_code IS NULL AND a.response_status BETWEEN 200 AND 299),
              count(*) FILTER (WHERE NOT (a.error_code IS NULL AND a.response_status BETWEEN 200 AND 299)),
              bellhop_histogram(COALESCE(array_agg(bellhop_latency_bucket(a.response_time_ms)) FILTER (WHERE a.response_status IS NOT NULL), '{}'))
-        FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.id LIKE 'dlv_H%' AND NOT d.test GROUP BY 1, 2, 3
+        FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id LIKE 'evt_H%' AND NOT d.test GROUP BY 1, 2, 3
     ) s
    GROUP BY s.webhook_id, s.hour
   ON CONFLICT (webhook_id, hour) DO UPDATE SET
@@ -580,7 +610,7 @@ const ROLLUP_SEEDED_HISTORY = `
   INSERT INTO webhook_errors_hourly AS e (webhook_id, hour, code, count)
   SELECT d.webhook_id, date_trunc('hour', a.created_at, 'UTC'), COALESCE(a.error_code, 'http_' || a.response_status), count(*)
     FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-   WHERE d.id LIKE 'dlv_H%' AND NOT d.test AND NOT (a.error_code IS NULL AND a.response_status BETWEEN 200 AND 299)
+   WHERE d.event_id LIKE 'evt_H%' AND NOT d.test AND NOT (a.error_code IS NULL AND a.response_status BETWEEN 200 AND 299)
    GROUP BY 1, 2, 3
   ON CONFLICT (webhook_id, hour, code) DO UPDATE SET count = e.count + EXCLUDED.count`;
 

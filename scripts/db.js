@@ -73,12 +73,34 @@ function ensureWasm() {
   }
 }
 
+/**
+ * The pg adapter runs a migration script by splitting it at every ";", which breaks a function body
+ * ($$ ... ; ... $$). The native engine of `prisma migrate deploy` sends the script whole; so does
+ * this (one simple-protocol query: its statements also run as one transaction).
+ */
+function WholeScriptPgClass() {
+  const { PrismaPg } = require('@prisma/adapter-pg');
+  return class WholeScriptPg extends PrismaPg {
+    async connect() {
+      const adapter = await super.connect();
+      adapter.executeScript = async (script) => {
+        try {
+          await adapter.underlyingDriver().query(script);
+        } catch (err) {
+          adapter.onError(err);
+        }
+      };
+      return adapter;
+    }
+  };
+}
+
 async function engineFor(connectionString) {
   ensureWasm();
   const { SchemaEngineWasm } = require('@prisma/migrate');
   const { bindMigrationAwareSqlAdapterFactory } = require('@prisma/driver-adapter-utils');
-  const { PrismaPg } = require('@prisma/adapter-pg');
-  const adapter = bindMigrationAwareSqlAdapterFactory(new PrismaPg({ connectionString }));
+  const WholeScriptPg = WholeScriptPgClass();
+  const adapter = bindMigrationAwareSqlAdapterFactory(new WholeScriptPg({ connectionString }));
   const schemaText = fs.readFileSync(schemaPath, 'utf8');
   return SchemaEngineWasm.setup({ adapter, schemaContext: { schemaFiles: [[schemaPath, schemaText]] } });
 }

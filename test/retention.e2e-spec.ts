@@ -279,4 +279,108 @@ describe('retention', () => {
     expect(await existing('deliveries', (await deliveriesOf(events)).map((d) => d.id))).toEqual(sorted(kept));
     expect(await existing('events', events)).toEqual(sorted([events[3], ...events.slice(7)]));
   });
+  it('drops a month of attempts once every project with deliveries in it keeps them no longer, and none of them is pending; a busy table puts the drop off', async () => {
+    const r = h.receiver.url;
+    const a = await newTenant(h.stack, 'Months');
+    await http().patch(`/projects/${a.projectId}`).set(a.auth).send({ retentionDays: 30 }).expect(200);
+    await createWebhook(h.stack, a, `${r}/ok`, ['baseline.drift_detected']);
+    await http().post(`/projects/${a.projectId}/webhooks`).set(a.auth).send({ url: `${r}/later`, events: ['baseline.security_finding'], retrySchedule: ['1h'] }).expect(201);
+    const b = await newTenant(h.stack, 'Longest');
+    await http().patch(`/projects/${b.projectId}`).set(b.auth).send({ retentionDays: 90 }).expect(200);
+    await createWebhook(h.stack, b, `${r}/ok`, ['baseline.drift_detected']);
+
+    const expired = await publish(a, 'baseline.drift_detected'); // a month every project is past
+    const shared = await publish(a, 'baseline.drift_detected'); // a month B still keeps
+    const kept = await publish(b, 'baseline.drift_detected');
+    const pending = await publish(a, 'baseline.security_finding'); // a month with a pending delivery
+    const later = await publish(a, 'baseline.drift_detected'); // a month dropped while attempts is busy
+    await settled([expired, shared, kept, later], [pending]);
+
+    /**
+     * Moves deliveries to the month `days` ago: new ids of that time (their attempts follow, ON
+     * UPDATE CASCADE, into attempts_default while that month has no partition), older timestamps.
+     */
+    const toDaysAgo = async (eventIds: string[], days: number) => {
+      await db.query(
+        `UPDATE deliveries SET id = 'dlv_' || bellhop_ulid_time(now() - make_interval(days => $2)) || substr(id, 15),
+                               created_at = created_at - make_interval(days => $2)
+          WHERE event_id = ANY($1)`,
+        [eventIds, days],
+      );
+      await db.query(`UPDATE events SET created_at = created_at - make_interval(days => $2) WHERE id = ANY($1)`, [eventIds, days]);
+      await db.query(`UPDATE attempts SET created_at = created_at - make_interval(days => $2) WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id = ANY($1))`, [eventIds, days]);
+    };
+    const month = async (days: number) =>
+      (await db.query(`SELECT 'attempts_' || to_char(now() AT TIME ZONE 'UTC' - make_interval(days => $1), 'YYYY_MM') AS name`, [days])).rows[0].name as string;
+    const partitions = async () =>
+      (await db.query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'attempts'::regclass ORDER BY 1`)).rows.map(
+        (row: { relname: string }) => row.relname,
+      );
+    const homes = async (deliveryIds: string[]) =>
+      (await db.query(`SELECT DISTINCT tableoid::regclass::text AS home FROM attempts WHERE delivery_id = ANY($1) ORDER BY 1`, [deliveryIds])).rows.map(
+        (row: { home: string }) => row.home,
+      );
+
+    // The migration made this month and the next three; the purge keeps it so.
+    const ahead = (await db.query(`SELECT 'attempts_' || to_char(now() AT TIME ZONE 'UTC' + make_interval(months => m), 'YYYY_MM') AS name FROM generate_series(0, 3) m`)).rows;
+    expect(await partitions()).toEqual(expect.arrayContaining(ahead.map((row: { name: string }) => row.name)));
+
+    await toDaysAgo([expired], 150);
+    await toDaysAgo([shared, kept], 62);
+    await toDaysAgo([pending], 250);
+    const [expiredDelivery] = (await deliveriesOf([expired])).map((d) => d.id);
+    const [sharedDelivery, keptDelivery, pendingDelivery] = [(await deliveriesOf([shared]))[0].id, (await deliveriesOf([kept]))[0].id, (await deliveriesOf([pending]))[0].id];
+    expect((await deliveriesOf([pending]))[0].status).toBe('pending');
+    expect(await homes([expiredDelivery, sharedDelivery, keptDelivery, pendingDelivery])).toEqual(['attempts_default']);
+
+    // Adding those months moves their rows out of the default partition.
+    for (const days of [150, 62, 250]) {
+      const added = await db.query(`SELECT bellhop_attempts_add_month((now() AT TIME ZONE 'UTC' - make_interval(days => $1))::date) AS added`, [days]);
+      expect(added.rows[0].added).toBe(true);
+    }
+    expect(await homes([expiredDelivery])).toEqual([await month(150)]);
+    expect(await homes([sharedDelivery, keptDelivery])).toEqual([await month(62)]);
+    expect(await homes([pendingDelivery])).toEqual([await month(250)]);
+    expect((await db.query('SELECT count(*)::int AS n FROM attempts_default')).rows[0].n).toBe(0);
+    const attemptsOf = async (id: string) => attemptCount([id]);
+    const keptAttempts = await attemptsOf(keptDelivery);
+    const pendingAttempts = await attemptsOf(pendingDelivery);
+    expect(await attemptsOf(expiredDelivery)).toBe(1);
+    expect(keptAttempts).toBe(1);
+    expect(pendingAttempts).toBe(1);
+
+    const first = await purger().purgeOnce();
+    expect(first.attemptMonthsDropped).toEqual([await month(150)]);
+    expect(first.attemptMonthsAdded).toEqual([]);
+    expect(await partitions()).not.toContain(await month(150));
+    expect(await partitions()).toEqual(expect.arrayContaining([await month(62), await month(250)]));
+    // The expired delivery went with its month's attempts, the one sharing a month with B's one by one.
+    expect(await existing('deliveries', [expiredDelivery, sharedDelivery, keptDelivery, pendingDelivery])).toEqual(sorted([keptDelivery, pendingDelivery]));
+    expect(await attemptCount([expiredDelivery, sharedDelivery])).toBe(0);
+    expect(await attemptsOf(keptDelivery)).toBe(keptAttempts);
+    expect(await attemptsOf(pendingDelivery)).toBe(pendingAttempts);
+    await http().get(`/deliveries/${keptDelivery}/attempts`).set(b.auth).expect(200);
+
+    // A reader holding attempts: the drop waits at most a second for its lock, then waits for the next run.
+    await toDaysAgo([later], 200);
+    expect(await db.query(`SELECT bellhop_attempts_add_month((now() AT TIME ZONE 'UTC' - interval '200 days')::date) AS added`).then((res) => res.rows[0].added)).toBe(true);
+    const reader = new Client({ connectionString: h.stack.databaseUrl });
+    await reader.connect();
+    try {
+      await reader.query('BEGIN');
+      await reader.query('SELECT count(*) FROM attempts');
+      const started = Date.now();
+      const second = await purger().purgeOnce();
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(second.attemptMonthsDropped).toEqual([]);
+      // Its delivery is past A's 30 days all the same: deleted one by one, attempts with it.
+      expect(second.deliveries).toBeGreaterThanOrEqual(1);
+    } finally {
+      await reader.query('COMMIT').catch(() => undefined);
+      await reader.end();
+    }
+    const third = await purger().purgeOnce();
+    expect(third.attemptMonthsDropped).toEqual([await month(200)]);
+    expect(await partitions()).toEqual(expect.arrayContaining([await month(62), await month(250)]));
+  });
 });

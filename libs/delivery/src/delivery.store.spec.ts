@@ -8,7 +8,7 @@ import { buildEnvelope, newId } from '@bellhop/domain';
 import { encryptSecret, generateWebhookSecret } from '@bellhop/signing';
 import type { DeliveryJob } from '@bellhop/queue';
 import { DeliveryService } from './delivery.service';
-import { type Claimed, DeliveryStore } from './delivery.store';
+import { type Claimed, DeliveryStore, isDuplicateAttempt } from './delivery.store';
 import { DeliveryDispatcher } from './dispatcher';
 import { HttpSender } from './http-sender';
 import { LocalInFlightLimiter } from './in-flight-limiter';
@@ -200,6 +200,22 @@ describe('DeliveryStore: HOT claims, manual requests, recordings and lock order 
   });
 
   // ---------------------------------------------------------------- recording
+
+  it('record: a second row with an attempt\'s id or number is refused by its month\'s key, and taken for the recording\'s own first try', async () => {
+    const f = await fixture();
+    const insert = (id: string, attempt: number) => prisma.$executeRaw`
+      INSERT INTO attempts (id, delivery_id, attempt, trigger, request_url, request_headers, response_time_ms)
+      VALUES (${id}, ${f.delivery.id}, ${attempt}, 'scheduled', 'https://example.com', '{}'::jsonb, 1)`;
+    const id = newId('attempt');
+    await insert(id, 1);
+    const sameId = await insert(id, 2).catch((err: unknown) => err);
+    const sameNumber = await insert(newId('attempt'), 1).catch((err: unknown) => err);
+    expect(String(sameId)).toMatch(/attempts_\d{4}_\d{2}_delivery_id_id_key/);
+    expect(String(sameNumber)).toMatch(/attempts_\d{4}_\d{2}_pkey/);
+    expect([isDuplicateAttempt(sameId), isDuplicateAttempt(sameNumber)]).toEqual([true, true]);
+    expect(isDuplicateAttempt(new Error('duplicate key value violates unique constraint "attempts_pkey"'))).toBe(false);
+    expect(await attempts(f.delivery.id)).toHaveLength(1);
+  });
 
   it('record: a stale holder\'s recording retried after its commit reply was lost is recorded once', async () => {
     const f = await fixture();

@@ -130,10 +130,13 @@ const RECORD_RETRY_STOP_BEFORE_LEASE_END_MS = 5_000;
 /** Claims are retried this many times on transient errors (a deadlock, a killed connection). */
 const CLAIM_TRIES = 3;
 
-/** The attempt row exists already: a recording's first try committed after all. */
-function isDuplicateAttempt(err: unknown): boolean {
+/**
+ * The attempt row exists already: a recording's first try committed after all. The key is the
+ * partition's (attempts_2026_11_pkey, attempts_default_delivery_id_id_key) or the parent's.
+ */
+export function isDuplicateAttempt(err: unknown): boolean {
   const cause = (err as { meta?: { driverAdapterError?: { cause?: { originalCode?: unknown; originalMessage?: unknown; constraint?: unknown } } } })?.meta?.driverAdapterError?.cause;
-  return cause?.originalCode === '23505' && /attempts_pkey/.test(String(cause.originalMessage ?? '') + String(JSON.stringify(cause.constraint ?? '')));
+  return cause?.originalCode === '23505' && /attempts\w*_(pkey|delivery_id_id_key)\b/.test(String(cause.originalMessage ?? '') + String(JSON.stringify(cause.constraint ?? '')));
 }
 
 /** The stored custom headers that may be sent (the API checked them when they were set; checked again). */
@@ -412,7 +415,7 @@ export class DeliveryStore {
                              ${column((i) => (i.error ? withoutNul(i.error.message) : null))}::text[])
                AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test, status_at_claim,
                     url, request_headers, response_headers, body, truncated, error_code, error_message)
-         ${skipRecorded ? Prisma.sql`WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = x.attempt_id)` : Prisma.empty}`;
+         ${skipRecorded ? Prisma.sql`WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = x.id AND a.id = x.attempt_id)` : Prisma.empty}`;
   }
 
   /** The attempt rows of the recordings in `u` (their numbers from the delivery's attempt_count). */
@@ -646,8 +649,9 @@ ${replaysCounted}${outboxWrite}      )
                d.status::text AS status, d.scheduled_attempts, d.next_attempt_at,
                CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at, false AS webhook_disabled,
                false AS operational_raised
-          FROM unnest(${missing.map((i) => i.attemptId)}::text[], ${missing.map((i) => i.claimed.leaseToken)}::text[]) AS x(attempt_id, token)
-          JOIN attempts a ON a.id = x.attempt_id
+          FROM unnest(${missing.map((i) => i.attemptId)}::text[], ${missing.map((i) => i.claimed.id)}::text[],
+                      ${missing.map((i) => i.claimed.leaseToken)}::text[]) AS x(attempt_id, delivery_id, token)
+          JOIN attempts a ON a.delivery_id = x.delivery_id AND a.id = x.attempt_id
           JOIN deliveries d ON d.id = a.delivery_id`;
       for (const row of earlier) byAttempt.set(row.attempt_id, row);
     }

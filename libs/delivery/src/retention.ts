@@ -10,6 +10,14 @@ export const ROLLUP_RETENTION_DAYS = 90;
 /** Only one worker purges at a time; the others find the lock taken and skip their turn. */
 const LOCK_KEY = 'bellhop.retention';
 
+/** Months of attempts partitions kept ready after the current one. */
+export const ATTEMPT_MONTHS_AHEAD = 3;
+/**
+ * How long adding or dropping a month of attempts waits for each lock it takes: readers and writers
+ * of the tables locked queue behind it meanwhile.
+ */
+const LOCK_TIMEOUT = '1s';
+
 export interface RetentionOptions {
   /** Purge once when the app boots, then every RETENTION_INTERVAL. Default true. */
   autoStart?: boolean;
@@ -29,6 +37,9 @@ export interface PurgeResult {
   /** Rows of webhook_stats_hourly and webhook_errors_hourly. */
   rollups: number;
   replays: number;
+  /** Monthly partitions of attempts created ahead, and dropped whole (their rows with them), by name. */
+  attemptMonthsAdded: string[];
+  attemptMonthsDropped: string[];
   statements: number;
   longestStatementMs: number;
   durationMs: number;
@@ -89,7 +100,19 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
   private async purge(): Promise<PurgeResult> {
     const started = performance.now();
     const generation = this.generation;
-    const result: PurgeResult = { ran: false, projects: 0, deliveries: 0, events: 0, rollups: 0, replays: 0, statements: 0, longestStatementMs: 0, durationMs: 0 };
+    const result: PurgeResult = {
+      ran: false,
+      projects: 0,
+      deliveries: 0,
+      events: 0,
+      rollups: 0,
+      replays: 0,
+      attemptMonthsAdded: [],
+      attemptMonthsDropped: [],
+      statements: 0,
+      longestStatementMs: 0,
+      durationMs: 0,
+    };
     // A connection of its own: a session-level advisory lock belongs to one connection, which
     // Prisma's pool does not give; it also keeps the purge off the pool the attempts use.
     const client = new Client({ connectionString: this.config.databaseUrl, application_name: 'bellhop-retention' });
@@ -102,6 +125,9 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
       if (!lock.rows[0]?.locked) return result;
       result.ran = true;
       const sql = <R extends QueryResultRow>(text: string, params: unknown[]) => this.statement<R>(client, result, generation, text, params);
+      await this.addAttemptMonths(sql, result);
+      // Whole months first: the deliveries deleted next then have no attempts left to cascade to.
+      await this.dropAttemptMonths(sql, result);
       await this.purgeProjects(sql, result);
       await this.purgeRollups(sql, result);
       await this.purgeReplays(sql, result);
@@ -120,6 +146,8 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
         events: result.events,
         rollups: result.rollups,
         replays: result.replays,
+        attemptMonthsAdded: result.attemptMonthsAdded,
+        attemptMonthsDropped: result.attemptMonthsDropped,
         statements: result.statements,
         longestStatementMs: result.longestStatementMs,
         durationMs: result.durationMs,
@@ -127,6 +155,95 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
       });
     }
     return result;
+  }
+
+  /**
+   * The partitions of attempts for this month and the next ATTEMPT_MONTHS_AHEAD (normally all
+   * there: one catalog look-up each). Adding one locks deliveries against writes for an instant
+   * (see bellhop_attempts_add_month); a month whose locks are not had within LOCK_TIMEOUT, or that
+   * lost a deadlock, waits for the next run.
+   */
+  private async addAttemptMonths(sql: Sql, result: PurgeResult): Promise<void> {
+    const { rows: months } = await sql<{ month: string; missing: boolean }>(
+      `SELECT to_char(m, 'YYYY-MM-DD') AS month, to_regclass(quote_ident('attempts_' || to_char(m, 'YYYY_MM'))) IS NULL AS missing
+         FROM generate_series(date_trunc('month', now() AT TIME ZONE 'UTC'),
+                              date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => $1), interval '1 month') AS m`,
+      [ATTEMPT_MONTHS_AHEAD],
+    );
+    for (const { month } of months.filter((m) => m.missing)) {
+      const added = await this.locked(sql, 'attempts month not added this run', month, async () => {
+        const { rows } = await sql<{ added: boolean }>('SELECT bellhop_attempts_add_month($1::date) AS added', [month]);
+        return rows[0]?.added === true;
+      });
+      if (added) result.attemptMonthsAdded.push(`attempts_${month.slice(0, 7).replace('-', '_')}`);
+    }
+  }
+
+  /**
+   * Drops each month of attempts that every project's retention has passed: no project with
+   * deliveries created in that month keeps them any more, and none of them is pending or waiting
+   * for a manual or replay attempt (a lease is only taken on one of those). A month that fails
+   * either test stays, and its rows go one by one with their deliveries, as in an unpartitioned
+   * table. Dropping locks attempts for an instant; when that lock is not had within LOCK_TIMEOUT
+   * the month waits for the next run.
+   *
+   * The tests run before the lock, which covers attempts only: a manual retry of one of the month's
+   * deliveries asked for in between still goes ahead, and its attempt is recorded in
+   * attempts_default. Such a delivery is past its retention: its earlier attempts go with the month
+   * a little before the delivery itself, at the first run after that attempt.
+   */
+  private async dropAttemptMonths(sql: Sql, result: PurgeResult): Promise<void> {
+    const { rows: months } = await sql<{ name: string; lower_bound: string; upper_bound: string; ends: Date }>(
+      `SELECT p.name, b.lower_bound, b.upper_bound, p.ends
+         FROM (SELECT c.relname AS name, m.month, (m.month + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS ends
+                 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                CROSS JOIN LATERAL (SELECT CASE WHEN c.relname ~ '^attempts_[0-9]{4}_[0-9]{2}$'
+                                                THEN to_date(substr(c.relname, 10), 'YYYY_MM') END AS month) m
+                WHERE i.inhparent = 'attempts'::regclass) p
+        CROSS JOIN LATERAL bellhop_attempts_month_bounds(p.month) b
+        WHERE p.month IS NOT NULL AND p.ends < now() - interval '1 day'
+        ORDER BY p.name`,
+      [],
+    );
+    for (const month of months) {
+      const { rows } = await sql<{ kept: boolean }>(
+        `SELECT EXISTS (
+                  SELECT 1 FROM projects p
+                   WHERE $3 > now() - make_interval(days => LEAST(GREATEST(COALESCE(p.retention_days, $4), 1), ${ROLLUP_RETENTION_DAYS}))
+                     AND EXISTS (SELECT 1 FROM deliveries d WHERE d.project_id = p.id AND d.id >= $1 AND d.id < $2))
+             OR EXISTS (SELECT 1 FROM deliveries WHERE status = 'pending' AND id >= $1 AND id < $2)
+             OR EXISTS (SELECT 1 FROM deliveries WHERE manual_requested_at IS NOT NULL AND id >= $1 AND id < $2) AS kept`,
+        [month.lower_bound, month.upper_bound, month.ends, this.config.retentionDays],
+      );
+      if (rows[0]?.kept) continue;
+      const dropped = await this.locked(sql, 'attempts busy, month not dropped this run', month.name, async () => {
+        // The parent first, as every insert takes it: no lock upgrade to deadlock on.
+        await sql('LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE', []);
+        await sql(`DROP TABLE ${quoteIdent(month.name)}`, []);
+        return true;
+      });
+      if (dropped) result.attemptMonthsDropped.push(month.name);
+    }
+  }
+
+  /**
+   * Runs `work` in a transaction that waits at most LOCK_TIMEOUT for each lock. A lock not had in
+   * time, or a deadlock lost, rolls it back and answers false (logged): the next run tries again.
+   */
+  private async locked(sql: Sql, warning: string, about: string, work: () => Promise<boolean>): Promise<boolean> {
+    await sql('BEGIN', []);
+    try {
+      await sql(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`, []);
+      const done = await work();
+      await sql('COMMIT', []);
+      return done;
+    } catch (err) {
+      await sql('ROLLBACK', []).catch(() => undefined);
+      const code = (err as { code?: string }).code;
+      if (code !== '55P03' && code !== '40P01') throw err;
+      this.logger.warn({ msg: `retention purge: ${warning}`, about, error: (err as Error).message });
+      return false;
+    }
   }
 
   private async purgeProjects(sql: Sql, result: PurgeResult): Promise<void> {
@@ -274,6 +391,11 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
     result.longestStatementMs = Math.max(result.longestStatementMs, Math.round(ms));
     return answer;
   }
+}
+
+/** A partition's name as SQL (they are ours: attempts_YYYY_MM). */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
 }
 
 type Sql = <R extends QueryResultRow>(text: string, params: unknown[]) => Promise<{ rows: R[]; rowCount: number | null }>;
