@@ -184,8 +184,9 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
    * deliveries created in that month keeps them any more, and none of them is pending or waiting
    * for a manual or replay attempt (a lease is only taken on one of those). A month that fails
    * either test stays, and its rows go one by one with their deliveries, as in an unpartitioned
-   * table. Dropping locks attempts for an instant; when that lock is not had within LOCK_TIMEOUT
-   * the month waits for the next run.
+   * table. A month is detached (locking deliveries against writes, and attempts, for an instant;
+   * when those locks are not had within LOCK_TIMEOUT the month waits for the next run), then
+   * emptied and dropped on its own (dropDetached).
    *
    * The tests run before the lock, which covers attempts only: a manual retry of one of the month's
    * deliveries asked for in between still goes ahead, and its attempt is recorded in
@@ -216,14 +217,38 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
         [month.lower_bound, month.upper_bound, month.ends, this.config.retentionDays],
       );
       if (rows[0]?.kept) continue;
-      const dropped = await this.locked(sql, 'attempts busy, month not dropped this run', month.name, async () => {
-        // The parent first, as every insert takes it: no lock upgrade to deadlock on.
+      const detached = await this.locked(sql, 'attempts busy, month not dropped this run', month.name, async () => {
+        // Detaching copies the foreign key's triggers onto deliveries: its lock first, in the order
+        // recordings and cascading deletes take them (deliveries, then attempts).
+        await sql('LOCK TABLE deliveries IN SHARE ROW EXCLUSIVE MODE', []);
         await sql('LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE', []);
-        await sql(`DROP TABLE ${quoteIdent(month.name)}`, []);
+        await sql(`ALTER TABLE attempts DETACH PARTITION ${quoteIdent(month.name)}`, []);
         return true;
       });
-      if (dropped) result.attemptMonthsDropped.push(month.name);
+      if (detached && (await this.dropDetached(sql, month.name))) result.attemptMonthsDropped.push(month.name);
     }
+    // Months detached by a run that stopped before dropping them.
+    const { rows: leftovers } = await sql<{ name: string }>(
+      `SELECT c.relname AS name FROM pg_class c
+        WHERE c.relname ~ '^attempts_[0-9]{4}_[0-9]{2}$' AND c.relkind = 'r' AND NOT c.relispartition
+          AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'attempts'::regclass)
+        ORDER BY 1`,
+      [],
+    );
+    for (const { name } of leftovers) if (await this.dropDetached(sql, name)) result.attemptMonthsDropped.push(name);
+  }
+
+  /**
+   * Drops a month detached from attempts. Its files are removed by TRUNCATE first, holding a lock
+   * on that table alone (a month of attempts can take a moment to unlink); the DROP that follows
+   * removes an empty table and its foreign key, which locks deliveries for an instant.
+   */
+  private async dropDetached(sql: Sql, name: string): Promise<boolean> {
+    await sql(`TRUNCATE ${quoteIdent(name)}`, []);
+    return this.locked(sql, 'month of attempts emptied, not dropped this run', name, async () => {
+      await sql(`DROP TABLE ${quoteIdent(name)}`, []);
+      return true;
+    });
   }
 
   /**
