@@ -392,11 +392,12 @@ export class DeliveryStore {
 
   /**
    * The attempts as an `x` relation (one row each, with everything the statements below need).
-   * `skipRecorded` leaves out those whose row exists already: a retry of a recording whose commit
-   * reply was lost. (The lease holders' statement needs no such look-up: a recording that did
-   * commit cleared the lease token, so its retry matches no row there and comes to the second.)
+   * The statement for stale holders leaves out those whose row exists already: a retry of a
+   * recording whose commit reply was lost. (The lease holders' statement needs no such look-up: a
+   * recording that did commit cleared the lease token, so its retry matches no row there and comes
+   * to the second.)
    */
-  private attemptsRelation(unordered: RecordItem[], skipRecorded: boolean): Prisma.Sql {
+  private attemptsRelation(unordered: RecordItem[]): Prisma.Sql {
     // In delivery id order, the order in which claims and recordings lock rows (no deadlocks).
     const items = [...unordered].sort((a, b) => (a.claimed.id < b.claimed.id ? -1 : a.claimed.id > b.claimed.id ? 1 : 0));
     const column = <T>(pick: (item: RecordItem) => T) => items.map(pick);
@@ -415,7 +416,7 @@ export class DeliveryStore {
                              ${column((i) => (i.error ? withoutNul(i.error.message) : null))}::text[])
                AS x(attempt_id, id, token, trigger, success, gone, retry_ms, code, time_ms, started_at, test, status_at_claim,
                     url, request_headers, response_headers, body, truncated, error_code, error_message)
-         ${skipRecorded ? Prisma.sql`WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = x.id AND a.id = x.attempt_id)` : Prisma.empty}`;
+`;
   }
 
   /** The attempt rows of the recordings in `u` (their numbers from the delivery's attempt_count). */
@@ -522,7 +523,7 @@ export class DeliveryStore {
 `
       : Prisma.empty;
     const rows = await this.prisma.$queryRaw<RecordRow[]>`
-      WITH x AS (${this.attemptsRelation(items, false)}
+      WITH x AS (${this.attemptsRelation(items)}
       ), u AS (
         UPDATE deliveries d SET
                attempt_count = d.attempt_count + 1,
@@ -622,11 +623,14 @@ ${replaysCounted}${outboxWrite}      )
       // the history, but the delivery's state stays the current holder's. (And retries of
       // recordings that did commit: skipped here, found below.)
       const stale = await this.prisma.$queryRaw<RecordRow[]>`
-        WITH x AS (${this.attemptsRelation(others, true)}
+        WITH x AS (${this.attemptsRelation(others)}
         ), u AS (
           UPDATE deliveries d SET attempt_count = d.attempt_count + 1
             FROM x
            WHERE d.id = x.id
+             -- Not a retry of a recording that did commit. Looked up here rather than in x, so that
+             -- this statement locks deliveries before attempts, as every other recording does.
+             AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = x.id AND a.id = x.attempt_id)
           RETURNING d.id, x.attempt_id, d.attempt_count, d.status, d.scheduled_attempts, d.next_attempt_at,
                     CASE WHEN d.manual_trigger IS NOT NULL THEN d.manual_requested_at END AS manual_requested_at,
                     d.webhook_id, d.project_id, x.test, x.success, x.started_at, x.code, x.time_ms, x.error_code

@@ -35,11 +35,12 @@ $$;
 
 -- Adds the partition of the month holding `month` (attempts_YYYY_MM), unless it exists; rows of
 -- that range already in attempts_default move into it. True when it added the month.
--- Attaching copies the foreign key, which locks deliveries against writes (SHARE ROW EXCLUSIVE)
--- until the transaction ends, and attempts_default while its rows move: both are taken first, in
--- the order in which recordings and cascading deletes take them (deliveries, then attempts), so
--- that the function waits for those instead of deadlocking with them. Callers set a short
--- lock_timeout; the worker adds months three ahead, so a month put off is no harm.
+-- Attaching copies the foreign key (once there is one: this migration adds it last), which locks
+-- deliveries against writes (SHARE ROW EXCLUSIVE) until the transaction ends; attempts_default is
+-- locked while its rows move. Both are taken first, in the order in which recordings and cascading
+-- deletes take them (deliveries, then attempts), so that the function waits for those instead of
+-- deadlocking with them. Callers set a short lock_timeout; the worker adds months three ahead, so
+-- a month put off is no harm.
 CREATE FUNCTION bellhop_attempts_add_month(month date) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
   part text := 'attempts_' || to_char(month::timestamp, 'YYYY_MM');
@@ -53,7 +54,9 @@ BEGIN
   IF NOT (lo < hi AND 'dlv_0' < 'dlv_A' AND 'dlv_01' < 'dlv_01Z' AND 'dlv_9Z' < 'dlv_A0' AND 'dlv_0123' < 'dlv_09') THEN
     RAISE EXCEPTION 'the database collation does not sort ULIDs in creation order';
   END IF;
-  LOCK TABLE deliveries IN SHARE ROW EXCLUSIVE MODE;
+  IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'attempts'::regclass AND contype = 'f') THEN
+    LOCK TABLE deliveries IN SHARE ROW EXCLUSIVE MODE;
+  END IF;
   LOCK TABLE attempts_default IN ACCESS EXCLUSIVE MODE;
   EXECUTE format('CREATE TABLE %I (LIKE attempts INCLUDING DEFAULTS)', part);
   EXECUTE format(
