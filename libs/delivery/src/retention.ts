@@ -226,9 +226,14 @@ export class RetentionPurger extends BackgroundLoop<PurgeResult> {
       // Then the empty table, with attempts locked for an instant (the parent first, as every insert
       // takes it). An attempt recorded in between (a manual retry asked for meanwhile) keeps it.
       const dropped = await this.locked(sql, 'attempts busy, month not dropped this run', month.name, async () => {
-        await sql('LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE', []);
+        // What the DROP locks, and no more: not every month, whose locks (autovacuum on the current
+        // one) would each be waited for while attempts is held.
+        await sql(`LOCK TABLE ONLY attempts, attempts_default, ${quoteIdent(month.name)} IN ACCESS EXCLUSIVE MODE`, []);
         const { rows: left } = await sql<{ some: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${quoteIdent(month.name)}) AS some`, []);
-        if (left[0]?.some) return false;
+        if (left[0]?.some) {
+          this.logger.warn({ msg: 'retention purge: month of attempts got an attempt meanwhile, not dropped this run', about: month.name });
+          return false;
+        }
         await sql(`DROP TABLE ${quoteIdent(month.name)}`, []);
         return true;
       });

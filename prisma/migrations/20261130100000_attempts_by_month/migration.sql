@@ -107,7 +107,10 @@ SELECT "id", "delivery_id", "attempt", "trigger", "created_at", "request_url", "
        "response_headers", "response_body", "response_body_truncated", "response_time_ms", "error_code", "error_message"
   FROM "attempts_unpartitioned";
 
-DROP TABLE "attempts_unpartitioned";
-
--- The foreign key after the copy: one check of the whole table instead of one per row.
+-- The foreign key after the copy: one check of the whole table instead of one per row, with
+-- deliveries locked against writes only (reads go on).
 ALTER TABLE "attempts" ADD CONSTRAINT "attempts_delivery_id_fkey" FOREIGN KEY ("delivery_id") REFERENCES "deliveries"("id") ON DELETE CASCADE ON UPDATE CASCADE;
+
+-- Last: dropping the old table removes its foreign key's triggers from deliveries, which locks
+-- deliveries entirely, for an instant at the end of the transaction.
+DROP TABLE "attempts_unpartitioned";
